@@ -1,0 +1,33 @@
+"""emobatch: folders of photos and videos -> per-frame facial-emotion timelines."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .types import EMOTIONS, FaceBatch, Frame  # noqa: E402
+
+__all__ = ["EMOTIONS", "FaceBatch", "Frame", "Settings", "__version__", "read_timeline", "run"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import emobatch` stays fast; torch and MTCNN load only when a run starts.
+    if name == "run":
+        from .pipeline import run
+        return run
+    if name == "Settings":
+        from .config import Settings
+        return Settings
+    raise AttributeError(name)
+
+
+def read_timeline(path: str):
+    """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs."""
+    import pandas as pd
+
+    from .sinks import read_metadata
+
+    df = pd.read_parquet(path) if not str(path).lower().endswith(".csv") else pd.read_csv(path)
+    try:
+        df.attrs["emobatch"] = read_metadata(path)
+    except (OSError, ValueError):
+        pass
+    return df

@@ -1,0 +1,71 @@
+"""Landmarks -> 48x48 grayscale crops with the geometry of FER2013's faces.
+
+Used by inference and by training (one copy). The template is where MTCNN finds the five
+landmarks on FER2013 training crops (median over 260 faces, mirrored so the eyes are level);
+`python -m training.landmark_template` re-measures it.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .types import FaceBatch
+
+TEMPLATE_48 = np.array([[14.84, 18.99],   # left eye (image left)
+                        [33.16, 18.99],   # right eye
+                        [24.00, 29.64],   # nose
+                        [16.44, 38.45],   # mouth left
+                        [31.56, 38.45]],  # mouth right
+                       np.float32)
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, shift; no reflection) mapping
+    src (K, 2) onto dst (K, 2) (Umeyama 1991). Returns the (2, 3) affine matrix."""
+    src = src.astype(np.float64)
+    dst = dst.astype(np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rot = u @ np.diag(sign) @ vt
+    var_s = (s ** 2).sum() / len(src)
+    scale = (sig * sign).sum() / var_s if var_s > 0 else 1.0
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def align_face(gray: np.ndarray, landmarks: np.ndarray, size: int = 48,
+               template: np.ndarray = TEMPLATE_48) -> np.ndarray:
+    """Warp one face of gray (H, W) uint8 so its landmarks (5, 2) land on the template;
+    returns (size, size) uint8. Large faces are warped at up to 4x and area-downsampled,
+    so the crop is antialiased like a camera image rather than aliased by point sampling."""
+    tpl = template * (size / 48.0)
+    m = similarity(landmarks, tpl)
+    scale = float(np.hypot(m[0, 0], m[0, 1]))
+    k = int(np.clip(round(1.0 / max(scale, 1e-6)), 1, 4))
+    big = cv2.warpAffine(gray, m * k, (size * k, size * k), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    if k == 1:
+        return big
+    return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class Aligner:
+    """Stage: adds `crops` (n, size, size) uint8 to a FaceBatch."""
+
+    def __init__(self, size: int = 48) -> None:
+        self.size = size
+
+    def align(self, image: np.ndarray, faces: FaceBatch) -> FaceBatch:
+        """image (H, W, 3) uint8 RGB (or (H, W) gray) -> faces with crops."""
+        if len(faces) == 0:
+            return faces.with_(crops=np.zeros((0, self.size, self.size), np.uint8))
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        crops = np.stack([align_face(gray, lm, self.size) for lm in faces.landmarks])
+        return faces.with_(crops=crops)

@@ -1,0 +1,156 @@
+"""Command line: `emobatch run INPUTS... --out results.parquet [--annotate DIR]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn)
+from rich.table import Table
+
+from . import __version__
+from .config import Settings
+
+console = Console(stderr=True)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emobatch", description="Per-frame facial-emotion "
+                                "timelines from folders of photos and videos.")
+    p.add_argument("--version", action="version", version=f"emobatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="process images and videos into a timeline")
+    r.add_argument("inputs", nargs="+", type=Path, help="files and/or folders (walked recursively)")
+    r.add_argument("--out", type=Path, required=True, help="results.parquet or results.csv")
+    r.add_argument("--annotate", type=Path, default=None, metavar="DIR",
+                   help="write annotated MP4s / images here (names mirror the inputs)")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--batch-size", type=int, default=64, help="faces per classifier batch")
+    r.add_argument("--min-face-size", type=int, default=20, help="smallest face in pixels")
+    r.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7),
+                   metavar=("P", "R", "O"), help="MTCNN stage thresholds")
+    r.add_argument("--min-score", type=float, default=0.9, help="drop faces scored below this")
+    r.add_argument("--every", type=int, default=1, metavar="N", help="every Nth video frame")
+    r.add_argument("--weights", type=Path, default=None, help="a weights .pt (default: shipped)")
+    r.add_argument("--tta", choices=["none", "flip"], default=None,
+                   help="test-time augmentation (default: as the weights' config says)")
+    r.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def settings_from_args(a: argparse.Namespace) -> Settings:
+    if a.every < 1 or a.batch_size < 1 or a.min_face_size < 1:
+        raise SystemExit("emobatch: --every, --batch-size and --min-face-size must be >= 1")
+    return Settings(device=a.device, batch_size=a.batch_size, min_face_size=a.min_face_size,
+                    thresholds=tuple(a.thresholds), min_score=a.min_score, every=a.every,
+                    weights=a.weights, tta=a.tta)
+
+
+class RichProgress:
+    """Progress callback: an overall bar (files) and a per-file bar (frames, frames/s)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                            console=console, disable=quiet, transient=False)
+        self.overall = self.file_task = None
+        self.frames = 0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        getattr(self, f"_on_{event}")(info)
+
+    def _on_start(self, info: dict) -> None:
+        self.bar.start()
+        self.overall = self.bar.add_task("all files", total=len(info["files"]), rate="")
+
+    def _on_source(self, info: dict) -> None:
+        from .sources import InputError, kind_of, video_info
+
+        total = None
+        if kind_of(info["source"]) == "video":
+            try:
+                total = video_info(info["source"]).n_frames
+            except InputError:
+                pass
+        if self.file_task is not None:
+            self.bar.remove_task(self.file_task)
+        self.file_task = self.bar.add_task(Path(info["source"]).name[-40:], total=total, rate="")
+        self.t_file = time.perf_counter()
+
+    def _on_frame(self, info: dict) -> None:
+        self.frames += 1
+        fps = info["frames"] / max(time.perf_counter() - self.t_file, 1e-9)
+        self.bar.update(self.file_task, completed=info["frames"], rate=f"{fps:5.1f} frames/s")
+
+    def _on_done(self, info: dict) -> None:
+        fps = self.frames / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.overall, advance=1, rate=f"{fps:5.1f} frames/s")
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def print_summary(summary) -> None:
+    t = Table(title="emobatch summary")
+    for col in ("files", "frames", "faces", "errors", "time", "frames/s"):
+        t.add_column(col, justify="right")
+    t.add_row(str(len(summary.results)), str(summary.frames), str(summary.faces),
+              str(len(summary.errors)), f"{summary.seconds:.1f} s",
+              f"{summary.frames / max(summary.seconds, 1e-9):.1f}")
+    console.print(t)
+    if summary.errors:
+        e = Table(title="failed inputs", title_style="bold red")
+        e.add_column("file")
+        e.add_column("error")
+        e.add_column("frames done", justify="right")
+        for r in summary.errors:
+            e.add_row(str(r.source), r.error, str(r.frames))
+        console.print(e)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .pipeline import run_files
+    from .sinks import errors_path
+
+    if a.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
+        console.print(f"[red]emobatch: --out must end in .parquet or .csv, not {a.out.name}")
+        return 2
+    settings = settings_from_args(a)
+    prog = RichProgress(a.quiet)
+    try:
+        summary = run_files(a.inputs, a.out, a.annotate, settings, prog)
+    except KeyboardInterrupt:
+        prog.stop()
+        partial = a.out.with_name(f"{a.out.stem}.partial{a.out.suffix}")
+        console.print(f"[yellow]interrupted: finished rows kept in {partial}")
+        return 130
+    finally:
+        prog.stop()
+    print_summary(summary)
+    console.print(f"timeline: {summary.out}  errors: {errors_path(summary.out)}"
+                  + (f"  annotated: {a.annotate}" if a.annotate else ""))
+    return 1 if summary.errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = get_parser().parse_args(argv)
+    try:
+        if a.command == "run":
+            return cmd_run(a)
+    except Exception as e:  # setup failures (weights, device): one clear line, no traceback
+        from .weights import WeightsError
+
+        if isinstance(e, (WeightsError, RuntimeError, ValueError)):
+            console.print(f"[red]emobatch: {e}")
+            return 2
+        raise
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Wiring: sources -> detect -> align -> classify -> sinks, one source at a time.
+
+`FacePipeline.frames(path)` is a generator of (Frame, FaceBatch), so memory stays flat on
+long videos; `run()` drives it over many inputs and writes the timeline and annotations.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import __version__
+from .align import Aligner
+from .annotate import VideoWriter, annotated_name, draw, write_image
+from .classify import Classifier
+from .config import Settings
+from .detect import Detector
+from .sinks import TimelineSink
+from .sources import InputError, discover, iter_frames, kind_of, video_info
+from .types import FaceBatch, Frame
+
+
+@dataclass
+class SourceResult:
+    """What happened to one input file."""
+
+    source: Path
+    kind: str | None
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    annotated: Path | None = None
+
+
+@dataclass
+class RunSummary:
+    results: list[SourceResult] = field(default_factory=list)
+    seconds: float = 0.0
+    out: Path | None = None
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.results)
+
+    @property
+    def faces(self) -> int:
+        return sum(r.faces for r in self.results)
+
+    @property
+    def errors(self) -> list[SourceResult]:
+        return [r for r in self.results if r.error]
+
+
+class FacePipeline:
+    """The stages, built once and shared by all sources of a run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.classifier = Classifier(settings.weights, settings.device, settings.batch_size,
+                                     settings.tta, settings.amp)
+        self.detector = Detector(settings.min_face_size, settings.thresholds, settings.min_score,
+                                 device=self.classifier.device)
+        self.aligner = Aligner()
+
+    def process(self, frame: Frame) -> FaceBatch:
+        """One frame through detect -> align -> classify."""
+        faces = self.detector.detect(frame.image)
+        faces = self.aligner.align(frame.image, faces)
+        return self.classifier.classify(faces)
+
+    def frames(self, path: Path) -> Iterator[tuple[Frame, FaceBatch]]:
+        """(frame, faces) for every processed frame of one source; raises InputError."""
+        for frame in iter_frames(path, self.settings.every):
+            yield frame, self.process(frame)
+
+    def metadata(self) -> dict[str, Any]:
+        c = self.classifier
+        return {"emobatch_version": __version__, "weights": str(c.path), "weights_sha256": c.sha256,
+                "arch": c.config.get("arch"), "model_metrics": c.config.get("metrics"),
+                "tta": c.tta, "device": str(c.device), "settings": self.settings.as_metadata()}
+
+
+def annotation_root(inputs: Sequence[str | Path]) -> Path:
+    """The common folder of the inputs, so annotated names mirror them below --annotate."""
+    dirs = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in inputs]
+    return Path(os.path.commonpath(dirs)) if dirs else Path.cwd()
+
+
+class _Annotation:
+    """Per-source annotated output: an H.264 MP4 for videos, an image for stills."""
+
+    def __init__(self, source: Path, root: Path, out_dir: Path | None, every: int) -> None:
+        self.path = annotated_name(source, root, out_dir) if out_dir else None
+        self.every = every
+        self.writer: VideoWriter | None = None
+
+    def write(self, frame: Frame, faces: FaceBatch) -> None:
+        if self.path is None:
+            return
+        img = draw(frame.image, faces)
+        if frame.t_sec is None:
+            write_image(self.path, img)
+            return
+        if self.writer is None:
+            fps = video_info(frame.source).fps or 25.0
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = VideoWriter(self.path, fps / self.every, img.shape[1], img.shape[0])
+            self.writer.__enter__()
+        self.writer.write(img, frame.t_sec)
+
+    def close(self, exc: BaseException | None = None) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(type(exc) if exc else None, exc, None)
+
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+def process_source(pipe: FacePipeline, path: Path, sink: TimelineSink, root: Path,
+                   annotate: Path | None, progress: ProgressFn | None = None) -> SourceResult:
+    """Run one input end to end; a bad input becomes an error result, never an exception."""
+    res = SourceResult(path, kind_of(path))
+    t0 = time.perf_counter()
+    ann = _Annotation(path, root, annotate, pipe.settings.every)
+    try:
+        for frame, faces in pipe.frames(path):
+            sink.write(frame, faces)
+            ann.write(frame, faces)
+            res.frames += 1
+            res.faces += len(faces)
+            if progress:
+                progress("frame", {"source": path, "frames": res.frames, "faces": res.faces})
+    except InputError as e:
+        res.error = str(e)
+    except (KeyboardInterrupt, SystemExit) as e:
+        ann.close(e)
+        raise
+    except Exception as e:  # an unexpected failure on one file must not end the run
+        res.error = f"{type(e).__name__}: {e}"
+    try:
+        ann.close()
+        res.annotated = ann.path if ann.path and (ann.writer or res.frames) else None
+    except Exception as e:
+        res.error = res.error or f"annotation failed: {type(e).__name__}: {e}"
+    if res.error:
+        sink.add_error(path, res.error, res.frames)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def run(inputs: str | Path | Sequence[str | Path], out: str | Path | None = None,
+        annotate: str | Path | None = None, settings: Settings | None = None,
+        progress: ProgressFn | None = None, **kwargs: Any):
+    """Process images and videos into an emotion timeline.
+
+    out: a .parquet or .csv path -> returns that Path (written atomically); None -> returns
+    a pandas DataFrame (errors in df.attrs['errors']). Keyword arguments set Settings fields.
+    """
+    settings = settings or Settings(**kwargs)
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    summary = run_files(inputs, out, annotate, settings, progress)
+    return summary.out if out is not None else _as_dataframe(summary)
+
+
+def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: str | Path | None,
+              settings: Settings, progress: ProgressFn | None = None) -> RunSummary:
+    """The run behind the CLI and run(): returns the per-source results."""
+    files = discover(inputs)
+    pipe = FacePipeline(settings)
+    root = annotation_root(inputs)
+    ann_dir = Path(annotate) if annotate is not None else None
+    tmpdir = None
+    if out is None:
+        tmpdir = tempfile.TemporaryDirectory()
+        out = Path(tmpdir.name) / "timeline.parquet"
+    summary = RunSummary()
+    meta = pipe.metadata() | {"inputs": [str(p) for p in inputs]}
+    t0 = time.perf_counter()
+    if progress:
+        progress("start", {"files": files})
+    with TimelineSink(out, meta, labels=pipe.classifier.labels) as sink:
+        for path in files:
+            if progress:
+                progress("source", {"source": path})
+            res = process_source(pipe, path, sink, root, ann_dir, progress)
+            summary.results.append(res)
+            if progress:
+                progress("done", {"result": res})
+        summary.seconds = time.perf_counter() - t0
+        sink.metadata |= {"files": len(files), "frames": summary.frames, "faces": summary.faces,
+                          "seconds": round(summary.seconds, 3)}
+    summary.out = Path(out)
+    summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
+    return summary
+
+
+def _as_dataframe(summary: RunSummary):
+    import pandas as pd
+
+    df = pd.read_parquet(summary.out)
+    df.attrs["errors"] = [{"source": str(r.source), "error": r.error} for r in summary.errors]
+    summary.tmpdir.cleanup()
+    return df

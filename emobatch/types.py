@@ -1,0 +1,64 @@
+"""Core data types: Frame, FaceBatch, the emotion label order and the timeline schema."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""FER2013's label order (the CSV's 0..6); every probability array uses it."""
+
+
+@dataclass
+class Frame:
+    """One decoded picture: a video frame or a still image.
+
+    image: (H, W, 3) uint8 RGB. t_sec is None for stills.
+    """
+
+    image: np.ndarray
+    source: Path
+    index: int = 0
+    t_sec: float | None = None
+
+
+def _empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+@dataclass
+class FaceBatch:
+    """All faces of one frame as parallel arrays (n may be 0; never None).
+
+    xyxy (n, 4) float32 pixels of the original frame; score (n,) float32;
+    landmarks (n, 5, 2) float32 (left eye, right eye, nose, mouth left, mouth right);
+    crops (n, 48, 48) uint8 aligned faces; probs (n, 7) float32 in EMOTIONS order;
+    probs_raw (n, 7) before smoothing; track (n,) int64 (-1 = untracked).
+    """
+
+    xyxy: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))
+    score: np.ndarray = field(default_factory=lambda: _empty((0,), np.float32))
+    landmarks: np.ndarray = field(default_factory=lambda: _empty((0, 5, 2), np.float32))
+    crops: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    probs_raw: np.ndarray | None = None
+    track: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    @classmethod
+    def empty(cls) -> "FaceBatch":
+        return cls()
+
+    def with_(self, **changes) -> "FaceBatch":
+        """A copy with some fields replaced (stages never mutate their input)."""
+        return replace(self, **changes)
+
+    def __getitem__(self, idx) -> "FaceBatch":
+        """Select faces by index array or boolean mask; keeps the arrays parallel."""
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+        return FaceBatch(self.xyxy[idx], self.score[idx], self.landmarks[idx], pick(self.crops),
+                         pick(self.probs), pick(self.probs_raw), pick(self.track))

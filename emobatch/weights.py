@@ -1,0 +1,91 @@
+"""Save and load classifier weights together with their config, offline and verified.
+
+A weights file `NAME.pt` holds {"config": {...}, "state_dict": {...}}; beside it `NAME.json`
+repeats the config and adds the file's sha256, which loading verifies.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import build_model
+from .types import EMOTIONS
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "_weights"
+DEFAULT_NAME = "emobatch_fer.pt"
+
+
+class WeightsError(RuntimeError):
+    """Weights missing, corrupt, or not matching their recorded sha256."""
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    config: dict[str, Any]
+    path: Path
+    sha256: str
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_weights_path() -> Path:
+    """The shipped model: repo `weights/` for a source checkout, else the installed package copy."""
+    for d in (WEIGHTS_DIR, PACKAGE_WEIGHTS_DIR):
+        if (d / DEFAULT_NAME).is_file():
+            return d / DEFAULT_NAME
+    raise WeightsError(f"shipped weights {DEFAULT_NAME} not found in {WEIGHTS_DIR} or {PACKAGE_WEIGHTS_DIR}")
+
+
+def save_weights(model: nn.Module, config: dict[str, Any], path: str | Path) -> str:
+    """Write weights + config atomically, then the sidecar JSON with the sha256; returns it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = {"labels": list(EMOTIONS), **config}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save({"config": config, "state_dict": state}, tmp)
+    os.replace(tmp, path)
+    digest = sha256_of(path)
+    path.with_suffix(".json").write_text(json.dumps({**config, "sha256": digest}, indent=2) + "\n")
+    return digest
+
+
+def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedModel:
+    """Load a weights file (default: the shipped one) into its architecture, in eval mode."""
+    path = Path(path) if path is not None else default_weights_path()
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    digest = sha256_of(path)
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        expected = json.loads(sidecar.read_text()).get("sha256")
+        if expected and expected != digest:
+            raise WeightsError(f"{path}: sha256 {digest[:12]}... does not match {sidecar.name} "
+                               f"({expected[:12]}...); the file is corrupt or was replaced")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        config = blob["config"]
+        model = build_model(config["arch"], num_classes=len(config["labels"]))
+        model.load_state_dict(blob["state_dict"])
+    except WeightsError:
+        raise
+    except Exception as e:  # torch raises many types for a bad file
+        raise WeightsError(f"cannot load weights {path}: {e}") from e
+    return LoadedModel(model.to(device).eval(), config, path, digest)

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from emobatch.align import Aligner
+from emobatch.classify import Classifier
+from emobatch.types import EMOTIONS, FaceBatch
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return Classifier(device="cpu")
+
+
+def test_probabilities_shape_and_sum(clf):
+    crops = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    p = clf.predict(crops)
+    assert p.shape == (5, 7) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-4)
+    assert clf.labels == list(EMOTIONS)
+
+
+def test_batching_does_not_change_results(clf):
+    crops = np.random.default_rng(1).integers(0, 256, (9, 48, 48), dtype=np.uint8)
+    one = np.concatenate([clf.predict(crops[i:i + 1]) for i in range(9)])
+    np.testing.assert_allclose(one, clf.predict(crops), atol=2e-2)  # bf16 batch effects only
+
+
+def test_empty_batch(clf):
+    out = clf.classify(FaceBatch.empty().with_(crops=np.zeros((0, 48, 48), np.uint8)))
+    assert out.probs.shape == (0, 7)
+
+
+def test_flip_tta_is_mirror_symmetric():
+    clf = Classifier(device="cpu", tta="flip", amp="off")
+    crops = np.random.default_rng(2).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(clf.predict(crops), clf.predict(crops[:, :, ::-1].copy()), atol=1e-5)
+
+
+def test_bad_tta_rejected(clf):
+    from emobatch.classify import predict_probs
+
+    with pytest.raises(ValueError):
+        predict_probs(clf.model, np.zeros((1, 48, 48), np.uint8), clf.device, None, tta="ten")
+
+
+def test_needs_crops(clf):
+    with pytest.raises(ValueError, match="crops"):
+        clf.classify(FaceBatch.empty())
+
+
+def test_real_face_end_to_end(clf, detector, astronaut_rgb):
+    faces = clf.classify(Aligner().align(astronaut_rgb, detector.detect(astronaut_rgb)))
+    assert faces.probs.shape == (len(faces), 7) and len(faces) >= 1

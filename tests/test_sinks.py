@@ -1,0 +1,68 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from emobatch.sinks import TimelineSink, errors_path, read_metadata, timeline_schema
+from emobatch.types import EMOTIONS, FaceBatch, Frame
+
+
+def _faces(n: int) -> FaceBatch:
+    rng = np.random.default_rng(n)
+    p = rng.random((n, 7)).astype(np.float32)
+    p /= p.sum(1, keepdims=True)
+    xy = np.tile(np.array([[10, 20, 50, 70]], np.float32), (n, 1))
+    return FaceBatch(xy, np.full(n, 0.99, np.float32), np.zeros((n, 5, 2), np.float32), probs=p,
+                     probs_raw=p)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_rows_per_face_and_empty_frames(tmp_path, suffix):
+    out = tmp_path / f"r{suffix}"
+    with TimelineSink(out, {"k": "v"}, flush_rows=2) as sink:
+        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 0, 0.0), _faces(2))
+        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 1, 1001 / 30000), _faces(0))
+        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(3))
+        sink.add_error("bad.mp4", "zero-byte file")
+    df = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert len(df) == 6
+    assert list(df.columns) == timeline_schema().names
+    assert df["face"].isna().sum() == 1 and df.loc[2, "frame"] == 1
+    assert abs(df.loc[2, "t_sec"] - 1001 / 30000) < 1e-12
+    assert pd.isna(df.loc[3, "t_sec"])  # stills have no time
+    faces = df.dropna(subset=["face"])
+    np.testing.assert_allclose(faces[list(EMOTIONS)].sum(axis=1), 1, atol=1e-5)
+    assert (faces["emotion"] == faces[list(EMOTIONS)].idxmax(axis=1)).all()
+    errs = pd.read_csv(errors_path(out))
+    assert errs.to_dict("records") == [{"source": "bad.mp4", "error": "zero-byte file", "frames_done": 0}]
+    meta = read_metadata(out)
+    assert meta["k"] == "v" and meta["errors"][0]["source"] == "bad.mp4"
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_parquet_is_zstd(tmp_path):
+    out = tmp_path / "r.parquet"
+    with TimelineSink(out) as sink:
+        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(1))
+    assert pq.ParquetFile(out).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_crash_never_leaves_final_name(tmp_path):
+    out = tmp_path / "r.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        with TimelineSink(out, flush_rows=1) as sink:
+            sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(2))
+            assert not out.exists()
+            raise KeyboardInterrupt
+    assert not out.exists()
+    partial = tmp_path / "r.partial.parquet"
+    assert len(pd.read_parquet(partial)) == 2  # finished rows are kept, readable
+    assert "KeyboardInterrupt" in read_metadata(partial)["interrupted"]
+
+
+def test_bad_suffix():
+    with pytest.raises(ValueError, match=".parquet or .csv"):
+        TimelineSink("r.txt")

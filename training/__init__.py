@@ -1,0 +1,1 @@
+"""Training and evaluation of emobatch's emotion classifier (python -m training.fit / .evaluate)."""

@@ -1,0 +1,134 @@
+"""FER2013 loaders: the folder layout (train/<class>/, test/<class>/) and the single CSV.
+
+Both return uint8 images (N, 48, 48) and int64 labels in EMOTIONS order, per split
+(Training, PublicTest, PrivateTest).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emobatch.types import EMOTIONS
+
+log = logging.getLogger(__name__)
+
+ALIASES: dict[str, str] = {
+    "angry": "angry", "anger": "angry", "mad": "angry",
+    "disgust": "disgust", "disgusted": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "happy": "happy", "happiness": "happy", "joy": "happy",
+    "sad": "sad", "sadness": "sad",
+    "surprise": "surprise", "surprised": "surprise",
+    "neutral": "neutral", "calm": "neutral",
+}
+SPLITS = ("Training", "PublicTest", "PrivateTest")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm"}
+SIZE = 48
+
+
+@dataclass
+class Split:
+    """Images (N, 48, 48) uint8 and labels (N,) int64 in EMOTIONS order."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def class_index(name: str) -> int | None:
+    """Map a class folder name (or alias) to its EMOTIONS index; None for classes we skip."""
+    canon = ALIASES.get(name.strip().lower())
+    return None if canon is None else EMOTIONS.index(canon)
+
+
+def _split_of(path: Path, top: str) -> str:
+    m = re.match(r"(Training|PublicTest|PrivateTest)_", path.name)
+    if m:
+        return m.group(1)
+    return "Training" if top.lower() in ("train", "training") else "PublicTest"
+
+
+def _read_gray48(path: Path) -> np.ndarray | None:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return None
+    if img.shape != (SIZE, SIZE):
+        img = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def load_folder(root: Path) -> dict[str, Split]:
+    """Read root/<split>/<class>/*.jpg, or root/<class>/*.jpg (everything as one test split)."""
+    root = Path(root)
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if any(class_index(p.name) is not None for p in subdirs):
+        tops = [(root, "test")]
+    else:
+        tops = [(p, p.name) for p in subdirs]
+    out: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in SPLITS}
+    skipped: set[str] = set()
+    for top, top_name in tops:
+        for cdir in sorted(p for p in top.iterdir() if p.is_dir()):
+            idx = class_index(cdir.name)
+            if idx is None:
+                skipped.add(cdir.name)
+                continue
+            for f in sorted(cdir.rglob("*")):
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                img = _read_gray48(f)
+                if img is None:
+                    log.warning("unreadable image skipped: %s", f)
+                    continue
+                imgs, labels, paths = out[_split_of(f, top_name)]
+                imgs.append(img)
+                labels.append(idx)
+                paths.append(str(f))
+    for name in sorted(skipped):
+        log.warning("class folder %r is not one of the seven FER2013 emotions: skipped", name)
+    return _pack(out)
+
+
+def load_csv(path: Path) -> dict[str, Split]:
+    """Read fer2013.csv (emotion,pixels,Usage; emotion 0..6 already in EMOTIONS order)."""
+    out: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in SPLITS}
+    with open(path, newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            pix = np.array(row["pixels"].split(), dtype=np.uint8)
+            if pix.size != SIZE * SIZE:
+                log.warning("row %d: %d pixels, expected %d: skipped", i, pix.size, SIZE * SIZE)
+                continue
+            usage = row.get("Usage") or "Training"
+            imgs, labels, paths = out.setdefault(usage, ([], [], []))
+            imgs.append(pix.reshape(SIZE, SIZE))
+            labels.append(int(row["emotion"]))
+            paths.append(f"{path}:{i}")
+    return _pack(out)
+
+
+def _pack(out: dict[str, tuple[list, list, list]]) -> dict[str, Split]:
+    return {s: Split(np.stack(i) if i else np.zeros((0, SIZE, SIZE), np.uint8),
+                     np.asarray(l, dtype=np.int64), p)
+            for s, (i, l, p) in out.items()}
+
+
+def load_fer(path: str | Path) -> dict[str, Split]:
+    """Load FER2013 from a folder layout or a CSV file, keyed by split name."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return load_csv(path)
+    if path.is_dir():
+        csvs = sorted(path.glob("*.csv"))
+        if not any(p.is_dir() for p in path.iterdir()) and csvs:
+            return load_csv(csvs[0])
+        return load_folder(path)
+    raise FileNotFoundError(f"no FER2013 folder or CSV at {path}")

@@ -1,0 +1,210 @@
+"""Train the emotion classifier on FER2013: python -m training.fit --data PATH --out weights/
+
+Modelled on torchvision's references/classification/train.py: get_args_parser, main,
+train_one_epoch, evaluate. A checkpoint (model, EMA, optimizer, scheduler, epoch, args,
+history) is written every epoch; --resume continues from it. The best epoch on PublicTest
+(EMA weights) is exported with its config to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from emobatch.classify import predict_probs
+from emobatch.device import amp_dtype, autocast, select_device
+from emobatch.models import build_model
+from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
+from emobatch.weights import DEFAULT_NAME, save_weights
+from training.augment import random_affine, random_erasing
+from training.data import load_fer
+
+log = logging.getLogger("training.fit")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train emobatch's FER2013 emotion classifier.")
+    p.add_argument("--data", required=True, help="FER2013 folder layout or fer2013.csv")
+    p.add_argument("--out", default="weights/", help="directory (or .pt path) for the best weights")
+    p.add_argument("--ckpt-dir", default=None, help="checkpoints + history (default: runs/<arch>)")
+    p.add_argument("--arch", default="vgg_m")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--wd", type=float, default=5e-4)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--erase-p", type=float, default=0.5)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from CKPT (default: <ckpt-dir>/checkpoint.pt)")
+    return p
+
+
+def cosine_lambda(total_steps: int, warmup_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer,
+                    sched, images: np.ndarray, labels: np.ndarray, args, epoch: int,
+                    device: torch.device, dtype) -> dict[str, float]:
+    """One pass over the shuffled training set (order seeded by seed and epoch)."""
+    model.train()
+    g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+    order = torch.randperm(len(labels), generator=g)
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    tot_loss = tot_correct = tot_n = 0.0
+    for i in range(0, len(order), args.batch_size):
+        idx = order[i:i + args.batch_size]
+        if len(idx) < 2:
+            continue
+        x = to_tensor(x_all[idx], DEFAULT_MEAN, DEFAULT_STD)
+        x = random_affine(x, generator=g)
+        x = random_erasing(x, p=args.erase_p, generator=g)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        y = y_all[idx].to(device)
+        with autocast(device, dtype):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update_parameters(model)
+        tot_loss += loss.item() * len(idx)
+        tot_correct += (logits.argmax(1) == y).sum().item()
+        tot_n += len(idx)
+    return {"train_loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n}
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, dtype,
+             tta: bool = False) -> dict[str, float]:
+    probs = predict_probs(model, images, device, dtype, batch_size=512, tta="flip" if tta else "none")
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-8, 1)).mean()
+    return {"loss": float(nll), "acc": float((probs.argmax(1) == labels).mean())}
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
+
+
+def _out_path(out: str) -> Path:
+    p = Path(out)
+    return p if p.suffix == ".pt" else p / DEFAULT_NAME
+
+
+def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    device = select_device(args.device)
+    dtype = amp_dtype(device, args.amp)
+    ckpt_dir = Path(args.ckpt_dir or f"runs/{args.arch}")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    data = load_fer(args.data)
+    train, val = data["Training"], data["PublicTest"]
+    if len(train) == 0 or len(val) == 0:
+        raise SystemExit(f"{args.data}: need Training and PublicTest images "
+                         f"(found {len(train)} and {len(val)})")
+    if args.limit:
+        sel = np.random.default_rng(args.seed).permutation(len(train))[:args.limit]
+        train.images, train.labels = train.images[sel], train.labels[sel]
+    log.info("train %d, PublicTest %d, device %s, autocast %s", len(train), len(val), device, dtype)
+
+    model = build_model(args.arch, dropout=args.dropout).to(device).to(memory_format=torch.channels_last)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                          weight_decay=args.wd, nesterov=True)
+    steps = math.ceil(len(train) / args.batch_size) * args.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, cosine_lambda(steps, int(args.warmup_epochs * steps / args.epochs)))
+    start, history, best = 0, [], -1.0
+    ckpt_path = ckpt_dir / "checkpoint.pt"
+    if args.resume:
+        src = ckpt_path if args.resume == "auto" else Path(args.resume)
+        if src.is_file():
+            ck = torch.load(src, map_location=device, weights_only=False)
+            model.load_state_dict(ck["model"])
+            ema.load_state_dict(ck["ema"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
+            log.info("resumed from %s at epoch %d (best %.4f)", src, start, best)
+        else:
+            log.info("no checkpoint at %s: starting fresh", src)
+
+    command = "python -m training.fit " + shlex.join(argv if argv is not None else sys.argv[1:])
+    out_path = _out_path(args.out)
+    for epoch in range(start, args.epochs):
+        t0 = time.time()
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+        row |= train_one_epoch(model, ema, opt, sched, train.images, train.labels, args, epoch,
+                               device, dtype)
+        row |= {f"val_{k}": v for k, v in evaluate(model, val.images, val.labels, device, dtype).items()}
+        row |= {f"ema_val_{k}": v for k, v in
+                evaluate(ema.module, val.images, val.labels, device, dtype).items()}
+        row["seconds"] = time.time() - t0
+        history.append(row)
+        log.info("epoch %d/%d %s", epoch + 1, args.epochs,
+                 " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        if row["ema_val_acc"] > best:
+            best = row["ema_val_acc"]
+            tta = evaluate(ema.module, val.images, val.labels, device, dtype, tta=True)["acc"]
+            save_weights(ema.module, {
+                "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
+                "tta": "flip" if tta > best else "none",
+                "metrics": {"publictest_acc": best, "publictest_acc_flip_tta": tta,
+                            "epoch": epoch + 1, "epochs": args.epochs},
+                "command": command, "seed": args.seed, "trained_on": "FER2013 Training",
+            }, out_path)
+            log.info("new best %.4f (flip TTA %.4f) -> %s", best, tta, out_path)
+        _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
+                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      "epoch": epoch, "args": vars(args), "history": history, "best": best},
+                     ckpt_path)
+        _write_history(ckpt_dir / "history.csv", history)
+    return {"best_publictest_acc": best, "weights": str(out_path), "history": history}
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
