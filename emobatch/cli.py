@@ -38,16 +38,32 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--weights", type=Path, default=None, help="a weights .pt (default: shipped)")
     r.add_argument("--tta", choices=["none", "flip"], default=None,
                    help="test-time augmentation (default: as the weights' config says)")
+    r.add_argument("--quality", choices=["exhaustive", "balanced", "fast"], default="balanced",
+                   help="video speed/fidelity preset (see README); exhaustive = full MTCNN "
+                        "on every full-resolution frame")
+    r.add_argument("--detect-every", type=int, default=None, metavar="N",
+                   help="full detection every N processed video frames, O-Net tracking between")
+    r.add_argument("--detect-scale", type=float, default=None, metavar="S",
+                   help="run full detection on the frame scaled by S (0 < S <= 1)")
+    r.add_argument("--no-track", action="store_true", help="no track ids, no smoothing")
+    r.add_argument("--smooth", type=float, default=0.3, metavar="TAU",
+                   help="per-track smoothing time constant in seconds (0 = off; raw "
+                        "probabilities are always kept in the *_raw columns)")
     r.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
-    if a.every < 1 or a.batch_size < 1 or a.min_face_size < 1:
-        raise SystemExit("emobatch: --every, --batch-size and --min-face-size must be >= 1")
+    if a.every < 1 or a.batch_size < 1 or a.min_face_size < 1 or (a.detect_every or 1) < 1:
+        raise SystemExit("emobatch: --every, --batch-size, --min-face-size and --detect-every "
+                         "must be >= 1")
+    if a.detect_scale is not None and not 0 < a.detect_scale <= 1:
+        raise SystemExit("emobatch: --detect-scale must be in (0, 1]")
     return Settings(device=a.device, batch_size=a.batch_size, min_face_size=a.min_face_size,
                     thresholds=tuple(a.thresholds), min_score=a.min_score, every=a.every,
-                    weights=a.weights, tta=a.tta)
+                    weights=a.weights, tta=a.tta, quality=a.quality,
+                    detect_every=a.detect_every, detect_scale=a.detect_scale,
+                    track=not a.no_track, smooth_tau=max(a.smooth, 0.0))
 
 
 class RichProgress:
@@ -104,13 +120,11 @@ def print_summary(summary) -> None:
               f"{summary.frames / max(summary.seconds, 1e-9):.1f}")
     console.print(t)
     if summary.errors:
-        e = Table(title="failed inputs", title_style="bold red")
-        e.add_column("file")
-        e.add_column("error")
-        e.add_column("frames done", justify="right")
+        # plain lines, never truncated: users grep and copy these paths
+        console.print(f"[bold red]{len(summary.errors)} input(s) failed:")
         for r in summary.errors:
-            e.add_row(str(r.source), r.error, str(r.frames))
-        console.print(e)
+            console.print(f"  {r.source}: {r.error} (frames done: {r.frames})",
+                          soft_wrap=True, highlight=False, markup=False)
 
 
 def cmd_run(a: argparse.Namespace) -> int:

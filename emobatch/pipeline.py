@@ -21,7 +21,11 @@ from .classify import Classifier
 from .config import Settings
 from .detect import Detector
 from .sinks import TimelineSink
+from .prefetch import prefetch
+from .smooth import Smoother
 from .sources import InputError, discover, iter_frames, kind_of, video_info
+from .track import Tracker
+from .video_detect import VideoDetector
 from .types import FaceBatch, Frame
 
 
@@ -68,16 +72,35 @@ class FacePipeline:
                                  device=self.classifier.device)
         self.aligner = Aligner()
 
-    def process(self, frame: Frame) -> FaceBatch:
-        """One frame through detect -> align -> classify."""
-        faces = self.detector.detect(frame.image)
+    def process(self, frame: Frame, detect=None) -> FaceBatch:
+        """One frame through detect -> align -> classify (detect: a per-video stage)."""
+        faces = (detect or self.detector.detect)(frame.image)
         faces = self.aligner.align(frame.image, faces)
         return self.classifier.classify(faces)
 
     def frames(self, path: Path) -> Iterator[tuple[Frame, FaceBatch]]:
-        """(frame, faces) for every processed frame of one source; raises InputError."""
-        for frame in iter_frames(path, self.settings.every):
-            yield frame, self.process(frame)
+        """(frame, faces) for every processed frame of one source; raises InputError.
+
+        Videos get their own detection schedule, tracker and smoother (state per video);
+        frames are decoded in a background thread.
+        """
+        s = self.settings
+        if kind_of(path) != "video":
+            for frame in iter_frames(path, s.every):
+                yield frame, self.process(frame)
+            return
+        info = video_info(path)
+        every, scale = s.detection_plan(info.width, info.height)
+        vdet = VideoDetector(self.detector, every, scale)
+        tracker = Tracker() if s.track else None
+        smoother = Smoother(s.smooth_tau) if s.track and s.smooth_tau > 0 else None
+        for frame in prefetch(iter_frames(path, s.every)):
+            faces = self.process(frame, vdet.detect)
+            if tracker is not None:
+                faces = tracker.track(faces, frame.t_sec)
+            if smoother is not None:
+                faces = smoother.smooth(faces, frame.t_sec)
+            yield frame, faces
 
     def metadata(self) -> dict[str, Any]:
         c = self.classifier

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from emobatch.classify import predict_probs
 from emobatch.device import amp_dtype, autocast, select_device
@@ -69,6 +69,15 @@ def cosine_lambda(total_steps: int, warmup_steps: int):
     return f
 
 
+def ema_avg_fn(decay: float):
+    """EMA with warm-up: the effective decay min(decay, (1+n)/(10+n)) lets the average follow
+    the fast-changing early weights instead of staying anchored to the random init."""
+    def avg(avg_p: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        return avg_p * d + p.detach() * (1 - d)
+    return avg
+
+
 def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer,
                     sched, images: np.ndarray, labels: np.ndarray, args, epoch: int,
                     device: torch.device, dtype) -> dict[str, float]:
@@ -98,6 +107,7 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
         tot_loss += loss.item() * len(idx)
         tot_correct += (logits.argmax(1) == y).sum().item()
         tot_n += len(idx)
+    tot_n = max(tot_n, 1)
     return {"train_loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n}
 
 
@@ -130,6 +140,20 @@ def _out_path(out: str) -> Path:
     return p if p.suffix == ".pt" else p / DEFAULT_NAME
 
 
+def export(model: nn.Module, args, command: str, epoch: int, acc: float, is_ema: bool, val,
+           device, dtype, out_path: Path) -> None:
+    """Write the best model so far with its config (flip TTA recorded when it pays)."""
+    tta = evaluate(model, val.images, val.labels, device, dtype, tta=True)["acc"]
+    save_weights(model, {
+        "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
+        "tta": "flip" if tta > acc else "none",
+        "metrics": {"publictest_acc": acc, "publictest_acc_flip_tta": tta,
+                    "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
+        "command": command, "seed": args.seed, "trained_on": "FER2013 Training",
+    }, out_path)
+    log.info("new best %.4f (%s, flip TTA %.4f) -> %s", acc, "EMA" if is_ema else "raw", tta, out_path)
+
+
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -152,7 +176,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     log.info("train %d, PublicTest %d, device %s, autocast %s", len(train), len(val), device, dtype)
 
     model = build_model(args.arch, dropout=args.dropout).to(device).to(memory_format=torch.channels_last)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+    ema = AveragedModel(model, avg_fn=ema_avg_fn(args.ema_decay), use_buffers=True)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                           weight_decay=args.wd, nesterov=True)
     steps = math.ceil(len(train) / args.batch_size) * args.epochs
@@ -187,17 +211,12 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         history.append(row)
         log.info("epoch %d/%d %s", epoch + 1, args.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-        if row["ema_val_acc"] > best:
-            best = row["ema_val_acc"]
-            tta = evaluate(ema.module, val.images, val.labels, device, dtype, tta=True)["acc"]
-            save_weights(ema.module, {
-                "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
-                "tta": "flip" if tta > best else "none",
-                "metrics": {"publictest_acc": best, "publictest_acc_flip_tta": tta,
-                            "epoch": epoch + 1, "epochs": args.epochs},
-                "command": command, "seed": args.seed, "trained_on": "FER2013 Training",
-            }, out_path)
-            log.info("new best %.4f (flip TTA %.4f) -> %s", best, tta, out_path)
+        use_ema = row["ema_val_acc"] >= row["val_acc"]
+        score = max(row["ema_val_acc"], row["val_acc"])
+        if score > best:
+            best = score
+            export(ema.module if use_ema else model, args, command, epoch, best, use_ema,
+                   val, device, dtype, out_path)
         _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "epoch": epoch, "args": vars(args), "history": history, "best": best},

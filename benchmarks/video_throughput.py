@@ -1,0 +1,110 @@
+"""Video throughput and fidelity of the default pipeline against the exhaustive reference.
+
+    python benchmarks/video_throughput.py VIDEO [--quality balanced] [--json OUT]
+
+Prints, from one run: decode-only fps; the exhaustive reference's fps (MTCNN at full
+resolution on every frame, then align + classify); the chosen preset's fps (annotation off,
+timeline written to a temporary Parquet); their ratios; face recall of the preset against
+the reference (IoU >= 0.5, one-to-one matching per frame); emotion agreement on matched faces
+(the preset's reported `emotion`, smoothed, and its raw per-frame argmax); and peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from emobatch.config import Settings
+from emobatch.pipeline import FacePipeline
+from emobatch.sinks import TimelineSink
+from emobatch.sources import iter_video
+from emobatch.track import iou_matrix
+from emobatch.types import EMOTIONS
+
+
+def decode_fps(video: Path) -> tuple[float, int]:
+    t0, n = time.perf_counter(), 0
+    for _ in iter_video(video):
+        n += 1
+    return n / (time.perf_counter() - t0), n
+
+
+def timed_run(pipe: FacePipeline, video: Path) -> tuple[float, pd.DataFrame]:
+    """fps of frames -> timeline rows (Parquet written, as a user's run does)."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "t.parquet"
+        t0, n = time.perf_counter(), 0
+        with TimelineSink(out) as sink:
+            for frame, faces in pipe.frames(video):
+                sink.write(frame, faces)
+                n += 1
+        fps = n / (time.perf_counter() - t0)
+        return fps, pd.read_parquet(out)
+
+
+def match(ref: pd.DataFrame, got: pd.DataFrame) -> tuple[int, int, int, int]:
+    """(reference faces, matched, same emotion, same raw emotion) over all frames."""
+    raw_cols = [f"{e}_raw" for e in EMOTIONS]
+    n_ref = n_match = same = same_raw = 0
+    got_by = {f: g for f, g in got.dropna(subset=["face"]).groupby("frame")}
+    for f, r in ref.dropna(subset=["face"]).groupby("frame"):
+        n_ref += len(r)
+        g = got_by.get(f)
+        if g is None:
+            continue
+        iou = iou_matrix(r[["x1", "y1", "x2", "y2"]].to_numpy(), g[["x1", "y1", "x2", "y2"]].to_numpy())
+        ri, gi = linear_sum_assignment(-iou)
+        ok = iou[ri, gi] >= 0.5
+        ri, gi = ri[ok], gi[ok]
+        n_match += len(ri)
+        ref_em = r["emotion"].to_numpy()[ri]
+        same += int((ref_em == g["emotion"].to_numpy()[gi]).sum())
+        raw_em = np.array(EMOTIONS)[g[raw_cols].to_numpy()[gi].argmax(1)]
+        same_raw += int((ref_em == raw_em).sum())
+    return n_ref, n_match, same, same_raw
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", type=Path)
+    p.add_argument("--quality", default="balanced", choices=["balanced", "fast", "exhaustive"])
+    p.add_argument("--detect-every", type=int, default=None)
+    p.add_argument("--detect-scale", type=float, default=None)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+
+    fps_decode, n = decode_fps(a.video)
+    pipe = FacePipeline(Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
+                                 detect_scale=a.detect_scale))
+    fps_default, got = timed_run(pipe, a.video)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pipe.settings = Settings(device="cpu", quality="exhaustive", track=False)
+    fps_ref, ref = timed_run(pipe, a.video)
+    n_ref, n_match, same, same_raw = match(ref, got)
+    res = {
+        "video": str(a.video), "frames": n, "quality": a.quality,
+        "fps_decode": round(fps_decode, 2), "fps_reference": round(fps_ref, 2),
+        "fps_default": round(fps_default, 2),
+        "speedup_vs_reference": round(fps_default / fps_ref, 2),
+        "fraction_of_decode": round(fps_default / fps_decode, 3),
+        "reference_faces": n_ref, "default_faces": int(got["face"].notna().sum()),
+        "recall": round(n_match / max(n_ref, 1), 4),
+        "agreement": round(same / max(n_match, 1), 4),
+        "agreement_raw": round(same_raw / max(n_match, 1), 4),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+    }
+    for k, v in res.items():
+        print(f"{k:>22}: {v}")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The real `emobatch` command on tiny inputs, via subprocess."""
+import subprocess
+import sys
+
+import pandas as pd
+
+import emobatch
+from conftest import ROOT, SAMPLE
+
+
+def emobatch_cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emobatch", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_version():
+    r = emobatch_cli("--version")
+    assert r.returncode == 0 and emobatch.__version__ in r.stdout
+
+
+def test_run_sample_csv_and_annotate(tmp_path):
+    out, ann = tmp_path / "r.csv", tmp_path / "ann"
+    r = emobatch_cli("run", SAMPLE, "--out", out, "--annotate", ann, "--every", "5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out)
+    assert set(df["source"].map(lambda s: s.rsplit("/", 1)[-1])) == {"astronaut.jpg", "astronaut_clip.mp4"}
+    assert (out.parent / "r.meta.json").is_file() and (ann / "astronaut_clip.mp4").is_file()
+    assert "summary" in r.stderr
+
+
+def test_bad_inputs_nonzero_exit_but_good_rows_written(tmp_path):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    out = tmp_path / "r.parquet"
+    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", bad, txt, tmp_path / "missing.mp4",
+                     "--out", out, "--quiet")
+    assert r.returncode == 1
+    for name in ("corrupt.jpg", "notes.txt", "missing.mp4"):
+        assert name in r.stderr
+    assert "unsupported file type" in r.stderr
+    df = pd.read_parquet(out)
+    assert len(df) == 1 and df["source"].iloc[0].endswith("astronaut.jpg")
+    errs = pd.read_csv(tmp_path / "r.errors.csv")
+    assert len(errs) == 3
+
+
+def test_bad_out_suffix(tmp_path):
+    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", tmp_path / "r.txt")
+    assert r.returncode == 2 and ".parquet or .csv" in r.stderr

@@ -1,0 +1,107 @@
+import shutil
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+import emobatch
+from conftest import SAMPLE, shared_path
+from emobatch.config import Settings
+from emobatch.pipeline import FacePipeline, annotation_root, run_files
+from emobatch.sinks import errors_path, read_metadata
+
+CLIP = SAMPLE / "astronaut_clip.mp4"
+PHOTO = SAMPLE / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return FacePipeline(Settings(device="cpu"))
+
+
+@pytest.fixture()
+def mixed(tmp_path):
+    """Two folders that both hold clip.mp4, a photo, a blank image and bad files."""
+    import cv2
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(CLIP, tmp_path / d / "clip.mp4")
+    shutil.copy(PHOTO, tmp_path / "a" / "photo.jpg")
+    cv2.imwrite(str(tmp_path / "b" / "blank.png"), np.full((64, 64, 3), 200, np.uint8))
+    (tmp_path / "b" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "b" / "cut.mp4").write_bytes(CLIP.read_bytes()[:20000])
+    return tmp_path
+
+
+def test_api_returns_dataframe_with_every_frame():
+    df = emobatch.run(CLIP, device="cpu")
+    assert isinstance(df, pd.DataFrame)
+    assert sorted(df["frame"].unique()) == list(range(30))
+    t = df.groupby("frame")["t_sec"].first().to_numpy()
+    np.testing.assert_allclose(t, np.arange(30) / 15, atol=1e-6)
+    assert (df["face"].notna()).mean() > 0.9  # the astronaut is visible throughout
+    assert df.attrs["errors"] == []
+
+
+def test_every_n(pipe, tmp_path):
+    df = emobatch.run(CLIP, device="cpu", every=4)
+    assert sorted(df["frame"].unique()) == list(range(0, 30, 4))
+
+
+def test_mixed_inputs_errors_and_annotations(mixed, tmp_path):
+    out, ann = tmp_path / "out" / "r.parquet", tmp_path / "ann"
+    s = run_files([mixed / "a", mixed / "b"], out, ann, Settings(device="cpu", every=3))
+    by_name = {r.source.relative_to(mixed).as_posix(): r for r in s.results}
+    assert set(by_name) == {"a/clip.mp4", "a/photo.jpg", "b/blank.png", "b/clip.mp4",
+                            "b/cut.mp4", "b/empty.jpg"}
+    assert "zero-byte" in by_name["b/empty.jpg"].error
+    assert by_name["b/cut.mp4"].error and not by_name["a/clip.mp4"].error
+    df = pd.read_parquet(out)
+    blank = df[df["source"].str.endswith("blank.png")]
+    assert len(blank) == 1 and blank["face"].isna().all()  # no face: one row, null fields
+    assert df["source"].str.endswith("a/clip.mp4").sum() >= 10
+    errs = pd.read_csv(errors_path(out))
+    assert set(errs["source"].map(lambda p: p.split("/")[-1])) == {"empty.jpg", "cut.mp4"}
+    meta = read_metadata(out)
+    assert meta["emobatch_version"] == emobatch.__version__ and len(meta["weights_sha256"]) == 64
+    for rel in ("a/clip.mp4", "b/clip.mp4", "a/photo.jpg", "b/blank.png"):
+        assert (ann / rel).is_file(), rel  # mirrored, no collision between a/ and b/
+    with av.open(str(ann / "a" / "clip.mp4")) as c:
+        st = c.streams.video[0]
+        assert st.codec_context.name == "h264" and sum(1 for _ in c.decode(st)) == 10
+
+
+def test_interrupt_keeps_finished_rows(tmp_path):
+    out = tmp_path / "r.parquet"
+    seen = []
+
+    def progress(event, info):
+        if event == "frame":
+            seen.append(info)
+            if len(seen) == 5:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_files([CLIP], out, None, Settings(device="cpu"), progress)
+    assert not out.exists()
+    partial = pd.read_parquet(tmp_path / "r.partial.parquet")
+    assert partial["frame"].nunique() >= 4
+
+
+def test_annotation_root(tmp_path):
+    (tmp_path / "x" / "y").mkdir(parents=True)
+    f = tmp_path / "x" / "y" / "f.jpg"
+    f.write_bytes(b"1")
+    assert annotation_root([tmp_path / "x", f]) == (tmp_path / "x").resolve()
+    assert annotation_root([f]) == (tmp_path / "x" / "y").resolve()
+
+
+def test_shared_video_every_frame(pipe, tmp_path):
+    video = shared_path("media", "videos", "facenet_pytorch_video.mp4")
+    out = tmp_path / "v.parquet"
+    s = run_files([video], out, None, Settings(device="cpu", every=5))
+    df = pd.read_parquet(out)
+    assert sorted(df["frame"].unique()) == list(range(0, 105, 5))
+    assert df.groupby("frame").size().median() >= 4  # several people per frame

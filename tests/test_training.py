@@ -1,0 +1,300 @@
+"""Training side: FER2013 loaders, the fit CLI (+ resume), the evaluate CLI, metrics, augmentation.
+
+Everything runs on tiny synthetic data (a class-dependent bright bar, so the classes are
+learnable) with the `tiny` architecture and one torch thread.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emobatch.types import EMOTIONS
+from training import evaluate as ev
+from training.augment import random_affine, random_erasing
+from training.data import Split, load_fer
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Folder names used for each EMOTIONS index: some aliases, some canonical.
+FOLDER = {0: "anger", 1: "disgust", 2: "fear", 3: "happiness", 4: "sad", 5: "surprised", 6: "neutral"}
+CSV_COUNTS = {"Training": 70, "PublicTest": 21, "PrivateTest": 7}
+N_TRAIN_PER_CLASS, N_TEST_PER_CLASS = 8, 3
+
+
+def face(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A 48x48 uint8 'face': dark noise with a bright horizontal bar at a class-dependent row
+    (flip-invariant, so the training augmentation keeps it learnable)."""
+    img = rng.integers(0, 60, (48, 48), dtype=np.uint8)
+    r = 3 + 6 * label
+    img[r:r + 5, 8:40] = rng.integers(200, 256, (5, 32), dtype=np.uint8)
+    return img
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, f"{args[0]} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    return p
+
+
+@pytest.fixture(scope="module")
+def fer_csv(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """fer2013.csv with 70 Training, 21 PublicTest and 7 PrivateTest rows (interleaved)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for usage, n in CSV_COUNTS.items():
+        rows += [{"emotion": i % 7, "Usage": usage} for i in range(n)]
+    rows = [rows[i] for i in rng.permutation(len(rows))]  # PrivateTest rows not at the end
+    for r in rows:
+        r["pixels"] = " ".join(map(str, face(r["emotion"], rng).ravel()))
+    path = tmp_path_factory.mktemp("csv") / "fer2013.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["emotion", "pixels", "Usage"])
+        w.writeheader()
+        w.writerows(rows)
+    return path, rows
+
+
+@pytest.fixture(scope="module")
+def fer_folder(tmp_path_factory) -> Path:
+    """train/<class>/Training_i.png, test/<class>/PublicTest_i.png (alias folder names),
+    a contempt/ class in both, and one PrivateTest_ image inside test/."""
+    rng = np.random.default_rng(1)
+    root = tmp_path_factory.mktemp("folder")
+    k = 0
+    for top, prefix, n in (("train", "Training", N_TRAIN_PER_CLASS), ("test", "PublicTest", N_TEST_PER_CLASS)):
+        for label, name in FOLDER.items():
+            d = root / top / name
+            d.mkdir(parents=True)
+            for _ in range(n):
+                cv2.imwrite(str(d / f"{prefix}_{k}.png"), face(label, rng))
+                k += 1
+        (root / top / "contempt").mkdir()
+        cv2.imwrite(str(root / top / "contempt" / f"{prefix}_{k}.png"), face(0, rng))
+        k += 1
+    cv2.imwrite(str(root / "test" / "happiness" / "PrivateTest_999.png"), face(3, rng))
+    return root
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_load_csv_splits_and_labels(fer_csv):
+    path, rows = fer_csv
+    data = load_fer(path)
+    assert {s: len(data[s]) for s in CSV_COUNTS} == CSV_COUNTS
+    for usage in CSV_COUNTS:  # the CSV's label order (already EMOTIONS order) is kept
+        expect = [r["emotion"] for r in rows if r["Usage"] == usage]
+        assert data[usage].labels.tolist() == expect
+        assert data[usage].images.shape == (len(expect), 48, 48)
+        assert data[usage].images.dtype == np.uint8 and data[usage].labels.dtype == np.int64
+    first_private = next(i for i, r in enumerate(rows) if r["Usage"] == "PrivateTest")
+    assert data["PrivateTest"].paths[0].endswith(f":{first_private}")
+    want = np.array(rows[first_private]["pixels"].split(), dtype=np.uint8).reshape(48, 48)
+    np.testing.assert_array_equal(data["PrivateTest"].images[0], want)
+    assert load_fer(path.parent)["Training"].labels.tolist() == data["Training"].labels.tolist()
+
+
+def test_load_folder_aliases_and_contempt(fer_folder, caplog):
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        data = load_fer(fer_folder)
+    assert len(data["Training"]) == 7 * N_TRAIN_PER_CLASS
+    assert len(data["PublicTest"]) == 7 * N_TEST_PER_CLASS
+    assert len(data["PrivateTest"]) == 1 and data["PrivateTest"].labels.tolist() == [3]
+    for split in data.values():
+        for path, label in zip(split.paths, split.labels):
+            folder = Path(path).parent.name
+            assert folder != "contempt"
+            assert label == {v: k for k, v in FOLDER.items()}[folder]
+    for split in ("Training", "PublicTest"):
+        assert sorted(set(data[split].labels.tolist())) == list(range(7))
+    tr = data["Training"]
+    for folder, emotion in (("anger", "angry"), ("happiness", "happy"), ("surprised", "surprise")):
+        got = {int(lab) for path, lab in zip(tr.paths, tr.labels) if Path(path).parent.name == folder}
+        assert got == {EMOTIONS.index(emotion)}
+    assert any("contempt" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- fit
+
+@pytest.fixture(scope="module")
+def csv_run(fer_csv, tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("fit_csv")
+    args = ["--data", str(fer_csv[0]), "--out", f"{tmp}/w/", "--ckpt-dir", str(tmp / "ck"),
+            "--arch", "tiny", "--batch-size", "16", "--threads", "1"]
+    run("training.fit", *args, "--epochs", "1")
+    first = (tmp / "ck" / "history.csv").read_text().splitlines()
+    meta1 = json.loads((tmp / "w" / "emobatch_fer.json").read_text())
+    run("training.fit", *args, "--epochs", "2", "--resume")
+    return {"tmp": tmp, "first_history": first, "meta1": meta1}
+
+
+def test_fit_csv_writes_weights_checkpoint_history(csv_run):
+    tmp, meta = csv_run["tmp"], csv_run["meta1"]
+    assert (tmp / "w" / "emobatch_fer.pt").is_file() and (tmp / "ck" / "checkpoint.pt").is_file()
+    assert len(meta["sha256"]) == 64 and meta["labels"] == list(EMOTIONS) and meta["arch"] == "tiny"
+    assert 0.0 <= meta["metrics"]["publictest_acc"] <= 1.0
+    assert meta["command"].startswith("python -m training.fit ") and "--epochs 1" in meta["command"]
+    hist = csv_run["first_history"]
+    assert hist[0].split(",") == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                                  "ema_val_loss", "ema_val_acc", "seconds"]
+    assert len(hist) == 2 and hist[1].startswith("1,")
+
+
+def test_fit_resume_continues_history(csv_run):
+    tmp = csv_run["tmp"]
+    with open(tmp / "ck" / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    lines = (tmp / "ck" / "history.csv").read_text().splitlines()
+    assert lines[:2] == csv_run["first_history"]  # the first epoch's row is kept as it was
+    ck = torch.load(tmp / "ck" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["epoch"] == 1 and len(ck["history"]) == 2
+    from emobatch.weights import load_weights
+    loaded = load_weights(tmp / "w" / "emobatch_fer.pt")  # sidecar sha256 still matches
+    assert loaded.config["arch"] == "tiny"
+
+
+@pytest.fixture(scope="module")
+def folder_run(fer_folder, tmp_path_factory) -> Path:
+    """One epoch on the folder layout, in-process (saves a Python + torch start-up)."""
+    from training.fit import get_args_parser, main
+
+    tmp = tmp_path_factory.mktemp("fit_folder")
+    argv = ["--data", str(fer_folder), "--out", str(tmp / "w"), "--ckpt-dir", str(tmp / "ck"),
+            "--arch", "tiny", "--epochs", "1", "--batch-size", "16", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        res = main(get_args_parser().parse_args(argv), argv=argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(res["history"]) == 1 and 0.0 <= res["best_publictest_acc"] <= 1.0
+    return tmp
+
+
+def test_fit_folder_layout(folder_run):
+    assert (folder_run / "w" / "emobatch_fer.pt").is_file()
+    assert (folder_run / "w" / "emobatch_fer.json").is_file()
+    assert len((folder_run / "ck" / "history.csv").read_text().splitlines()) == 2
+
+
+# ----------------------------------------------------------------------------- evaluate CLI
+
+def test_evaluate_cli(fer_folder, folder_run, tmp_path):
+    report = tmp_path / "r.json"
+    p = run("training.evaluate", "--data", str(fer_folder), "--weights",
+            str(folder_run / "w" / "emobatch_fer.pt"), "--json", str(report),
+            "--history", str(folder_run / "ck" / "history.csv"), "--fit-temperature",
+            "--threads", "1")
+    r = json.loads(report.read_text())
+    n_public = 7 * N_TEST_PER_CLASS  # PrivateTest_999.png and contempt/ are not counted
+    assert r["n"] == n_public and r["split"] == "PublicTest"
+    assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["macro_f1"] <= 1.0
+    assert list(r["per_class"]) == list(EMOTIONS) == r["labels"]
+    assert all(c["support"] == N_TEST_PER_CLASS for c in r["per_class"].values())
+    cm = np.array(r["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == n_public
+    assert np.trace(cm) / n_public == pytest.approx(r["accuracy"])
+    assert 0.0 <= r["ece"] <= 1.0 and r["nll"] > 0
+    assert r["tta"] in ("none", "flip") and len(r["weights_sha256"]) == 64
+    ts = r["temperature_scaling"]
+    assert ts["temperature"] > 0 and ts["nll_after"] <= ts["nll_before"] + 1e-9
+    for name in ("confusion_matrix.png", "calibration.png", "training_curves.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+    cal = json.loads((tmp_path / "calibration.json").read_text())
+    assert cal["temperature"] == pytest.approx(ts["temperature"]) and len(cal["bins_before"]) == 15
+    assert json.loads((tmp_path / "confusion_matrix.json").read_text())["counts"] == r["confusion_matrix"]
+    assert "accuracy" in p.stdout and "macro-F1" in p.stdout and "happy" in p.stdout
+    assert "contempt" in p.stderr  # load_fer's skip warning reaches the user
+
+
+def test_select_split_fallback_never_uses_private():
+    def sp(n: int, label: int) -> Split:
+        return Split(np.zeros((n, 48, 48), np.uint8), np.full(n, label, np.int64), [str(label)] * n)
+
+    data = {"Training": sp(2, 0), "PublicTest": sp(0, 0), "PrivateTest": sp(3, 1), "Extra": sp(1, 2)}
+    split, name = ev.select_split(data, "PublicTest")
+    assert name == "Training+Extra" and split.labels.tolist() == [0, 0, 2]
+    split, name = ev.select_split(data, "PrivateTest")
+    assert name == "PrivateTest" and len(split) == 3
+    with pytest.raises(SystemExit, match="PrivateTest"):
+        ev.select_split({"Training": sp(0, 0), "PublicTest": sp(0, 0), "PrivateTest": sp(3, 1)},
+                        "PublicTest")
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_confusion_and_metrics():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    pred = np.array([0, 1, 1, 2, 2, 0])
+    cm = ev.confusion(pred, labels, 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    m = ev.metrics(np.eye(3)[pred], labels, 3, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["n"] == 6
+    assert m["per_class"]["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert m["per_class"]["b"]["precision"] == pytest.approx(0.5) and m["per_class"]["b"]["recall"] == 1.0
+    assert m["per_class"]["c"]["f1"] == pytest.approx(0.8)
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0.8) / 3)
+
+
+def _toy(conf: float, acc: float, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Top-label confidence `conf` on class 0 for every row; a fraction `acc` truly class 0."""
+    probs = np.full((n, 7), (1 - conf) / 6)
+    probs[:, 0] = conf
+    labels = np.where(np.arange(n) < round(acc * n), 0, 1)
+    return probs, labels
+
+
+def test_ece():
+    assert ev.ece(*_toy(0.8, 0.8)) == pytest.approx(0.0, abs=1e-9)
+    p1, l1 = _toy(0.6, 0.6, 500)
+    p2, l2 = _toy(0.9, 0.9, 500)
+    assert ev.ece(np.concatenate([p1, p2]), np.concatenate([l1, l2])) == pytest.approx(0.0, abs=1e-9)
+    assert ev.ece(*_toy(0.99, 0.5)) == pytest.approx(0.49)
+    bins = ev.reliability(*_toy(0.99, 0.5))
+    assert len(bins) == 15 and sum(b["count"] for b in bins) == 1000 and bins[-1]["count"] == 1000
+
+
+def test_fit_temperature_overconfident():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, (3000, 7))
+    p_true = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    labels = (p_true.cumsum(1) > rng.random((3000, 1))).argmax(1)  # sampled: calibrated at T=1
+    over = np.exp(3 * z) / np.exp(3 * z).sum(1, keepdims=True)  # 3x sharper: overconfident
+    t = ev.fit_temperature(over, labels)
+    assert 2.0 < t < 4.5
+    scaled = ev.scale_probs(over, t)
+    assert ev.nll(scaled, labels) < ev.nll(over, labels) - 0.1
+    assert ev.ece(scaled, labels) < ev.ece(over, labels)
+    assert (scaled.argmax(1) == over.argmax(1)).all()  # accuracy unchanged
+    assert ev.fit_temperature(np.zeros((0, 7)), np.zeros(0, np.int64)) == 1.0
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def test_random_affine():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 1, 48, 48, generator=g)
+    y = random_affine(x, generator=g)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    ident = random_affine(x, max_deg=0, max_shift=0, scale=(1, 1), flip=False, generator=g)
+    torch.testing.assert_close(ident, x, atol=1e-4, rtol=0)
+
+
+def test_random_erasing():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 48, 48, generator=g) + 0.5  # no zeros before erasing
+    assert torch.equal(random_erasing(x, p=0.0, generator=g), x)
+    y = random_erasing(x, p=1.0, generator=g)
+    erased = y == 0
+    assert erased.flatten(1).any(1).all()  # every image lost a rectangle
+    assert torch.equal(y[~erased], x[~erased]) and erased.float().mean() < 0.5
