@@ -105,3 +105,23 @@ def test_shared_video_every_frame(pipe, tmp_path):
     df = pd.read_parquet(out)
     assert sorted(df["frame"].unique()) == list(range(0, 105, 5))
     assert df.groupby("frame").size().median() >= 4  # several people per frame
+
+
+def test_video_faces_tracked_and_smoothed():
+    from emobatch.types import EMOTIONS
+
+    df = emobatch.run(CLIP, device="cpu", every=2).dropna(subset=["face"])
+    assert df["track"].notna().all() and df["track"].nunique() == 1  # one astronaut, one id
+    probs = df[list(EMOTIONS)].to_numpy()
+    raw = df[[f"{e}_raw" for e in EMOTIONS]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.abs(probs - raw).max() > 0  # smoothing changed something...
+    np.testing.assert_allclose(probs[0], raw[0], atol=1e-6)  # ...but not the first frame
+
+
+def test_tracking_off_and_stills_untracked(tmp_path):
+    df = emobatch.run([CLIP, PHOTO], device="cpu", every=10, track=False)
+    assert df["track"].isna().all()
+    from emobatch.types import EMOTIONS
+    raw = df[[f"{e}_raw" for e in EMOTIONS]].to_numpy()
+    np.testing.assert_allclose(df[list(EMOTIONS)].to_numpy(), raw)
