@@ -69,7 +69,8 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
 class RichProgress:
     """Progress callback: an overall bar (files) and a per-file bar (frames, frames/s)."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, every: int = 1) -> None:
+        self.every = every
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                             console=console, disable=quiet, transient=False)
@@ -90,7 +91,8 @@ class RichProgress:
         total = None
         if kind_of(info["source"]) == "video":
             try:
-                total = video_info(info["source"]).n_frames
+                n = video_info(info["source"]).n_frames
+                total = None if n is None else -(-n // self.every)
             except InputError:
                 pass
         if self.file_task is not None:
@@ -135,7 +137,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         console.print(f"[red]emobatch: --out must end in .parquet or .csv, not {a.out.name}")
         return 2
     settings = settings_from_args(a)
-    prog = RichProgress(a.quiet)
+    prog = RichProgress(a.quiet, settings.every)
     try:
         summary = run_files(a.inputs, a.out, a.annotate, settings, prog)
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ class Detector:
         from facenet_pytorch import MTCNN  # heavy import, only when a detector is built
 
         self.min_score = min_score
+        self.min_face_size = min_face_size
         self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size,
                            thresholds=list(thresholds), post_process=False,
                            select_largest=False, device=torch.device(device))
@@ -26,13 +27,16 @@ class Detector:
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.
 
-        scale < 1 runs the detector on a downscaled copy (much faster: MTCNN's cost grows with
+        scale < 1 runs the detector on a downscaled copy (faster: MTCNN's cost grows with
         pixels) and maps boxes and landmarks back to full-frame pixels; faces smaller than
-        min_face_size / scale are then missed, and landmarks are less precise (see refine).
+        max(min_face_size, 12 / scale) full-frame pixels are then missed, and landmarks are
+        less precise (see refine).
         """
         small = image
         if scale != 1.0:
             small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        # the smallest face in the small frame; MTCNN's P-Net cannot see below 12 px
+        self.mtcnn.min_face_size = max(12, round(self.min_face_size * scale))
         with torch.inference_mode():
             boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
         if boxes is None:

@@ -30,12 +30,12 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 class VGGNet(nn.Module):
     """VGG-style net: stages of 3x3 conv-BN-ReLU blocks, each followed by 2x2 max-pool.
 
-    Input (N, 1, H, W) float, any H, W >= 16 (global average pooling at the end).
+    Input (N, 1, H, W) float, any H, W >= 16 (adaptive pooling before the head).
     Output (N, num_classes) logits.
     """
 
     def __init__(self, widths: tuple[int, ...], depth: int = 2, num_classes: int = 7,
-                 dropout: float = 0.3) -> None:
+                 dropout: float = 0.3, pool: int = 1, hidden: int = 256) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 1
@@ -45,10 +45,12 @@ class VGGNet(nn.Module):
                 cin = w
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
+        # pool > 1 keeps a pool x pool spatial grid for the head: where a feature fires
+        # (mouth vs. eyes) matters for expressions, which global pooling throws away
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-            nn.Linear(cin, 256), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(256, num_classes),
+            nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Dropout(dropout),
+            nn.Linear(cin * pool * pool, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,6 +67,14 @@ def vgg_s(num_classes: int = 7, **kw) -> nn.Module:
 def vgg_m(num_classes: int = 7, **kw) -> nn.Module:
     """~4.8M parameters: the default recipe's network."""
     return VGGNet((64, 128, 256, 512), num_classes=num_classes, **kw)
+
+
+@register("vgg_f")
+def vgg_f(num_classes: int = 7, dropout: float = 0.5, **kw) -> nn.Module:
+    """~7.2M parameters: vgg_m's features with a 3x3-grid head (as in Khaireddin & Chen's
+    VGGNet, whose head is much larger): the issue-3 recipe's network."""
+    return VGGNet((64, 128, 256, 512), num_classes=num_classes, dropout=dropout, pool=3,
+                  hidden=512, **kw)
 
 
 @register("tiny")

@@ -49,3 +49,10 @@ def test_bad_inputs_nonzero_exit_but_good_rows_written(tmp_path):
 def test_bad_out_suffix(tmp_path):
     r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", tmp_path / "r.txt")
     assert r.returncode == 2 and ".parquet or .csv" in r.stderr
+
+
+def test_bad_knobs_rejected(tmp_path):
+    for args in (["--detect-scale", "1.5"], ["--every", "0"], ["--detect-every", "0"]):
+        r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", tmp_path / "r.parquet", *args)
+        assert r.returncode != 0 and "must be" in r.stderr, args
+        assert not (tmp_path / "r.parquet").exists()
