@@ -29,6 +29,9 @@ from .video_detect import VideoDetector
 from .types import FaceBatch, Frame
 
 
+MAX_STILL_SIDE = 4096
+
+
 @dataclass
 class SourceResult:
     """What happened to one input file."""
@@ -87,7 +90,11 @@ class FacePipeline:
         s = self.settings
         if kind_of(path) != "video":
             for frame in iter_frames(path, s.every):
-                yield frame, self.process(frame)
+                h, w = frame.image.shape[:2]
+                # huge photos: detect on a copy with a long side of MAX_STILL_SIDE, landmarks
+                # re-measured at full resolution, so time and memory stay bounded
+                scale = min(1.0, MAX_STILL_SIDE / max(h, w))
+                yield frame, self.process(frame, VideoDetector(self.detector, 1, scale).detect)
             return
         info = video_info(path)
         every, scale = s.detection_plan(info.width, info.height)

@@ -125,3 +125,15 @@ def test_tracking_off_and_stills_untracked(tmp_path):
     from emobatch.types import EMOTIONS
     raw = df[[f"{e}_raw" for e in EMOTIONS]].to_numpy()
     np.testing.assert_allclose(df[list(EMOTIONS)].to_numpy(), raw)
+
+
+def test_huge_still_detected_on_a_downscaled_copy(monkeypatch, pipe):
+    import emobatch.pipeline as pl
+
+    full = next(pipe.frames(PHOTO))[1]
+    monkeypatch.setattr(pl, "MAX_STILL_SIDE", 256)  # the 512 px photo now counts as huge
+    small = next(pipe.frames(PHOTO))[1]
+    assert len(small) == len(full) == 1
+    from emobatch.track import iou_matrix
+    assert iou_matrix(small.xyxy, full.xyxy)[0, 0] > 0.7  # boxes in full-resolution pixels
+    assert np.abs(small.landmarks - full.landmarks).max() < 6
