@@ -298,3 +298,26 @@ def test_random_erasing():
     erased = y == 0
     assert erased.flatten(1).any(1).all()  # every image lost a rectangle
     assert torch.equal(y[~erased], x[~erased]) and erased.float().mean() < 0.5
+
+
+def test_photos_are_detected_and_aligned_like_inference(tmp_path):
+    """A labelled folder of photos (not crops) gets the pipeline's detection + alignment."""
+    import shutil
+
+    import cv2
+
+    from emobatch.align import Aligner
+    from emobatch.detect import Detector
+    from emobatch.sources import read_image
+
+    photo = ROOT / "examples" / "sample" / "astronaut.jpg"
+    (tmp_path / "happiness").mkdir()
+    shutil.copy(photo, tmp_path / "happiness" / "a.jpg")
+    cv2.imwrite(str(tmp_path / "happiness" / "blank.png"), np.full((200, 200), 90, np.uint8))
+    split = load_fer(tmp_path)["PublicTest"]
+    assert len(split) == 1 and split.labels.tolist() == [EMOTIONS.index("happy")]  # blank skipped
+    img = read_image(photo).image
+    expected = Aligner().align(img, Detector().detect(img)[[0]]).crops[0]
+    np.testing.assert_array_equal(split.images[0], expected)
+    off = load_fer(tmp_path, align="off")["PublicTest"]
+    assert len(off) == 2  # plain resize keeps both

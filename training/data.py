@@ -10,6 +10,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -57,18 +58,62 @@ def _split_of(path: Path, top: str) -> str:
     return "Training" if top.lower() in ("train", "training") else "PublicTest"
 
 
-def _read_gray48(path: Path) -> np.ndarray | None:
+ALIGN_ABOVE = 96  # --align auto: images larger than this are photos, not face crops
+
+
+class FaceCropper:
+    """Photos (not crops): detect the most confident face and align it exactly as the
+    pipeline does at inference (emobatch.detect + emobatch.align), so a model trained or
+    evaluated on a user's own photos sees the faces it will see in `emobatch run`."""
+
+    def __init__(self) -> None:
+        from emobatch.align import Aligner
+        from emobatch.detect import Detector
+
+        self.detector, self.aligner = Detector(), Aligner(SIZE)
+
+    def __call__(self, path: Path) -> np.ndarray | None:
+        from emobatch.sources import InputError, read_image
+
+        try:
+            image = read_image(path).image
+        except InputError:
+            return None
+        faces = self.detector.detect(image)
+        if len(faces) == 0:
+            return None
+        return self.aligner.align(image, faces[[0]]).crops[0]
+
+
+def _read_gray48(path: Path, align: str, crop: Callable[[Path], np.ndarray | None]
+                 ) -> np.ndarray | None:
+    """A 48x48 uint8 face: FER-style crops are resized; photos are detected and aligned
+    (align 'on', or 'auto' for images larger than ALIGN_ABOVE px)."""
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         return None
+    if align == "on" or (align == "auto" and max(img.shape) > ALIGN_ABOVE):
+        return crop(path)
     if img.shape != (SIZE, SIZE):
         img = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     return img
 
 
-def load_folder(root: Path) -> dict[str, Split]:
-    """Read root/<split>/<class>/*.jpg, or root/<class>/*.jpg (everything as one test split)."""
+def load_folder(root: Path, align: str = "auto") -> dict[str, Split]:
+    """Read root/<split>/<class>/*.jpg, or root/<class>/*.jpg (everything as one test split).
+
+    align: 'auto' (photos larger than ALIGN_ABOVE px are detected + aligned, crops resized),
+    'on' (always detect + align), 'off' (always just resize). Images without a detectable
+    face are skipped with a warning.
+    """
     root = Path(root)
+    cropper: list[FaceCropper] = []  # built on first use: most datasets never need MTCNN
+
+    def crop(p: Path) -> np.ndarray | None:
+        if not cropper:
+            cropper.append(FaceCropper())
+        return cropper[0](p)
+
     subdirs = sorted(p for p in root.iterdir() if p.is_dir())
     if any(class_index(p.name) is not None for p in subdirs):
         tops = [(root, "test")]
@@ -85,9 +130,9 @@ def load_folder(root: Path) -> dict[str, Split]:
             for f in sorted(cdir.rglob("*")):
                 if f.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
-                img = _read_gray48(f)
+                img = _read_gray48(f, align, crop)
                 if img is None:
-                    log.warning("unreadable image skipped: %s", f)
+                    log.warning("unreadable image or no face found, skipped: %s", f)
                     continue
                 imgs, labels, paths = out[_split_of(f, top_name)]
                 imgs.append(img)
@@ -121,8 +166,9 @@ def _pack(out: dict[str, tuple[list, list, list]]) -> dict[str, Split]:
             for s, (i, l, p) in out.items()}
 
 
-def load_fer(path: str | Path) -> dict[str, Split]:
-    """Load FER2013 from a folder layout or a CSV file, keyed by split name."""
+def load_fer(path: str | Path, align: str = "auto") -> dict[str, Split]:
+    """Load FER2013 from a folder layout or a CSV file, keyed by split name.
+    align applies to folder layouts (see load_folder); CSV rows are 48x48 crops already."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return load_csv(path)
@@ -130,5 +176,5 @@ def load_fer(path: str | Path) -> dict[str, Split]:
         csvs = sorted(path.glob("*.csv"))
         if not any(p.is_dir() for p in path.iterdir()) and csvs:
             return load_csv(csvs[0])
-        return load_folder(path)
+        return load_folder(path, align)
     raise FileNotFoundError(f"no FER2013 folder or CSV at {path}")

@@ -68,6 +68,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--align", default="auto", choices=["auto", "on", "off"],
+                   help="folder layouts: detect + align faces in photos like `emobatch run` "
+                        "(auto: images larger than 96 px; crops like FER2013's are resized)")
     return p
 
 
@@ -353,7 +356,10 @@ def format_report(r: dict[str, Any]) -> str:
     for name, c in r["per_class"].items():
         lines.append(f"{name:<{w}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:6.3f}  "
                      f"{c['support']:7d}")
-    pc = list(r["per_class"].values())
+    # same classes as macro-F1: those present in the labels or the predictions
+    cm = np.asarray(r["confusion_matrix"])
+    present = (cm.sum(0) + cm.sum(1)) > 0
+    pc = [c for c, keep in zip(r["per_class"].values(), present) if keep] or list(r["per_class"].values())
     lines.append(f"{'macro avg':<{w}}  {np.mean([c['precision'] for c in pc]):9.3f}  "
                  f"{np.mean([c['recall'] for c in pc]):6.3f}  {r['macro_f1']:6.3f}  {r['n']:7d}")
     labels = r["labels"]
@@ -373,7 +379,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    data = load_fer(args.data)
+    data = load_fer(args.data, align=args.align)
     split, split_name = select_split(data, args.split)
     device = select_device(args.device)
     loaded = load_weights(args.weights, device=str(device))

@@ -54,6 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--align", default="auto", choices=["auto", "on", "off"],
+                   help="folder layouts: detect + align faces in photos like `emobatch run` "
+                        "(auto: images larger than 96 px; crops like FER2013's are resized)")
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from CKPT (default: <ckpt-dir>/checkpoint.pt)")
@@ -165,7 +168,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     ckpt_dir = Path(args.ckpt_dir or f"runs/{args.arch}")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    data = load_fer(args.data)
+    data = load_fer(args.data, align=args.align)
     train, val = data["Training"], data["PublicTest"]
     if len(train) == 0 or len(val) == 0:
         raise SystemExit(f"{args.data}: need Training and PublicTest images "
