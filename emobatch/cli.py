@@ -54,7 +54,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
-    if a.every < 1 or a.batch_size < 1 or a.min_face_size < 1 or (a.detect_every or 1) < 1:
+    if min(a.every, a.batch_size, a.min_face_size,
+           1 if a.detect_every is None else a.detect_every) < 1:
         raise SystemExit("emobatch: --every, --batch-size, --min-face-size and --detect-every "
                          "must be >= 1")
     if a.detect_scale is not None and not 0 < a.detect_scale <= 1:
