@@ -56,6 +56,16 @@ class FaceBatch:
         """A copy with some fields replaced (stages never mutate their input)."""
         return replace(self, **changes)
 
+    @classmethod
+    def concat(cls, batches: "list[FaceBatch]") -> "FaceBatch":
+        """Faces of several batches of the same frame, in order (detection fields only)."""
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return cls.empty()
+        return cls(np.concatenate([b.xyxy for b in batches]),
+                   np.concatenate([b.score for b in batches]),
+                   np.concatenate([b.landmarks for b in batches]))
+
     def __getitem__(self, idx) -> "FaceBatch":
         """Select faces by index array or boolean mask; keeps the arrays parallel."""
         def pick(a: np.ndarray | None) -> np.ndarray | None:

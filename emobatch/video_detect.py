@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .detect import Detector
+from .track import iou_matrix
 from .types import FaceBatch
 
 
@@ -20,7 +21,7 @@ class VideoDetector:
     """Stage for one video: frame -> FaceBatch, using `Detector.detect` and `Detector.refine`."""
 
     def __init__(self, detector: Detector, detect_every: int = 1, detect_scale: float = 1.0,
-                 refine_score: float = 0.6, cut_threshold: float = 0.5) -> None:
+                 refine_score: float = 0.5, cut_threshold: float = 0.5) -> None:
         if detect_every < 1 or not 0 < detect_scale <= 1:
             raise ValueError("detect_every must be >= 1 and 0 < detect_scale <= 1")
         self.detector = detector
@@ -51,13 +52,25 @@ class VideoDetector:
         if self.detect_scale < 1 and len(faces):
             # landmarks from a downscaled frame are coarse: re-measure at full resolution
             fine, idx = self.detector.refine(image, faces.xyxy, min_score=0.0)
-            xyxy = faces.xyxy.copy()
             lm = faces.landmarks.copy()
             lm[idx] = fine.landmarks
-            faces = faces.with_(landmarks=lm, xyxy=xyxy)
+            faces = faces.with_(landmarks=lm)
+        faces = FaceBatch.concat([faces, self._still_followed(image, faces)])
         self._vel = np.zeros((len(faces), 4), np.float32)
         self._prev, self._since_full, self._force = faces, 0, False
         return faces
+
+    def _still_followed(self, image: np.ndarray, found: FaceBatch) -> FaceBatch:
+        """Faces being followed that the full detector did not report this time but O-Net
+        still confirms. MTCNN's pyramid misses a face now and then (near its thresholds, or
+        on the downscaled frame); dropping it until the next full pass would lose frames."""
+        if len(self._prev) == 0 or self._since_full == 0 and self.detect_every == 1:
+            return FaceBatch.empty()
+        followed, _ = self.detector.refine(image, self._prev.xyxy + self._vel,
+                                           min_score=self.refine_score)
+        if len(followed) == 0 or len(found) == 0:
+            return followed
+        return followed[np.flatnonzero(iou_matrix(followed.xyxy, found.xyxy).max(1) < 0.3)]
 
     def _follow(self, image: np.ndarray) -> FaceBatch:
         self._since_full += 1

@@ -61,3 +61,13 @@ def test_bad_args(detector):
         VideoDetector(detector, detect_every=0)
     with pytest.raises(ValueError):
         VideoDetector(detector, detect_scale=1.5)
+
+
+def test_full_pass_keeps_followed_faces_it_missed(detector, clip_frames, monkeypatch):
+    vd = VideoDetector(detector, detect_every=2)
+    assert len(vd.detect(clip_frames[0])) == 1
+    assert len(vd.detect(clip_frames[1])) == 1  # followed by O-Net
+    # the full detector now "misses" the face: O-Net still confirms it, so it is kept
+    monkeypatch.setattr(detector, "detect", lambda image, scale=1.0: type(vd._prev).empty())
+    faces = vd.detect(clip_frames[2])
+    assert vd.full_runs == 2 and len(faces) == 1
