@@ -30,6 +30,7 @@ from .types import FaceBatch, Frame
 
 
 MAX_STILL_SIDE = 4096
+FRAME_BATCH = 8  # video frames whose faces are classified together
 
 
 @dataclass
@@ -101,8 +102,33 @@ class FacePipeline:
         vdet = VideoDetector(self.detector, every, scale)
         tracker = Tracker() if s.track else None
         smoother = Smoother(s.smooth_tau) if s.track and s.smooth_tau > 0 else None
-        for frame in prefetch(iter_frames(path, s.every)):
-            faces = self.process(frame, vdet.detect)
+        buf: list[tuple[Frame, FaceBatch]] = []
+        try:
+            for frame in prefetch(iter_frames(path, s.every)):
+                buf.append((frame, self.aligner.align(frame.image, vdet.detect(frame.image))))
+                # a few faces per frame make a small, inefficient classifier batch: classify
+                # the crops of up to FRAME_BATCH frames together
+                if len(buf) >= FRAME_BATCH or sum(len(f) for _, f in buf) >= s.batch_size:
+                    yield from self._finish(buf, tracker, smoother)
+                    buf = []
+        except InputError:
+            yield from self._finish(buf, tracker, smoother)  # frames before the break count
+            raise
+        yield from self._finish(buf, tracker, smoother)
+
+    def _finish(self, buf: list[tuple[Frame, FaceBatch]], tracker: Tracker | None,
+                smoother: Smoother | None) -> Iterator[tuple[Frame, FaceBatch]]:
+        """Classify the crops of buffered frames in one batch, then track and smooth in order."""
+        if not buf:
+            return
+        crops = [f.crops for _, f in buf]
+        probs = self.classifier.predict(np.concatenate(crops)) if sum(map(len, crops)) else None
+        start = 0
+        for frame, faces in buf:
+            p = (probs[start:start + len(faces)] if probs is not None
+                 else np.zeros((0, len(self.classifier.labels)), np.float32))
+            start += len(faces)
+            faces = faces.with_(probs=p, probs_raw=p)
             if tracker is not None:
                 faces = tracker.track(faces, frame.t_sec)
             if smoother is not None:

@@ -31,7 +31,8 @@ def mixed(tmp_path):
     shutil.copy(PHOTO, tmp_path / "a" / "photo.jpg")
     cv2.imwrite(str(tmp_path / "b" / "blank.png"), np.full((64, 64, 3), 200, np.uint8))
     (tmp_path / "b" / "empty.jpg").write_bytes(b"")
-    (tmp_path / "b" / "cut.mp4").write_bytes(CLIP.read_bytes()[:20000])
+    data = CLIP.read_bytes()
+    (tmp_path / "b" / "cut.mp4").write_bytes(data[:int(len(data) * 0.7)])
     return tmp_path
 
 
@@ -59,6 +60,10 @@ def test_mixed_inputs_errors_and_annotations(mixed, tmp_path):
     assert "zero-byte" in by_name["b/empty.jpg"].error
     assert by_name["b/cut.mp4"].error and not by_name["a/clip.mp4"].error
     df = pd.read_parquet(out)
+    # the truncated video's frames before the break are kept (also those still buffered
+    # for batched classification when decoding failed)
+    cut_rows = df[df["source"].str.endswith("cut.mp4")]
+    assert cut_rows["frame"].nunique() == by_name["b/cut.mp4"].frames > 0
     blank = df[df["source"].str.endswith("blank.png")]
     assert len(blank) == 1 and blank["face"].isna().all()  # no face: one row, null fields
     assert df["source"].str.endswith("a/clip.mp4").sum() >= 10
