@@ -7,6 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
+from torchvision.ops import nms
 
 from .types import FaceBatch
 
@@ -28,9 +29,9 @@ class Detector:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.
 
         scale < 1 runs the detector on a downscaled copy (faster: MTCNN's cost grows with
-        pixels) and maps boxes and landmarks back to full-frame pixels; faces smaller than
-        max(min_face_size, 12 / scale) full-frame pixels are then missed, and landmarks are
-        less precise (see refine).
+        pixels) and maps boxes back to full-frame pixels; faces smaller than
+        max(min_face_size, 12 / scale) full-frame pixels are then missed. The landmarks of a
+        downscaled detection are coarse, so they are re-measured on the full frame (refine).
         """
         small = image
         if scale != 1.0:
@@ -47,7 +48,13 @@ class Detector:
         lm = np.asarray(points, np.float32).reshape(-1, 5, 2) * [sx, sy]
         faces = FaceBatch(xyxy.astype(np.float32), np.asarray(probs, np.float32).reshape(-1),
                           lm.astype(np.float32))
-        return self._finish(faces, image.shape[:2])
+        faces = self._finish(faces, image.shape[:2])
+        if scale < 1 and len(faces):
+            fine, idx = self.refine(image, faces.xyxy, min_score=0.0)
+            lm = faces.landmarks.copy()
+            lm[idx] = fine.landmarks
+            faces = faces.with_(landmarks=lm)
+        return faces
 
     def refine(self, image: np.ndarray, boxes: np.ndarray, expand: float = 1.0,
                min_score: float | None = None) -> tuple[FaceBatch, np.ndarray]:
@@ -79,7 +86,8 @@ class Detector:
         faces = faces.with_(xyxy=_clip(faces.xyxy, w, h))
         thr = self.min_score if min_score is None else min_score
         ok = np.flatnonzero((faces.score >= thr) & _valid(faces.xyxy))
-        idx = np.sort(ok[_nms(faces.xyxy[ok], faces.score[ok], 0.5)])
+        keep = nms(torch.from_numpy(faces.xyxy[ok]), torch.from_numpy(faces.score[ok]), 0.5)
+        idx = np.sort(ok[keep.numpy()])
         return faces[idx], idx
 
     def _finish(self, faces: FaceBatch, hw: tuple[int, int]) -> FaceBatch:
@@ -119,22 +127,3 @@ def _crop_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     if cx2 > cx1 and cy2 > cy1:
         out[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1] = image[cy1:cy2, cx1:cx2]
     return cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def _nms(xyxy: np.ndarray, score: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression (score order)."""
-    order = np.argsort(-score, kind="stable")
-    keep: list[int] = []
-    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
-    for i in order:
-        if keep:
-            k = np.array(keep)
-            ix1 = np.maximum(xyxy[i, 0], xyxy[k, 0])
-            iy1 = np.maximum(xyxy[i, 1], xyxy[k, 1])
-            ix2 = np.minimum(xyxy[i, 2], xyxy[k, 2])
-            iy2 = np.minimum(xyxy[i, 3], xyxy[k, 3])
-            inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-            if (inter / (area[i] + area[k] - inter + 1e-9)).max() > iou:
-                continue
-        keep.append(int(i))
-    return np.array(keep, dtype=np.int64)

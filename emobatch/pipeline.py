@@ -76,9 +76,9 @@ class FacePipeline:
                                  device=self.classifier.device)
         self.aligner = Aligner()
 
-    def process(self, frame: Frame, detect=None) -> FaceBatch:
-        """One frame through detect -> align -> classify (detect: a per-video stage)."""
-        faces = (detect or self.detector.detect)(frame.image)
+    def process(self, frame: Frame, scale: float = 1.0) -> FaceBatch:
+        """One still through detect (on a copy scaled by `scale`) -> align -> classify."""
+        faces = self.detector.detect(frame.image, scale)
         faces = self.aligner.align(frame.image, faces)
         return self.classifier.classify(faces)
 
@@ -95,7 +95,7 @@ class FacePipeline:
                 # huge photos: detect on a copy with a long side of MAX_STILL_SIDE, landmarks
                 # re-measured at full resolution, so time and memory stay bounded
                 scale = min(1.0, MAX_STILL_SIDE / max(h, w))
-                yield frame, self.process(frame, VideoDetector(self.detector, 1, scale).detect)
+                yield frame, self.process(frame, scale)
             return
         info = video_info(path)
         every, scale = s.detection_plan(info.width, info.height)

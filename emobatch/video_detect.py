@@ -49,12 +49,6 @@ class VideoDetector:
     def _full(self, image: np.ndarray) -> FaceBatch:
         self.full_runs += 1
         faces = self.detector.detect(image, self.detect_scale)
-        if self.detect_scale < 1 and len(faces):
-            # landmarks from a downscaled frame are coarse: re-measure at full resolution
-            fine, idx = self.detector.refine(image, faces.xyxy, min_score=0.0)
-            lm = faces.landmarks.copy()
-            lm[idx] = fine.landmarks
-            faces = faces.with_(landmarks=lm)
         faces = FaceBatch.concat([faces, self._still_followed(image, faces)])
         self._vel = np.zeros((len(faces), 4), np.float32)
         self._prev, self._since_full, self._force = faces, 0, False
@@ -64,7 +58,7 @@ class VideoDetector:
         """Faces being followed that the full detector did not report this time but O-Net
         still confirms. MTCNN's pyramid misses a face now and then (near its thresholds, or
         on the downscaled frame); dropping it until the next full pass would lose frames."""
-        if len(self._prev) == 0 or self._since_full == 0 and self.detect_every == 1:
+        if len(self._prev) == 0 or self.detect_every == 1:  # exhaustive stays pure MTCNN
             return FaceBatch.empty()
         followed, _ = self.detector.refine(image, self._prev.xyxy + self._vel,
                                            min_score=self.refine_score)
