@@ -30,6 +30,7 @@ from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
 from emobatch.weights import DEFAULT_NAME, save_weights
 from training.augment import random_affine, random_erasing
 from training.data import load_fer
+from training.evaluate import nll
 
 log = logging.getLogger("training.fit")
 
@@ -117,8 +118,7 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, dtype,
              tta: bool = False) -> dict[str, float]:
     probs = predict_probs(model, images, device, dtype, batch_size=512, tta="flip" if tta else "none")
-    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-8, 1)).mean()
-    return {"loss": float(nll), "acc": float((probs.argmax(1) == labels).mean())}
+    return {"loss": nll(probs, labels), "acc": float((probs.argmax(1) == labels).mean())}
 
 
 def _save_atomic(obj, path: Path) -> None:
