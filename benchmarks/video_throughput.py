@@ -2,8 +2,9 @@
 
     python benchmarks/video_throughput.py VIDEO [--quality balanced] [--json OUT]
 
-Prints, from one run: decode-only fps; the exhaustive reference's fps (MTCNN at full
-resolution on every frame, then align + classify, track and smooth as the preset does); the
+Prints, from one run: decode-only fps; the exhaustive reference's fps (facenet-pytorch's own
+MTCNN.detect at full resolution on every frame, then align + classify, track and smooth as the
+preset does); the
 chosen preset's fps (annotation off, timeline written to a temporary Parquet); their ratios;
 face recall of the preset against the reference (IoU >= 0.5, one-to-one matching per frame);
 emotion agreement on matched faces (`agreement`: the reported, smoothed `emotion` of both;
@@ -23,6 +24,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from emobatch.config import Settings
+from emobatch.detect import Detector
 from emobatch.pipeline import FacePipeline
 from emobatch.sinks import TimelineSink
 from emobatch.sources import iter_video
@@ -76,15 +78,19 @@ def main() -> None:
     p.add_argument("--quality", default="balanced", choices=["balanced", "fast", "exhaustive"])
     p.add_argument("--detect-every", type=int, default=None)
     p.add_argument("--detect-scale", type=float, default=None)
+    p.add_argument("--full-res-every", type=int, default=None)
+    p.add_argument("--tta", default=None, choices=["none", "flip"], help="for both runs")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
 
     fps_decode, n = decode_fps(a.video)
-    pipe = FacePipeline(Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
-                                 detect_scale=a.detect_scale))
+    s = Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
+                 detect_scale=a.detect_scale, full_res_every=a.full_res_every, tta=a.tta)
+    pipe = FacePipeline(s)
     fps_default, got = timed_run(pipe, a.video)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    pipe.settings = Settings(device="cpu", quality="exhaustive")  # same tracking + smoothing
+    pipe.settings = Settings(device="cpu", quality="exhaustive", tta=a.tta)  # same tracking, smoothing
+    pipe.detector = Detector(s.min_face_size, s.thresholds, s.min_score, exact=True)
     fps_ref, ref = timed_run(pipe, a.video)
     n_ref, n_match, same, same_raw = match(ref, got)
     res = {

@@ -56,10 +56,11 @@ class Classifier:
         self.dtype = amp_dtype(self.device, amp)
         self.batch_size = batch_size
 
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 crops (N, 48, 48) -> probabilities (N, 7) float32."""
+    def predict(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """uint8 crops (N, 48, 48) -> probabilities (N, 7) float32; tta None: self.tta."""
         return predict_probs(self.model, crops, self.device, self.dtype, self.batch_size,
-                             self.tta, self.config.get("mean", 0.5), self.config.get("std", 0.25))
+                             tta or self.tta, self.config.get("mean", 0.5),
+                             self.config.get("std", 0.25))
 
     def classify(self, faces: FaceBatch) -> FaceBatch:
         if faces.crops is None:

@@ -37,7 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--every", type=int, default=1, metavar="N", help="every Nth video frame")
     r.add_argument("--weights", type=Path, default=None, help="a weights .pt (default: shipped)")
     r.add_argument("--tta", choices=["none", "flip"], default=None,
-                   help="test-time augmentation (default: as the weights' config says)")
+                   help="test-time augmentation (default: as the weights' config says for "
+                        "photos, none for videos, where per-track smoothing averages "
+                        "frames instead)")
     r.add_argument("--quality", choices=["exhaustive", "balanced", "fast"], default="balanced",
                    help="video speed/fidelity preset (see README); exhaustive = full MTCNN "
                         "on every full-resolution frame")
@@ -45,6 +47,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="full detection every N processed video frames, O-Net tracking between")
     r.add_argument("--detect-scale", type=float, default=None, metavar="S",
                    help="run full detection on the frame scaled by S (0 < S <= 1)")
+    r.add_argument("--full-res-every", type=int, default=None, metavar="N",
+                   help="every Nth full detection at full resolution, for faces too small for "
+                        "the scaled one (0 = never)")
     r.add_argument("--no-track", action="store_true", help="no track ids, no smoothing")
     r.add_argument("--smooth", type=float, default=0.3, metavar="TAU",
                    help="per-track smoothing time constant in seconds (0 = off; raw "
@@ -58,13 +63,15 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
            1 if a.detect_every is None else a.detect_every) < 1:
         raise SystemExit("emobatch: --every, --batch-size, --min-face-size and --detect-every "
                          "must be >= 1")
+    if a.full_res_every is not None and a.full_res_every < 0:
+        raise SystemExit("emobatch: --full-res-every must be >= 0")
     if a.detect_scale is not None and not 0 < a.detect_scale <= 1:
         raise SystemExit("emobatch: --detect-scale must be in (0, 1]")
     return Settings(device=a.device, batch_size=a.batch_size, min_face_size=a.min_face_size,
                     thresholds=tuple(a.thresholds), min_score=a.min_score, every=a.every,
                     weights=a.weights, tta=a.tta, quality=a.quality,
                     detect_every=a.detect_every, detect_scale=a.detect_scale,
-                    track=not a.no_track, smooth_tau=max(a.smooth, 0.0))
+                    full_res_every=a.full_res_every, track=not a.no_track, smooth_tau=max(a.smooth, 0.0))
 
 
 class RichProgress:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
+from .track import iou_matrix
 from .types import FaceBatch
 
 
@@ -16,7 +17,10 @@ class Detector:
     """Stage: image -> FaceBatch with boxes, scores and 5 landmarks."""
 
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-                 min_score: float = 0.9, device: str | torch.device = "cpu") -> None:
+                 min_score: float = 0.9, device: str | torch.device = "cpu",
+                 exact: bool = False) -> None:
+        """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
+        compare against); the default runs the same cascade faster (emobatch.mtcnn)."""
         from facenet_pytorch import MTCNN  # heavy import, only when a detector is built
 
         self.min_score = min_score
@@ -24,37 +28,47 @@ class Detector:
         self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size,
                            thresholds=list(thresholds), post_process=False,
                            select_largest=False, device=torch.device(device))
+        self.cascade = None
+        if not exact and torch.device(device).type == "cpu":
+            from .mtcnn import CascadeMTCNN
+            self.cascade = CascadeMTCNN(self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet,
+                                        tuple(thresholds))
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.
 
         scale < 1 runs the detector on a downscaled copy (faster: MTCNN's cost grows with
         pixels) and maps boxes back to full-frame pixels; faces smaller than
-        max(min_face_size, 12 / scale) full-frame pixels are then missed. The landmarks of a
-        downscaled detection are coarse, so they are re-measured on the full frame (refine).
+        max(min_face_size, 12 / scale) full-frame pixels are then missed. A downscaled pass
+        only proposes: each face it returns (at O-Net's own threshold, below min_score) is
+        re-measured by O-Net on the full frame (refine), whose box, landmarks and score count.
+        Small faces score low on the downscaled frame but as usual at full resolution.
         """
         small = image
         if scale != 1.0:
             small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         # the smallest face in the small frame; MTCNN's P-Net cannot see below 12 px
-        self.mtcnn.min_face_size = max(12, round(self.min_face_size * scale))
-        with torch.inference_mode():
-            boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
-        if boxes is None:
-            return FaceBatch.empty()
+        min_face = max(12, round(self.min_face_size * scale))
+        if self.cascade is not None:
+            found, points = self.cascade.detect(small, min_face)
+            boxes, probs = found[:, :4], found[:, 4]
+        else:
+            self.mtcnn.min_face_size = min_face
+            with torch.inference_mode():
+                boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
+            if boxes is None:
+                return FaceBatch.empty()
         sx = image.shape[1] / small.shape[1]
         sy = image.shape[0] / small.shape[0]
         xyxy = np.asarray(boxes, np.float32).reshape(-1, 4) * [sx, sy, sx, sy]
         lm = np.asarray(points, np.float32).reshape(-1, 5, 2) * [sx, sy]
         faces = FaceBatch(xyxy.astype(np.float32), np.asarray(probs, np.float32).reshape(-1),
                           lm.astype(np.float32))
-        faces = self._finish(faces, image.shape[:2])
-        if scale < 1 and len(faces):
-            fine, idx = self.refine(image, faces.xyxy, min_score=0.0)
-            lm = faces.landmarks.copy()
-            lm[idx] = fine.landmarks
-            faces = faces.with_(landmarks=lm)
-        return faces
+        if scale >= 1:
+            return self._finish(faces, image.shape[:2], self.min_score)
+        faces = self._finish(faces, image.shape[:2], 0.0)
+        fine, _ = self.refine(image, faces.xyxy)
+        return self._finish(fine, image.shape[:2], self.min_score)
 
     def refine(self, image: np.ndarray, boxes: np.ndarray, expand: float = 1.0,
                min_score: float | None = None) -> tuple[FaceBatch, np.ndarray]:
@@ -90,11 +104,48 @@ class Detector:
         idx = np.sort(ok[keep.numpy()])
         return faces[idx], idx
 
-    def _finish(self, faces: FaceBatch, hw: tuple[int, int]) -> FaceBatch:
+    def search(self, image: np.ndarray, boxes: np.ndarray, window: float = 2.5,
+               min_score: float | None = None) -> tuple[FaceBatch, np.ndarray]:
+        """Look for each expected face (boxes (n, 4) xyxy) with the whole cascade, but only in
+        a square window `window` times its size around it and for faces of at least half its
+        size: a few ms, where O-Net alone loses a face that moved or turned too much.
+        Returns the face found closest to each box (IoU >= 0.1) and the indices of the
+        boxes that found one."""
+        found, idx = [], []
+        h, w = image.shape[:2]
+        thr = self.min_score if min_score is None else min_score
+        for i, win in enumerate(_square(np.asarray(boxes, np.float32), window).round().astype(int)):
+            x1, y1, x2, y2 = max(win[0], 0), max(win[1], 0), min(win[2], w), min(win[3], h)
+            size = float(np.max(boxes[i, 2:] - boxes[i, :2]))
+            if x2 - x1 < 12 or y2 - y1 < 12 or size < 12:
+                continue
+            got, pts = self._cascade().detect(image[y1:y2, x1:x2], max(12.0, size / 2))
+            got = got[got[:, 4] >= thr]
+            if len(got) == 0:
+                continue
+            xyxy = got[:, :4] + [x1, y1, x1, y1]
+            iou = iou_matrix(boxes[i:i + 1], xyxy)[0]
+            j = int(iou.argmax())
+            if iou[j] >= 0.1:
+                found.append(FaceBatch(xyxy[j:j + 1].astype(np.float32), got[j:j + 1, 4].astype(np.float32),
+                                       (pts[j:j + 1] + [x1, y1]).astype(np.float32)))
+                idx.append(i)
+        if not found:
+            return FaceBatch.empty(), np.zeros(0, np.int64)
+        faces = FaceBatch.concat(found)
+        return faces.with_(xyxy=_clip(faces.xyxy, w, h)), np.asarray(idx, np.int64)
+
+    def _cascade(self):
+        if self.cascade is None:  # exact mode or GPU: build the CPU driver on demand
+            from .mtcnn import CascadeMTCNN
+            self.cascade = CascadeMTCNN(self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet)
+        return self.cascade
+
+    def _finish(self, faces: FaceBatch, hw: tuple[int, int], min_score: float) -> FaceBatch:
         """Clip boxes to the frame; keep scored, non-degenerate faces, best first."""
         h, w = hw
         faces = faces.with_(xyxy=_clip(faces.xyxy, w, h))
-        keep = (faces.score >= self.min_score) & _valid(faces.xyxy)
+        keep = (faces.score >= min_score) & _valid(faces.xyxy)
         idx = np.flatnonzero(keep)
         return faces[idx[np.argsort(-faces.score[idx], kind="stable")]]
 

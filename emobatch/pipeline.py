@@ -20,6 +20,7 @@ from .annotate import VideoWriter, annotated_name, draw, write_image
 from .classify import Classifier
 from .config import Settings
 from .detect import Detector
+from .memory import limit_heap_growth
 from .sinks import TimelineSink
 from .prefetch import prefetch
 from .smooth import Smoother
@@ -69,6 +70,7 @@ class FacePipeline:
     """The stages, built once and shared by all sources of a run."""
 
     def __init__(self, settings: Settings) -> None:
+        limit_heap_growth()
         self.settings = settings
         self.classifier = Classifier(settings.weights, settings.device, settings.batch_size,
                                      settings.tta, settings.amp)
@@ -98,14 +100,13 @@ class FacePipeline:
                 yield frame, self.process(frame, scale)
             return
         info = video_info(path)
-        every, scale = s.detection_plan(info.width, info.height)
-        vdet = VideoDetector(self.detector, every, scale)
+        vdet = VideoDetector(self.detector, *s.detection_plan(info.width, info.height))
         tracker = Tracker() if s.track else None
         smoother = Smoother(s.smooth_tau) if s.track and s.smooth_tau > 0 else None
         buf: list[tuple[Frame, FaceBatch]] = []
         try:
-            for frame in prefetch(iter_frames(path, s.every)):
-                buf.append((frame, self.aligner.align(frame.image, vdet.detect(frame.image))))
+            for frame, faces in prefetch(self._detected(path, vdet), depth=2 * FRAME_BATCH):
+                buf.append((frame, faces))
                 # a few faces per frame make a small, inefficient classifier batch: classify
                 # the crops of up to FRAME_BATCH frames together
                 if len(buf) >= FRAME_BATCH or sum(len(f) for _, f in buf) >= s.batch_size:
@@ -116,13 +117,18 @@ class FacePipeline:
             raise
         yield from self._finish(buf, tracker, smoother)
 
+    def _detected(self, path: Path, vdet: VideoDetector) -> Iterator[tuple[Frame, FaceBatch]]:
+        for frame in prefetch(iter_frames(path, self.settings.every)):
+            yield frame, self.aligner.align(frame.image, vdet.detect(frame.image))
+
     def _finish(self, buf: list[tuple[Frame, FaceBatch]], tracker: Tracker | None,
                 smoother: Smoother | None) -> Iterator[tuple[Frame, FaceBatch]]:
         """Classify the crops of buffered frames in one batch, then track and smooth in order."""
         if not buf:
             return
         crops = [f.crops for _, f in buf]
-        probs = self.classifier.predict(np.concatenate(crops)) if sum(map(len, crops)) else None
+        probs = (self.classifier.predict(np.concatenate(crops), self.settings.video_tta())
+                 if sum(map(len, crops)) else None)
         start = 0
         for frame, faces in buf:
             p = (probs[start:start + len(faces)] if probs is not None
@@ -139,7 +145,7 @@ class FacePipeline:
         c = self.classifier
         return {"emobatch_version": __version__, "weights": str(c.path), "weights_sha256": c.sha256,
                 "arch": c.config.get("arch"), "model_metrics": c.config.get("metrics"),
-                "tta": c.tta, "device": str(c.device), "settings": self.settings.as_metadata()}
+                "tta": c.tta, "tta_video": self.settings.video_tta() or c.tta, "device": str(c.device), "settings": self.settings.as_metadata()}
 
 
 def annotation_root(inputs: Sequence[str | Path]) -> Path:

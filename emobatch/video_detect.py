@@ -3,9 +3,11 @@
 Full detection (P-, R- and O-Net over an image pyramid) dominates the cost of a video.
 Faces move little between consecutive frames, so between full detections each face of the
 previous frame is re-measured with MTCNN's last stage alone (O-Net on a region around its
-predicted position: ~1 ms a face), which also gives fresh landmarks for alignment. Full
-detection runs every `detect_every` frames (to pick up new faces), whenever a face is lost,
-and on scene cuts.
+predicted position: ~1 ms a face), which also gives fresh landmarks for alignment; a face O-Net
+loses is looked for with the whole cascade in a small window around it. Full detection runs
+every `detect_every` frames (to pick up new faces), after a face is lost for good, and on scene
+cuts; it may run on a downscaled frame, and then every `full_res_every`-th one runs at full
+resolution to find the faces too small for the downscaled pass.
 """
 from __future__ import annotations
 
@@ -21,12 +23,14 @@ class VideoDetector:
     """Stage for one video: frame -> FaceBatch, using `Detector.detect` and `Detector.refine`."""
 
     def __init__(self, detector: Detector, detect_every: int = 1, detect_scale: float = 1.0,
-                 refine_score: float = 0.5, cut_threshold: float = 0.5) -> None:
-        if detect_every < 1 or not 0 < detect_scale <= 1:
-            raise ValueError("detect_every must be >= 1 and 0 < detect_scale <= 1")
+                 full_res_every: int = 0, refine_score: float = 0.5,
+                 cut_threshold: float = 0.5) -> None:
+        if detect_every < 1 or not 0 < detect_scale <= 1 or full_res_every < 0:
+            raise ValueError("need detect_every >= 1, 0 < detect_scale <= 1, full_res_every >= 0")
         self.detector = detector
         self.detect_every = detect_every
         self.detect_scale = detect_scale
+        self.full_res_every = full_res_every
         self.refine_score = refine_score
         self.cut_threshold = cut_threshold
         self.full_runs = 0
@@ -47,12 +51,26 @@ class VideoDetector:
         return self._follow(image)
 
     def _full(self, image: np.ndarray) -> FaceBatch:
+        fine = self.full_res_every and self.full_runs % self.full_res_every == 0
         self.full_runs += 1
-        faces = self.detector.detect(image, self.detect_scale)
+        faces = self.detector.detect(image, 1.0 if fine else self.detect_scale)
         faces = FaceBatch.concat([faces, self._still_followed(image, faces)])
-        self._vel = np.zeros((len(faces), 4), np.float32)
+        self._vel = self._carry_velocity(faces)
         self._prev, self._since_full, self._force = faces, 0, False
         return faces
+
+    def _carry_velocity(self, faces: FaceBatch) -> np.ndarray:
+        """Per-frame box motion (n, 4) of faces that were also in the last frame (matched by
+        IoU with their predicted boxes), zero for new ones: a fast face (~1/3 of its width a
+        frame) falls out of O-Net's view on the next frame without it."""
+        vel = np.zeros((len(faces), 4), np.float32)
+        if len(faces) == 0 or len(self._prev) == 0:
+            return vel
+        iou = iou_matrix(faces.xyxy, self._prev.xyxy + self._vel)
+        j = iou.argmax(1)
+        ok = iou[np.arange(len(faces)), j] >= 0.3
+        vel[ok] = faces.xyxy[ok] - self._prev.xyxy[j[ok]]
+        return vel
 
     def _still_followed(self, image: np.ndarray, found: FaceBatch) -> FaceBatch:
         """Faces being followed that the full detector did not report this time but O-Net
@@ -70,17 +88,35 @@ class VideoDetector:
         self._since_full += 1
         pred = self._prev.xyxy + self._vel
         faces, idx = self.detector.refine(image, pred, min_score=self.refine_score)
+        lost = np.setdiff1d(np.arange(len(pred)), idx)
+        if len(lost):
+            faces, idx = self._search_lost(image, pred, lost, faces, idx)
         if len(idx) < len(self._prev):
-            self._force = True  # a face was lost: look again properly on the next frame
+            self._force = True  # a face is still lost: look again properly on the next frame
         self._vel = (faces.xyxy - self._prev.xyxy[idx]).astype(np.float32)
         self._prev = faces
         return faces
+
+    def _search_lost(self, image: np.ndarray, pred: np.ndarray, lost: np.ndarray,
+                     faces: FaceBatch, idx: np.ndarray) -> tuple[FaceBatch, np.ndarray]:
+        """Faces O-Net lost, looked for with the whole cascade in a window around each; the
+        ones found that are not a face already followed join `faces` (order kept by index)."""
+        found, fidx = self.detector.search(image, pred[lost], min_score=self.refine_score)
+        if len(found) and len(faces):
+            new = iou_matrix(found.xyxy, faces.xyxy).max(1) < 0.3
+            found, fidx = found[np.flatnonzero(new)], fidx[new]
+        if len(found) == 0:
+            return faces, idx
+        all_idx = np.concatenate([idx, lost[fidx]])
+        order = np.argsort(all_idx, kind="stable")
+        return FaceBatch.concat([faces, found])[order], all_idx[order]
 
     def _scene_cut(self, image: np.ndarray) -> bool:
         """L1 distance between 32-bin gray histograms of this and the last frame above the
         threshold (0..2). Histograms ignore motion and zoom (measured: <= 0.13 on a fast zoom,
         >= 1.2 across real cuts), unlike pixel differences."""
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        # every 4th pixel of every 4th row: the same histogram for 1/16 of the work
+        gray = cv2.cvtColor(np.ascontiguousarray(image[::4, ::4]), cv2.COLOR_RGB2GRAY)
         hist = cv2.calcHist([gray], [0], None, [32], [0, 256]).ravel()
         hist /= max(hist.sum(), 1.0)
         prev, self._thumb = self._thumb, hist

@@ -51,3 +51,12 @@ def test_needs_crops(clf):
 def test_real_face_end_to_end(clf, detector, astronaut_rgb):
     faces = clf.classify(Aligner().align(astronaut_rgb, detector.detect(astronaut_rgb)))
     assert faces.probs.shape == (len(faces), 7) and len(faces) >= 1
+
+
+def test_per_call_tta_overrides_the_default():
+    clf = Classifier(device="cpu", tta="flip", amp="off")
+    crops = np.random.default_rng(3).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    mirrored = crops[:, :, ::-1].copy()
+    plain, flipped = clf.predict(crops, "none"), clf.predict(mirrored, "none")
+    np.testing.assert_allclose(clf.predict(crops), (plain + flipped) / 2, atol=1e-5)
+    assert not np.allclose(plain, flipped, atol=1e-3)
