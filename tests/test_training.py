@@ -164,6 +164,40 @@ def test_fit_resume_continues_history(csv_run):
     assert loaded.config["arch"] == "tiny"
 
 
+def test_seeded_run_repeats_exactly_also_when_resumed(fer_folder, tmp_path, monkeypatch):
+    """The shipped weights' recorded command must reproduce them: same seed, same numbers,
+    whether the run went straight through or was interrupted and resumed."""
+    import training.fit as fit
+
+    def go(name: str, resume: bool = False) -> list[dict]:
+        argv = ["--data", str(fer_folder), "--out", str(tmp_path / name / "w"),
+                "--ckpt-dir", str(tmp_path / name), "--arch", "tiny", "--epochs", "2",
+                "--batch-size", "16", "--threads", "1"] + (["--resume"] if resume else [])
+        threads = torch.get_num_threads()
+        try:
+            return fit.main(fit.get_args_parser().parse_args(argv), argv=argv)["history"]
+        finally:
+            torch.set_num_threads(threads)
+
+    straight = go("straight")
+    real_write = fit._write_history
+
+    def stop_after_first_epoch(path, history):
+        real_write(path, history)
+        raise KeyboardInterrupt  # the checkpoint of epoch 1 is already saved
+
+    monkeypatch.setattr(fit, "_write_history", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        go("resumed")
+    monkeypatch.setattr(fit, "_write_history", real_write)
+    resumed = go("resumed", resume=True)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert drop(resumed) == drop(straight)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.fixture(scope="module")
 def folder_run(fer_folder, tmp_path_factory) -> Path:
     """One epoch on the folder layout, in-process (saves a Python + torch start-up)."""

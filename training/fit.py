@@ -85,8 +85,10 @@ def ema_avg_fn(decay: float):
 def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer,
                     sched, images: np.ndarray, labels: np.ndarray, args, epoch: int,
                     device: torch.device, dtype) -> dict[str, float]:
-    """One pass over the shuffled training set (order seeded by seed and epoch)."""
+    """One pass over the shuffled training set. Order, augmentation and dropout are seeded by
+    seed and epoch, so a run resumed from a checkpoint repeats an uninterrupted one exactly."""
     model.train()
+    torch.manual_seed(args.seed * 1000 + epoch)  # dropout draws from the global generator
     g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
     order = torch.randperm(len(labels), generator=g)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
