@@ -66,6 +66,23 @@ class Aligner:
         """image (H, W, 3) uint8 RGB (or (H, W) gray) -> faces with crops."""
         if len(faces) == 0:
             return faces.with_(crops=np.zeros((0, self.size, self.size), np.uint8))
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        crops = np.stack([align_face(gray, lm, self.size) for lm in faces.landmarks])
-        return faces.with_(crops=crops)
+        if image.ndim == 2:
+            crops = [align_face(image, lm, self.size) for lm in faces.landmarks]
+        else:  # gray only where each crop samples: a whole 1080p frame costs ~1.4 ms
+            crops = [self._align_rgb(image, lm) for lm in faces.landmarks]
+        return faces.with_(crops=np.stack(crops))
+
+    def _align_rgb(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """align_face on the gray version of the part of image (H, W, 3) it samples from
+        (the crop's square mapped back, plus 2 px for interpolation): the same pixels."""
+        m = similarity(landmarks, TEMPLATE_48 * (self.size / 48.0))
+        inv = cv2.invertAffineTransform(m)
+        c = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1], [self.size, self.size, 1]])
+        src = c @ inv.T
+        h, w = image.shape[:2]
+        # at least the edge row/column nearest to a region outside the frame, which the
+        # warp's border replication repeats
+        x0, y0 = np.clip(np.floor(src.min(0)) - 2, 0, [w - 1, h - 1]).astype(int)
+        x1, y1 = np.maximum(np.clip(np.ceil(src.max(0)) + 3, 0, [w, h]).astype(int), [x0 + 1, y0 + 1])
+        gray = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+        return align_face(gray, landmarks - [x0, y0], self.size)

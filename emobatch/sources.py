@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import av
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -305,9 +306,18 @@ def video_info(path: Path) -> VideoInfo:
         container.close()
 
 
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. The common yuv420p goes through OpenCV's conversion (the same
+    BT.601 limited-range matrix as swscale's default, within ~1 grey level): ~1 ms a 1080p
+    frame against ~4 ms for swscale's rgb24 (~7% of the 1080p pipeline's work per frame)."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
+
+
 def _upright(frame: av.VideoFrame) -> np.ndarray:
     """Decoded frame -> (H, W, 3) uint8 RGB, display rotation (phone videos) applied."""
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = _rgb(frame)
     quarter_turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise
     return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 

@@ -58,3 +58,24 @@ def test_aligner_stage_shapes(astronaut_rgb):
     out = Aligner().align(astronaut_rgb, faces)
     assert out.crops.shape == (1, 48, 48) and out.crops.dtype == np.uint8
     assert faces.crops is None  # the input batch is not mutated
+
+
+def test_rgb_path_converts_only_what_it_samples_with_the_same_result():
+    """Aligner converts to gray only the region each crop samples; crops must equal those
+    from the whole gray frame, also for faces cut by or outside the frame edges."""
+    import cv2
+
+    from emobatch.align import Aligner, align_face
+
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), np.uint8), (5, 5), 2)
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    base = np.array([[-0.3, -0.3], [0.3, -0.3], [0, 0.1], [-0.25, 0.4], [0.25, 0.4]])
+    al = Aligner()
+    for _ in range(200):
+        c = rng.uniform([-80, -80], [400, 320])
+        a = rng.uniform(-0.8, 0.8)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        lm = (base * rng.uniform(5, 300) @ rot.T + c).astype(np.float32)
+        diff = np.abs(align_face(gray, lm).astype(int) - al._align_rgb(img, lm))
+        assert diff.max() <= 1

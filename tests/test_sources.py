@@ -441,3 +441,14 @@ def test_shared_facenet_video():
     assert count == 105
     assert last.index == 104 and last.t_sec == pytest.approx(4.16, abs=1e-9)
     assert_rgb_u8(last.image, (1080, 1920))
+
+
+def test_yuv420p_frames_match_swscale_rgb():
+    from conftest import SAMPLE
+    from emobatch.sources import _rgb
+
+    with av.open(str(SAMPLE / "astronaut_clip.mp4")) as c:
+        frame = next(c.decode(video=0))
+        assert frame.format.name == "yuv420p"
+        fast, ref = _rgb(frame).astype(int), frame.to_ndarray(format="rgb24").astype(int)
+    assert fast.shape == ref.shape and np.abs(fast - ref).mean() < 2 and np.abs(fast - ref).max() <= 12
