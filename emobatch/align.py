@@ -45,8 +45,11 @@ def align_face(gray: np.ndarray, landmarks: np.ndarray, size: int = 48,
     """Warp one face of gray (H, W) uint8 so its landmarks (5, 2) land on the template;
     returns (size, size) uint8. Large faces are warped at up to 4x and area-downsampled,
     so the crop is antialiased like a camera image rather than aliased by point sampling."""
-    tpl = template * (size / 48.0)
-    m = similarity(landmarks, tpl)
+    return _warp(gray, similarity(landmarks, template * (size / 48.0)), size)
+
+
+def _warp(gray: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """gray (H, W) uint8 warped by the (2, 3) similarity m to (size, size), antialiased."""
     scale = float(np.hypot(m[0, 0], m[0, 1]))
     k = int(np.clip(round(1.0 / max(scale, 1e-6)), 1, 4))
     big = cv2.warpAffine(gray, m * k, (size * k, size * k), flags=cv2.INTER_LINEAR,
@@ -85,4 +88,5 @@ class Aligner:
         x0, y0 = np.clip(np.floor(src.min(0)) - 2, 0, [w - 1, h - 1]).astype(int)
         x1, y1 = np.maximum(np.clip(np.ceil(src.max(0)) + 3, 0, [w, h]).astype(int), [x0 + 1, y0 + 1])
         gray = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
-        return align_face(gray, landmarks - [x0, y0], self.size)
+        m[:, 2] += m[:, :2] @ [x0, y0]  # the same map, from the region's coordinates
+        return _warp(gray, m, self.size)

@@ -71,7 +71,8 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
                     thresholds=tuple(a.thresholds), min_score=a.min_score, every=a.every,
                     weights=a.weights, tta=a.tta, quality=a.quality,
                     detect_every=a.detect_every, detect_scale=a.detect_scale,
-                    full_res_every=a.full_res_every, track=not a.no_track, smooth_tau=max(a.smooth, 0.0))
+                    full_res_every=a.full_res_every, track=not a.no_track,
+                    smooth_tau=max(a.smooth, 0.0))
 
 
 class RichProgress:

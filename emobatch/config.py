@@ -13,16 +13,18 @@ class Preset(NamedTuple):
     long_side: int        # long side of the frame given to full detection (0: full resolution)
     full_res_every: int   # every Nth full detection at full resolution anyway (0: never): a
     #                       downscaled pass misses the smallest faces; once found, O-Net follows them
-    video_tta: str | None  # classifier TTA on video frames (None: the weights' own setting).
-    #                       Off: it doubles the classifier's cost, the largest one left on a
-    #                       video, while per-track smoothing already averages neighbouring frames
 
 
 QUALITY_PRESETS: dict[str, Preset] = {
-    "exhaustive": Preset(1, 0, 0, "none"),
-    "balanced": Preset(8, 960, 3, "none"),
-    "fast": Preset(10, 640, 0, "none"),
+    "exhaustive": Preset(1, 0, 0),
+    "balanced": Preset(8, 960, 3),
+    "fast": Preset(10, 640, 0),
 }
+
+# Classifier TTA on video frames unless `tta` is given: off, because it doubles the
+# classifier's cost, the largest one left on a video, while per-track smoothing already
+# averages neighbouring frames. Photos use the weights' own setting.
+VIDEO_TTA = "none"
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Settings:
     min_score: float = 0.9            # drop detections below this final score
     every: int = 1                    # process every Nth video frame
     weights: Path | None = None       # None: the shipped model
-    tta: str | None = None            # none | flip; None: weights' config (videos: the preset's)
+    tta: str | None = None            # none | flip; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)
@@ -49,15 +51,15 @@ class Settings:
     def detection_plan(self, width: int, height: int) -> tuple[int, float, int]:
         """(detect_every, detect_scale, full_res_every) for a video of this size: explicit
         values win, else the quality preset. Presets cap the long side seen by full detection."""
-        every, long_side, full_res, _ = QUALITY_PRESETS[self.quality]
+        every, long_side, full_res = QUALITY_PRESETS[self.quality]
         scale = min(1.0, long_side / max(width, height)) if long_side else 1.0
         return (self.detect_every or every,
                 self.detect_scale if self.detect_scale is not None else scale,
                 self.full_res_every if self.full_res_every is not None else full_res)
 
     def video_tta(self) -> str | None:
-        """TTA for video frames: an explicit `tta` wins, else the quality preset's."""
-        return self.tta if self.tta is not None else QUALITY_PRESETS[self.quality].video_tta
+        """TTA for video frames: an explicit `tta` wins, else VIDEO_TTA."""
+        return self.tta if self.tta is not None else VIDEO_TTA
 
     def as_metadata(self) -> dict:
         d = asdict(self)

@@ -2,6 +2,7 @@
 "no face" is an empty FaceBatch, never None."""
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import cv2
@@ -23,16 +24,19 @@ class Detector:
         compare against); the default runs the same cascade faster (emobatch.mtcnn)."""
         from facenet_pytorch import MTCNN  # heavy import, only when a detector is built
 
+        from .mtcnn import CascadeMTCNN
+
         self.min_score = min_score
         self.min_face_size = min_face_size
         self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size,
                            thresholds=list(thresholds), post_process=False,
                            select_largest=False, device=torch.device(device))
-        self.cascade = None
-        if not exact and torch.device(device).type == "cpu":
-            from .mtcnn import CascadeMTCNN
-            self.cascade = CascadeMTCNN(self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet,
-                                        tuple(thresholds))
+        # facenet-pytorch's own batched path stays in use on a GPU
+        self.exact = exact or torch.device(device).type != "cpu"
+        nets = (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet)
+        if exact:  # the cascade converts its nets to channels-last: keep the reference's intact
+            nets = copy.deepcopy(nets)
+        self.cascade = CascadeMTCNN(*nets, tuple(thresholds))
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.
@@ -49,7 +53,7 @@ class Detector:
             small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         # the smallest face in the small frame; MTCNN's P-Net cannot see below 12 px
         min_face = max(12, round(self.min_face_size * scale))
-        if self.cascade is not None:
+        if not self.exact:
             found, points = self.cascade.detect(small, min_face)
             boxes, probs = found[:, :4], found[:, 4]
         else:
@@ -119,7 +123,7 @@ class Detector:
             size = float(np.max(boxes[i, 2:] - boxes[i, :2]))
             if x2 - x1 < 12 or y2 - y1 < 12 or size < 12:
                 continue
-            got, pts = self._cascade().detect(image[y1:y2, x1:x2], max(12.0, size / 2))
+            got, pts = self.cascade.detect(image[y1:y2, x1:x2], max(12.0, size / 2))
             got = got[got[:, 4] >= thr]
             if len(got) == 0:
                 continue
@@ -134,12 +138,6 @@ class Detector:
             return FaceBatch.empty(), np.zeros(0, np.int64)
         faces = FaceBatch.concat(found)
         return faces.with_(xyxy=_clip(faces.xyxy, w, h)), np.asarray(idx, np.int64)
-
-    def _cascade(self):
-        if self.cascade is None:  # exact mode or GPU: build the CPU driver on demand
-            from .mtcnn import CascadeMTCNN
-            self.cascade = CascadeMTCNN(self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet)
-        return self.cascade
 
     def _finish(self, faces: FaceBatch, hw: tuple[int, int], min_score: float) -> FaceBatch:
         """Clip boxes to the frame; keep scored, non-degenerate faces, best first."""

@@ -145,7 +145,8 @@ class FacePipeline:
         c = self.classifier
         return {"emobatch_version": __version__, "weights": str(c.path), "weights_sha256": c.sha256,
                 "arch": c.config.get("arch"), "model_metrics": c.config.get("metrics"),
-                "tta": c.tta, "tta_video": self.settings.video_tta() or c.tta, "device": str(c.device), "settings": self.settings.as_metadata()}
+                "tta": c.tta, "tta_video": self.settings.video_tta() or c.tta,
+                "device": str(c.device), "settings": self.settings.as_metadata()}
 
 
 def annotation_root(inputs: Sequence[str | Path]) -> Path:

@@ -105,7 +105,7 @@ def test_velocity_carried_across_a_full_pass(detector, clip_frames):
     assert np.abs(vd._vel).sum() > 0 or np.allclose(clip_frames[1], clip_frames[2])
 
 
-def test_video_tta_follows_preset_unless_given():
-    assert Settings().video_tta() == QUALITY_PRESETS["balanced"].video_tta == "none"
+def test_video_tta_off_unless_given():
+    assert Settings().video_tta() == "none"
     assert Settings(quality="exhaustive").video_tta() == "none"
     assert Settings(tta="flip").video_tta() == "flip"
