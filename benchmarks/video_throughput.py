@@ -4,9 +4,8 @@
 
 Prints, from one run: decode-only fps; the exhaustive reference's fps (facenet-pytorch's own
 MTCNN.detect at full resolution on every frame, then align + classify, track and smooth as the
-preset does); the
-chosen preset's fps (annotation off, timeline written to a temporary Parquet); their ratios;
-face recall of the preset against the reference (IoU >= 0.5, one-to-one matching per frame);
+preset does); the chosen preset's fps (annotation off, timeline written to a temporary
+Parquet); their ratios; face recall of the preset against the reference (IoU >= 0.5, one-to-one matching per frame);
 emotion agreement on matched faces (`agreement`: the reported, smoothed `emotion` of both;
 `agreement_raw`: the per-frame argmax of both); and peak RSS of the preset's run.
 """

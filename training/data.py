@@ -5,6 +5,7 @@ Both return uint8 images (N, 48, 48) and int64 labels in EMOTIONS order, per spl
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import logging
 import re
@@ -178,3 +179,11 @@ def load_fer(path: str | Path, align: str = "auto") -> dict[str, Split]:
             return load_csv(csvs[0])
         return load_folder(path, align)
     raise FileNotFoundError(f"no FER2013 folder or CSV at {path}")
+
+
+def add_align_argument(p: argparse.ArgumentParser) -> None:
+    """--align for the training and evaluation CLIs (see load_folder)."""
+    p.add_argument("--align", default="auto", choices=["auto", "on", "off"],
+                   help="folder layouts: detect + align faces in photos like `emobatch run` "
+                        f"(auto: images larger than {ALIGN_ABOVE} px; crops like FER2013's are "
+                        "resized)")

@@ -40,7 +40,7 @@ from emobatch.classify import predict_probs
 from emobatch.device import amp_dtype, select_device
 from emobatch.types import EMOTIONS
 from emobatch.weights import load_weights
-from training.data import Split, load_fer
+from training.data import Split, add_align_argument, load_fer
 
 log = logging.getLogger("training.evaluate")
 
@@ -68,9 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--align", default="auto", choices=["auto", "on", "off"],
-                   help="folder layouts: detect + align faces in photos like `emobatch run` "
-                        "(auto: images larger than 96 px; crops like FER2013's are resized)")
+    add_align_argument(p)
     return p
 
 

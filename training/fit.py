@@ -29,7 +29,7 @@ from emobatch.models import build_model
 from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
 from emobatch.weights import DEFAULT_NAME, save_weights
 from training.augment import random_affine, random_erasing
-from training.data import load_fer
+from training.data import add_align_argument, load_fer
 from training.evaluate import nll
 
 log = logging.getLogger("training.fit")
@@ -55,9 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--align", default="auto", choices=["auto", "on", "off"],
-                   help="folder layouts: detect + align faces in photos like `emobatch run` "
-                        "(auto: images larger than 96 px; crops like FER2013's are resized)")
+    add_align_argument(p)
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from CKPT (default: <ckpt-dir>/checkpoint.pt)")
