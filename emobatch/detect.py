@@ -1,15 +1,14 @@
-"""Face detection: facenet-pytorch's MTCNN (weights ship in its wheel), wrapped once so that
-"no face" is an empty FaceBatch, never None."""
+"""Face detection: MTCNN with facenet-pytorch's weights (they ship in its wheel), wrapped once
+so that "no face" is an empty FaceBatch, never None."""
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import nms
 
+from .mtcnn import CascadeMTCNN, load_nets, nms
 from .track import iou_matrix
 from .types import FaceBatch
 
@@ -22,21 +21,18 @@ class Detector:
                  exact: bool = False) -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
         compare against); the default runs the same cascade faster (emobatch.mtcnn)."""
-        from facenet_pytorch import MTCNN  # heavy import, only when a detector is built
-
-        from .mtcnn import CascadeMTCNN
-
         self.min_score = min_score
         self.min_face_size = min_face_size
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size,
-                           thresholds=list(thresholds), post_process=False,
-                           select_largest=False, device=torch.device(device))
         # facenet-pytorch's own batched path stays in use on a GPU
         self.exact = exact or torch.device(device).type != "cpu"
-        nets = (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet)
-        if exact:  # the cascade converts its nets to channels-last: keep the reference's intact
-            nets = copy.deepcopy(nets)
-        self.cascade = CascadeMTCNN(*nets, tuple(thresholds))
+        self.reference = None
+        if self.exact:
+            from facenet_pytorch import MTCNN  # heavy import (torchvision): only when asked
+
+            self.reference = MTCNN(keep_all=True, min_face_size=min_face_size,
+                                   thresholds=list(thresholds), post_process=False,
+                                   select_largest=False, device=torch.device(device))
+        self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds))
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.
@@ -57,9 +53,9 @@ class Detector:
             found, points = self.cascade.detect(small, min_face)
             boxes, probs = found[:, :4], found[:, 4]
         else:
-            self.mtcnn.min_face_size = min_face
+            self.reference.min_face_size = min_face
             with torch.inference_mode():
-                boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
+                boxes, probs, points = self.reference.detect(small, landmarks=True)
             if boxes is None:
                 return FaceBatch.empty()
         sx = image.shape[1] / small.shape[1]
@@ -92,8 +88,8 @@ class Detector:
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
         x = (x - 127.5) * 0.0078125
         with torch.inference_mode():
-            reg, pts, prob = self.mtcnn.onet(x)
-        reg, pts, score = reg.numpy(), pts.numpy(), prob[:, 1].numpy()
+            reg, pts, prob = self.cascade.onet(x.to(self.cascade.device))
+        reg, pts, score = reg.cpu().numpy(), pts.cpu().numpy(), prob[:, 1].cpu().numpy()
         b = sq.round()
         w = (b[:, 2] - b[:, 0] + 1)[:, None]
         h = (b[:, 3] - b[:, 1] + 1)[:, None]
@@ -104,8 +100,7 @@ class Detector:
         faces = faces.with_(xyxy=_clip(faces.xyxy, w, h))
         thr = self.min_score if min_score is None else min_score
         ok = np.flatnonzero((faces.score >= thr) & _valid(faces.xyxy))
-        keep = nms(torch.from_numpy(faces.xyxy[ok]), torch.from_numpy(faces.score[ok]), 0.5)
-        idx = np.sort(ok[keep.numpy()])
+        idx = np.sort(ok[nms(faces.xyxy[ok], faces.score[ok], 0.5)])
         return faces[idx], idx
 
     def search(self, image: np.ndarray, boxes: np.ndarray, window: float = 2.5,

@@ -1,9 +1,9 @@
 """MTCNN's cascade on one image, driven for speed on CPU.
 
-The algorithm, the networks and their weights are facenet-pytorch's (P-, R- and O-Net from
-its wheel; `facenet_pytorch.models.utils.detect_face` step for step: pyramid, thresholds,
-NMS, box regression). What differs is only how the work is done, because on a CPU
-facenet-pytorch spends most of a frame outside the convolutions:
+The algorithm, the networks and their weights are facenet-pytorch's (P-, R- and O-Net with
+the weight files from its wheel; `facenet_pytorch.models.utils.detect_face` step for step:
+pyramid, thresholds, NMS, box regression). What differs is only how the work is done, because
+on a CPU facenet-pytorch spends most of a frame outside the convolutions:
 - the networks run channels-last: PyTorch's max-pooling on channels-first tensors is ~4x
   slower than on channels-last ones, and was ~40% of a 1080p detection;
 - the R-/O-Net candidate crops (hundreds a frame) are area-resampled by OpenCV instead of one
@@ -17,13 +17,104 @@ photos, and benchmarks/video_throughput.py measures recall against facenet-pytor
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
-from facenet_pytorch.models.utils.detect_face import (
-    batched_nms_numpy, bbreg, generateBoundingBox, pad, rerec)
 from torch import nn
-from torchvision.ops import nms
+
+
+def weights_dir() -> Path:
+    """facenet-pytorch's folder of MTCNN weights, found without importing the package."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("facenet-pytorch is not installed: emobatch uses its MTCNN weights")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+class PNet(nn.Module):
+    """Proposal net, fully convolutional: (N, 3, H, W) -> box offsets (N, 4, h, w), face
+    probabilities (N, 2, h, w) for 12x12 windows at stride 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)
+        self.conv4_2 = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_2(x), self.conv4_1(x).softmax(1)
+
+
+class RNet(nn.Module):
+    """Refinement net: (N, 3, 24, 24) -> box offsets (N, 4), face probabilities (N, 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = self.prelu4(self.dense4(_flatten_wh(x)))
+        return self.dense5_2(x), self.dense5_1(x).softmax(1)
+
+
+class ONet(nn.Module):
+    """Output net: (N, 3, 48, 48) -> box offsets (N, 4), landmarks (N, 10: 5 x then 5 y, as
+    fractions of the box), face probabilities (N, 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu5(self.dense5(_flatten_wh(self.prelu4(self.conv4(x)))))
+        return self.dense6_2(x), self.dense6_3(x), self.dense6_1(x).softmax(1)
+
+
+def _flatten_wh(x: torch.Tensor) -> torch.Tensor:
+    # the dense layers were trained (in Caffe) on features flattened in (W, H, C) order
+    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+
+def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
+    """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode."""
+    nets = []
+    for cls, name in ((PNet, "pnet"), (RNet, "rnet"), (ONet, "onet")):
+        net = cls()
+        net.load_state_dict(torch.load(weights_dir() / f"{name}.pt", map_location="cpu",
+                                       weights_only=True))
+        nets.append(net.to(device).eval())
+    return nets[0], nets[1], nets[2]
 
 
 class CascadeMTCNN:
@@ -57,7 +148,10 @@ class CascadeMTCNN:
             minl *= self.factor
         return scales
 
-    def _proposals(self, img: np.ndarray, min_face_size: float) -> torch.Tensor:
+    def _run(self, net: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+        return [t.cpu().numpy() for t in net(x.to(self.device))]
+
+    def _proposals(self, img: np.ndarray, min_face_size: float) -> np.ndarray:
         """Stage 1: P-Net over the pyramid of the uint8 image -> candidate squares (k, 5) in
         image pixels."""
         h, w = img.shape[:2]
@@ -66,47 +160,97 @@ class CascadeMTCNN:
             # each level from the one before: OpenCV's cost grows with the input's size
             level = cv2.resize(level, (int(w * scale + 1), int(h * scale + 1)),
                                interpolation=cv2.INTER_AREA)
-            reg, probs = self.pnet(_to_input(level[None].astype(np.float32)).to(self.device))
-            b, _ = generateBoundingBox(reg.contiguous().cpu(), probs[:, 1].cpu(), scale,
-                                       self.thresholds[0])
+            reg, probs = self._run(self.pnet, _to_input(level[None].astype(np.float32)))
+            b = _window_boxes(reg[0], probs[0, 1], scale, self.thresholds[0])
             found.append(b[nms(b[:, :4], b[:, 4], 0.5)])
         if not found:  # image smaller than the smallest face
-            return torch.zeros((0, 5))
-        boxes = torch.cat(found)
+            return np.zeros((0, 5), np.float32)
+        boxes = np.concatenate(found)
         boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
-        bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * bw, boxes[:, 1] + boxes[:, 6] * bh,
-                             boxes[:, 2] + boxes[:, 7] * bw, boxes[:, 3] + boxes[:, 8] * bh,
-                             boxes[:, 4]], dim=1)
-        return rerec(boxes)
+        wh = np.tile(boxes[:, 2:4] - boxes[:, :2], 2)
+        return rerec(np.concatenate([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], 1))
 
-    def _refine_rnet(self, img: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+    def _refine_rnet(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Stage 2: R-Net on 24x24 crops -> surviving, regressed squares."""
         crops, boxes = _crops(img, boxes, 24)
-        reg, prob = (t.cpu() for t in self.rnet(crops.to(self.device)))
-        score = prob[:, 1]
-        ok = score > self.thresholds[1]
-        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
-        reg = reg[ok]
+        reg, prob = self._run(self.rnet, crops)
+        ok = prob[:, 1] > self.thresholds[1]
+        boxes = np.concatenate([boxes[ok, :4], prob[ok, 1:2]], 1)
         keep = nms(boxes[:, :4], boxes[:, 4], 0.7)
-        return rerec(bbreg(boxes[keep], reg[keep]))
+        return rerec(bbreg(boxes[keep], reg[ok][keep]))
 
-    def _output_onet(self, img: np.ndarray, boxes: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _output_onet(self, img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stage 3: O-Net on 48x48 crops -> final boxes, scores and landmarks."""
         crops, boxes = _crops(img, boxes, 48)
-        reg, pts, prob = (t.cpu() for t in self.onet(crops.to(self.device)))
-        score = prob[:, 1]
-        ok = score > self.thresholds[2]
-        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        reg, pts, prob = self._run(self.onet, crops)
+        ok = prob[:, 1] > self.thresholds[2]
+        boxes = np.concatenate([boxes[ok, :4], prob[ok, 1:2]], 1)
         reg, pts = reg[ok], pts[ok]
         bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
-        lm = torch.stack([bw * pts[:, :5] + boxes[:, :1] - 1,
-                          bh * pts[:, 5:] + boxes[:, 1:2] - 1], dim=2)
+        lm = np.stack([bw * pts[:, :5] + boxes[:, :1] - 1,
+                       bh * pts[:, 5:] + boxes[:, 1:2] - 1], axis=2)
         boxes = bbreg(boxes, reg)
-        keep = batched_nms_numpy(boxes[:, :4], boxes[:, 4],
-                                 torch.zeros(len(boxes), dtype=torch.long), 0.7, "Min")
-        return boxes[keep].numpy(), lm[keep].numpy()
+        keep = nms(boxes[:, :4], boxes[:, 4], 0.7, mode="min")
+        return boxes[keep], lm[keep]
+
+
+def _window_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, thresh: float) -> np.ndarray:
+    """P-Net's windows scoring >= thresh -> (k, 9): x1 y1 x2 y2 in image pixels, score, the
+    4 box offsets. reg (4, h, w), prob (h, w); windows are 12 px at stride 2 on the level."""
+    ys, xs = np.nonzero(prob >= thresh)
+    xy = np.stack([xs, ys], 1).astype(np.float32)
+    q1 = np.floor((2 * xy + 1) / scale)
+    q2 = np.floor((2 * xy + 12) / scale)
+    return np.concatenate([q1, q2, prob[ys, xs, None], reg[:, ys, xs].T], 1).astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float,
+        mode: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression of boxes (n, 4) xyxy -> indices kept (k,), best first.
+
+    mode 'union': overlap is IoU with areas w * h (torchvision's nms, used by
+    facenet-pytorch's first two stages; OpenCV's NMSBoxes computes the same, in C++);
+    'min': intersection over the smaller box with areas (w + 1) * (h + 1) (its final
+    stage). A box overlapping a kept one by more than threshold is dropped.
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    if mode == "union":
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], 1)
+        # NMSBoxes drops scores <= its score threshold, which must be >= 0
+        keep = cv2.dnn.NMSBoxes(xywh.astype(np.float64), scores.astype(np.float32), 0.0,
+                                threshold)
+        return np.asarray(keep, np.int64).reshape(-1)
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        order = rest[w * h / np.minimum(area[i], area[rest]) <= threshold]
+    return np.asarray(keep, np.int64)
+
+
+def bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Apply R-/O-Net's box offsets reg (k, 4), in box sizes, to boxes (k, 5)."""
+    out = boxes.copy()
+    wh = boxes[:, 2:4] - boxes[:, :2] + 1
+    out[:, :4] = boxes[:, :4] + reg * np.tile(wh, 2)
+    return out
+
+
+def rerec(boxes: np.ndarray) -> np.ndarray:
+    """Boxes (k, 5) made square on their longer side, same centres."""
+    out = boxes.copy()
+    wh = boxes[:, 2:4] - boxes[:, :2]
+    side = wh.max(1, keepdims=True)
+    out[:, :2] = boxes[:, :2] + wh * 0.5 - side * 0.5
+    out[:, 2:4] = out[:, :2] + side
+    return out
 
 
 def _to_input(batch: np.ndarray) -> torch.Tensor:
@@ -115,14 +259,17 @@ def _to_input(batch: np.ndarray) -> torch.Tensor:
     return (x - 127.5) * 0.0078125
 
 
-def _crops(img: np.ndarray, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop each box (clipped to the image, as facenet-pytorch's `pad`) and area-resample it to
-    size x size -> (network input (k, 3, size, size), the boxes that had a non-empty crop)."""
+def _crops(img: np.ndarray, boxes: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Crop each box (truncated to integers and clipped to the image, as facenet-pytorch's
+    `pad`) and area-resample it to size x size -> (network input (k, 3, size, size), the
+    boxes that had a non-empty crop)."""
     h, w = img.shape[:2]
-    y, ey, x, ex = pad(boxes, w, h)
+    b = np.trunc(boxes[:, :4]).astype(np.int64)
+    x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
+    ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
     keep = np.flatnonzero((ey > y - 1) & (ex > x - 1))
     out = np.empty((len(keep), size, size, 3), np.float32)
     for j, k in enumerate(keep):
         out[j] = cv2.resize(img[y[k] - 1:ey[k], x[k] - 1:ex[k]], (size, size),
                             interpolation=cv2.INTER_AREA)
-    return _to_input(out), boxes[torch.from_numpy(keep)]
+    return _to_input(out), boxes[keep]

@@ -20,7 +20,7 @@ from .annotate import VideoWriter, annotated_name, draw, write_image
 from .classify import Classifier
 from .config import Settings
 from .detect import Detector
-from .memory import limit_heap_growth
+from .memory import limit_heap_growth, release_free_memory
 from .sinks import TimelineSink
 from .prefetch import prefetch
 from .smooth import Smoother
@@ -32,6 +32,10 @@ from .types import FaceBatch, Frame
 
 MAX_STILL_SIDE = 4096
 FRAME_BATCH = 8  # video frames whose faces are classified together
+# free heap pages go back to the system every this many video frames: with the malloc
+# settings of emobatch.memory, blocks are reused rather than page-faulted anew (~30% faster),
+# and this keeps the heap's fragmentation from holding memory (~0.2 GB at 1080p, for ~3% speed)
+TRIM_EVERY = 32
 
 
 @dataclass
@@ -104,6 +108,7 @@ class FacePipeline:
         tracker = Tracker() if s.track else None
         smoother = Smoother(s.smooth_tau) if s.track and s.smooth_tau > 0 else None
         buf: list[tuple[Frame, FaceBatch]] = []
+        since_trim = 0
         try:
             for frame, faces in prefetch(self._detected(path, vdet), depth=2 * FRAME_BATCH):
                 buf.append((frame, faces))
@@ -111,7 +116,10 @@ class FacePipeline:
                 # the crops of up to FRAME_BATCH frames together
                 if len(buf) >= FRAME_BATCH or sum(len(f) for _, f in buf) >= s.batch_size:
                     yield from self._finish(buf, tracker, smoother)
-                    buf = []
+                    since_trim, buf = since_trim + len(buf), []
+                    if since_trim >= TRIM_EVERY:
+                        release_free_memory()
+                        since_trim = 0
         except InputError:
             yield from self._finish(buf, tracker, smoother)  # frames before the break count
             raise
@@ -213,6 +221,7 @@ def process_source(pipe: FacePipeline, path: Path, sink: TimelineSink, root: Pat
         res.error = res.error or f"annotation failed: {type(e).__name__}: {e}"
     if res.error:
         sink.add_error(path, res.error, res.frames)
+    release_free_memory()
     res.seconds = time.perf_counter() - t0
     return res
 

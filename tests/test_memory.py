@@ -2,10 +2,23 @@ import sys
 
 import pytest
 
-from emobatch.memory import limit_heap_growth
+import numpy as np
+
+from emobatch.memory import limit_heap_growth, release_free_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_limit_heap_growth_applies_once():
     first = limit_heap_growth()
     assert limit_heap_growth() == first  # idempotent
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_release_free_memory_returns_freed_heap_pages():
+    if not limit_heap_growth():
+        pytest.skip("not glibc")
+    # 8 MB blocks stay in the heap under the 32 MB mmap threshold; free all but the last so
+    # the free space is inside the heap, where only malloc_trim can return it
+    blocks = [np.ones(8 << 20, np.uint8) for _ in range(8)]
+    del blocks[:-1]
+    assert release_free_memory()

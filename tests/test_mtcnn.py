@@ -24,7 +24,7 @@ def _same_faces(fast, ref, min_iou: float) -> None:
 def test_cascade_matches_facenet_pytorch(detector, exact, astronaut_rgb):
     assert not detector.exact and exact.exact
     # the reference's own nets are untouched by the cascade's channels-last conversion
-    assert not exact.mtcnn.pnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not exact.reference.pnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     fast, ref = detector.detect(astronaut_rgb), exact.detect(astronaut_rgb)
     _same_faces(fast, ref, 0.9)
     face = ref.xyxy[0, 2] - ref.xyxy[0, 0]
@@ -46,7 +46,7 @@ def test_cascade_blank_and_tiny_images(detector):
 
 
 def test_cascade_nets_run_channels_last(detector):
-    w = detector.mtcnn.pnet.conv1.weight
+    w = detector.cascade.pnet.conv1.weight
     assert w.is_contiguous(memory_format=torch.channels_last)
 
 
