@@ -1,5 +1,5 @@
 """Classifier throughput on this machine: faces/s at batch 1 and batch 64, fp32 vs autocast,
-with and without flip TTA, for the shipped (or a given) model.
+with and without flip TTA, for the shipped (or a given) model as the pipeline runs it.
 
     python benchmarks/classifier_throughput.py [--weights FILE] [--seconds 3] [--json OUT]
 """
@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from emobatch.classify import predict_probs
+from emobatch.classify import inference_model, predict_probs
 from emobatch.device import amp_dtype, select_device
 from emobatch.weights import load_weights
 
@@ -37,7 +37,7 @@ def main() -> None:
     a = p.parse_args()
     device = select_device(a.device)
     lm = load_weights(a.weights, device=str(device))
-    model = lm.model.to(memory_format=torch.channels_last)
+    model = inference_model(lm.model)
     amp = amp_dtype(device, "auto")
     rows = []
     print(f"model {lm.config['arch']} ({sum(x.numel() for x in model.parameters()) / 1e6:.2f}M params), "

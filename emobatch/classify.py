@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .device import amp_dtype, autocast, select_device
+from .models import fold_batchnorm
 from .preprocess import to_tensor
 from .types import FaceBatch
 from .weights import load_weights
@@ -42,6 +43,11 @@ def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
     return torch.cat(out).numpy() if out else np.zeros((0, n_cls), np.float32)
 
 
+def inference_model(model: nn.Module) -> nn.Module:
+    """The model as the product runs it: batch norm folded into the convs, channels-last."""
+    return fold_batchnorm(model).to(memory_format=torch.channels_last)
+
+
 class Classifier:
     """Stage: FaceBatch with crops -> FaceBatch with probs (and probs_raw, identical here)."""
 
@@ -49,7 +55,7 @@ class Classifier:
                  batch_size: int = 64, tta: str | None = None, amp: str = "auto") -> None:
         self.device = select_device(device)
         loaded = load_weights(weights, device=str(self.device))
-        self.model = loaded.model.to(memory_format=torch.channels_last)
+        self.model = inference_model(loaded.model)
         self.config, self.path, self.sha256 = loaded.config, loaded.path, loaded.sha256
         self.labels: list[str] = list(self.config["labels"])
         self.tta = tta if tta is not None else self.config.get("tta", "none")
