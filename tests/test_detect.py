@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 
 from conftest import shared_path
@@ -36,3 +39,12 @@ def test_group_photo_many_faces(detector):
     p = shared_path("media", "groups", "facenet_pytorch_multiface.jpg")
     img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
     assert len(detector.detect(img)) >= 5
+
+
+def test_product_path_imports_neither_facenet_pytorch_nor_torchvision():
+    # their imports alone hold ~145 MB of resident memory; only the exact reference needs them
+    code = ("import sys; from emobatch.config import Settings; "
+            "from emobatch.pipeline import FacePipeline; FacePipeline(Settings(device='cpu')); "
+            "print(sorted({'facenet_pytorch', 'torchvision'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
