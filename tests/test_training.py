@@ -221,6 +221,33 @@ def test_fit_folder_layout(folder_run):
     assert len((folder_run / "ck" / "history.csv").read_text().splitlines()) == 2
 
 
+def test_fit_init_warm_restart_records_provenance(fer_folder, folder_run, tmp_path):
+    """--init starts from earlier weights (a run continued in another session) and the
+    exported config says which weights, by sha256 and command, it started from."""
+    from emobatch.weights import load_weights
+    from training.fit import get_args_parser, main
+
+    src = folder_run / "w" / "emobatch_fer.pt"
+    argv = ["--data", str(fer_folder), "--out", str(tmp_path / "w"), "--ckpt-dir",
+            str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--threads", "1", "--lr", "0", "--warmup-epochs", "0", "--init", str(src)]
+    threads = torch.get_num_threads()
+    try:
+        main(get_args_parser().parse_args(argv), argv=argv)
+        with pytest.raises(SystemExit, match="architecture 'tiny'"):
+            main(get_args_parser().parse_args(argv + ["--arch", "vgg_s"]), argv=argv)
+    finally:
+        torch.set_num_threads(threads)
+    before, after = load_weights(src), load_weights(tmp_path / "w" / "emobatch_fer.pt")
+    init = after.config["init"]
+    assert init["sha256"] == before.sha256 and init["command"] == before.config["command"]
+    # lr 0: the convolutions are the initial ones (EMA averaging may round the last bit)
+    sb, sa = before.model.state_dict(), after.model.state_dict()
+    convs = [k for k in sb if k.endswith("weight") and sb[k].ndim == 4]
+    assert convs and all(torch.allclose(sb[k], sa[k], atol=1e-6) for k in convs)
+    assert "publictest_acc_flip_tta" in after.config["metrics"]  # scored once, at the end
+
+
 # ----------------------------------------------------------------------------- evaluate CLI
 
 def test_evaluate_cli(fer_folder, folder_run, tmp_path):

@@ -3,7 +3,7 @@
 Modelled on torchvision's references/classification/train.py: get_args_parser, main,
 train_one_epoch, evaluate. A checkpoint (model, EMA, optimizer, scheduler, epoch, args,
 history) is written every epoch; --resume continues from it. The best epoch on PublicTest
-(EMA weights) is exported with its config to --out.
+(EMA or raw weights) is exported with its config to --out; flip TTA is scored on it at the end.
 """
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     add_align_argument(p)
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
+    p.add_argument("--init", default=None, metavar="WEIGHTS.pt",
+                   help="start from these weights (same --arch) with a fresh schedule: a warm "
+                        "restart that continues an earlier run, e.g. one from another session")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from CKPT (default: <ckpt-dir>/checkpoint.pt)")
     return p
@@ -143,18 +146,47 @@ def _out_path(out: str) -> Path:
     return p if p.suffix == ".pt" else p / DEFAULT_NAME
 
 
-def export(model: nn.Module, args, command: str, epoch: int, acc: float, is_ema: bool, val,
-           device, dtype, out_path: Path) -> None:
-    """Write the best model so far with its config (flip TTA recorded when it pays)."""
-    tta = evaluate(model, val.images, val.labels, device, dtype, tta=True)["acc"]
+def load_init(model: nn.Module, path: str, arch: str) -> dict:
+    """Copy the weights of an earlier run into model; returns their provenance for the config
+    (path, sha256, the command that trained them and, recursively, what they started from)."""
+    from emobatch.weights import load_weights
+
+    loaded = load_weights(path)
+    if loaded.config.get("arch") != arch:
+        raise SystemExit(f"--init {path}: architecture {loaded.config.get('arch')!r}, "
+                         f"but --arch is {arch!r}")
+    model.load_state_dict(loaded.model.state_dict())
+    cfg = loaded.config
+    return {"path": str(path), "sha256": loaded.sha256, "command": cfg.get("command"),
+            "metrics": cfg.get("metrics"), "init": cfg.get("init")}
+
+
+def export(model: nn.Module, args, command: str, epoch: int, acc: float, is_ema: bool,
+           out_path: Path, init: dict | None = None) -> None:
+    """Write the best model so far with its config; flip TTA is decided once, at the end."""
     save_weights(model, {
         "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
-        "tta": "flip" if tta > acc else "none",
-        "metrics": {"publictest_acc": acc, "publictest_acc_flip_tta": tta,
-                    "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
+        "tta": "none",
+        "metrics": {"publictest_acc": acc, "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
         "command": command, "seed": args.seed, "trained_on": "FER2013 Training",
+        **({"init": init} if init else {}),
     }, out_path)
-    log.info("new best %.4f (%s, flip TTA %.4f) -> %s", acc, "EMA" if is_ema else "raw", tta, out_path)
+    log.info("new best %.4f (%s) -> %s", acc, "EMA" if is_ema else "raw", out_path)
+
+
+def finalize(out_path: Path, val, device, dtype) -> None:
+    """Score the exported best model with flip TTA and record it as the default when it pays
+    (done once after the last epoch, not at every new best: it costs ~10% of an epoch)."""
+    from emobatch.weights import load_weights
+
+    loaded = load_weights(out_path)
+    config = {k: v for k, v in loaded.config.items() if k not in ("labels", "sha256")}
+    acc = config["metrics"]["publictest_acc"]
+    tta = evaluate(loaded.model.to(device), val.images, val.labels, device, dtype, tta=True)["acc"]
+    config["tta"] = "flip" if tta > acc else "none"
+    config["metrics"]["publictest_acc_flip_tta"] = tta
+    save_weights(loaded.model, config, out_path)
+    log.info("best %.4f, with flip TTA %.4f: tta=%s -> %s", acc, tta, config["tta"], out_path)
 
 
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
@@ -178,7 +210,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         train.images, train.labels = train.images[sel], train.labels[sel]
     log.info("train %d, PublicTest %d, device %s, autocast %s", len(train), len(val), device, dtype)
 
-    model = build_model(args.arch, dropout=args.dropout).to(device).to(memory_format=torch.channels_last)
+    model = build_model(args.arch, dropout=args.dropout)
+    init = load_init(model, args.init, args.arch) if args.init else None
+    model = model.to(device).to(memory_format=torch.channels_last)
     ema = AveragedModel(model, avg_fn=ema_avg_fn(args.ema_decay), use_buffers=True)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                           weight_decay=args.wd, nesterov=True)
@@ -219,12 +253,14 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         if score > best:
             best = score
             export(ema.module if use_ema else model, args, command, epoch, best, use_ema,
-                   val, device, dtype, out_path)
+                   out_path, init)
         _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "epoch": epoch, "args": vars(args), "history": history, "best": best},
                      ckpt_path)
         _write_history(ckpt_dir / "history.csv", history)
+    if out_path.is_file():
+        finalize(out_path, val, device, dtype)
     return {"best_publictest_acc": best, "weights": str(out_path), "history": history}
 
 
