@@ -27,7 +27,7 @@ from emobatch.classify import predict_probs
 from emobatch.device import amp_dtype, autocast, select_device
 from emobatch.models import build_model
 from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
-from emobatch.weights import DEFAULT_NAME, save_weights
+from emobatch.weights import DEFAULT_NAME, load_weights, save_weights
 from training.augment import random_affine, random_erasing
 from training.data import add_align_argument, load_fer
 from training.evaluate import nll
@@ -149,8 +149,6 @@ def _out_path(out: str) -> Path:
 def load_init(model: nn.Module, path: str, arch: str) -> dict:
     """Copy the weights of an earlier run into model; returns their provenance for the config
     (path, sha256, the command that trained them and, recursively, what they started from)."""
-    from emobatch.weights import load_weights
-
     loaded = load_weights(path)
     if loaded.config.get("arch") != arch:
         raise SystemExit(f"--init {path}: architecture {loaded.config.get('arch')!r}, "
@@ -177,8 +175,6 @@ def export(model: nn.Module, args, command: str, epoch: int, acc: float, is_ema:
 def finalize(out_path: Path, val, device, dtype) -> None:
     """Score the exported best model with flip TTA and record it as the default when it pays
     (done once after the last epoch, not at every new best: it costs ~10% of an epoch)."""
-    from emobatch.weights import load_weights
-
     loaded = load_weights(out_path)
     config = {k: v for k, v in loaded.config.items() if k not in ("labels", "sha256")}
     acc = config["metrics"]["publictest_acc"]
