@@ -1,5 +1,5 @@
 """Classifier throughput on this machine: faces/s at batch 1 and batch 64, fp32 vs autocast,
-with and without flip TTA, for the shipped (or a given) model as the pipeline runs it.
+without and with each TTA mode, for the shipped (or a given) model as the pipeline runs it.
 
     python benchmarks/classifier_throughput.py [--weights FILE] [--seconds 3] [--json OUT]
 """
@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from emobatch.classify import inference_model, predict_probs
+from emobatch.classify import TTA_MODES, inference_model, predict_probs
 from emobatch.device import amp_dtype, select_device
 from emobatch.weights import load_weights
 
@@ -43,13 +43,13 @@ def main() -> None:
     print(f"model {lm.config['arch']} ({sum(x.numel() for x in model.parameters()) / 1e6:.2f}M params), "
           f"device {device}, threads {torch.get_num_threads()}")
     for dtype in dict.fromkeys([None, amp]):
-        for tta in ("none", "flip"):
+        for tta in TTA_MODES:
             for batch in (1, 64):
                 fps = faces_per_second(model, device, dtype, batch, tta, a.seconds)
                 rows.append({"dtype": str(dtype or "fp32").replace("torch.", ""), "tta": tta,
                              "batch": batch, "faces_per_s": round(fps, 1),
                              "ms_per_face": round(1000 / fps, 3)})
-                print(f"{rows[-1]['dtype']:>9} tta={tta:<5} batch={batch:<3} "
+                print(f"{rows[-1]['dtype']:>9} tta={tta:<7} batch={batch:<3} "
                       f"{fps:9.1f} faces/s  {1000 / fps:7.3f} ms/face")
     if a.json:
         with open(a.json, "w") as fh:

@@ -5,15 +5,41 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .config import TTA_MODES
 from .device import amp_dtype, autocast, select_device
 from .models import fold_batchnorm
 from .preprocess import to_tensor
 from .types import FaceBatch
 from .weights import load_weights
 
-TTA_MODES = ("none", "flip")
+CROP_FRACTION = 44 / 48  # side of the zoom/ten-crop views' crops, as a fraction of the input
+MAX_FORWARD = 512  # images in one forward pass when TTA views are batched together
+
+
+def _crops(x: torch.Tensor, corners: bool) -> list[torch.Tensor]:
+    """Crops of side H * CROP_FRACTION (centre; with corners, the four corners first),
+    scaled back to (H, W): the net was trained on faces scaled by 0.9-1.1."""
+    h, w = x.shape[-2:]
+    ch, cw = round(h * CROP_FRACTION), round(w * CROP_FRACTION)
+    oy, ox = h - ch, w - cw
+    at = ((0, 0), (0, ox), (oy, 0), (oy, ox)) if corners else ()
+    return [F.interpolate(x[:, :, t:t + ch, l:l + cw], size=(h, w), mode="bilinear",
+                          align_corners=False)
+            for t, l in (*at, (oy // 2, ox // 2))]
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views of a normalised batch (N, 1, H, W) whose probabilities TTA averages:
+    none 1, flip 2 (the batch and its mirror image), zoom 4 (the batch and its centre crop
+    (_crops), each with its mirror image), tencrop 10 (the five crops, mirrored too)."""
+    if tta == "none":
+        return [x]
+    views = {"flip": [x], "zoom": [x, *_crops(x, corners=False)],
+             "tencrop": _crops(x, corners=True)}[tta]
+    return views + [torch.flip(v, dims=[3]) for v in views]
 
 
 @torch.inference_mode()
@@ -22,8 +48,9 @@ def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
                   mean: float = 0.5, std: float = 0.25) -> np.ndarray:
     """Softmax probabilities (N, C) float32 for uint8 crops (N, H, W).
 
-    tta='flip' averages the probabilities of the crop and its mirror image.
-    Shared by the pipeline and by training/evaluation.
+    tta averages the probabilities of several views of each crop (tta_views): 'flip' the
+    crop and its mirror image, 'zoom' 4 views, 'tencrop' 10. Shared by the pipeline and by
+    training/evaluation.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, not {tta!r}")
@@ -31,14 +58,17 @@ def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
     out = []
     for i in range(0, len(crops), batch_size):
         x = to_tensor(crops[i:i + batch_size], mean, std).to(device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        if tta == "flip":
-            x = torch.cat([x, torch.flip(x, dims=[3])])
-        with autocast(device, dtype):
-            p = model(x).float().softmax(1)
-        if tta == "flip":
-            p = (p[: len(p) // 2] + p[len(p) // 2:]) / 2
-        out.append(p.cpu())
+        views = tta_views(x, tta)
+        # several views in one forward pass keep small batches efficient; the cap bounds
+        # the activations' memory for large ones
+        group = max(1, MAX_FORWARD // len(x))
+        total = 0.0
+        for j in range(0, len(views), group):
+            xv = torch.cat(views[j:j + group]).contiguous(memory_format=torch.channels_last)
+            with autocast(device, dtype):
+                p = model(xv).float().softmax(1)
+            total = total + p.view(-1, len(x), p.shape[1]).sum(0)
+        out.append((total / len(views)).cpu())
     n_cls = getattr(model, "num_classes", 7)
     return torch.cat(out).numpy() if out else np.zeros((0, n_cls), np.float32)
 

@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from . import __version__
-from .config import Settings
+from .config import TTA_MODES, Settings
 
 console = Console(stderr=True)
 
@@ -36,10 +36,10 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--min-score", type=float, default=0.9, help="drop faces scored below this")
     r.add_argument("--every", type=int, default=1, metavar="N", help="every Nth video frame")
     r.add_argument("--weights", type=Path, default=None, help="a weights .pt (default: shipped)")
-    r.add_argument("--tta", choices=["none", "flip"], default=None,
-                   help="test-time augmentation (default: as the weights' config says for "
-                        "photos, none for videos, where per-track smoothing averages "
-                        "frames instead)")
+    r.add_argument("--tta", choices=list(TTA_MODES), default=None,
+                   help="test-time augmentation: flip 2 views, zoom 4, tencrop 10 (default: "
+                        "as the weights' config says for photos, none for videos, where "
+                        "per-track smoothing averages frames instead)")
     r.add_argument("--quality", choices=["exhaustive", "balanced", "fast"], default="balanced",
                    help="video speed/fidelity preset (see README); exhaustive = full MTCNN "
                         "on every full-resolution frame")

@@ -21,10 +21,12 @@ QUALITY_PRESETS: dict[str, Preset] = {
     "fast": Preset(10, 640, 0),
 }
 
-# Classifier TTA on video frames unless `tta` is given: off, because it doubles the
+# Classifier TTA on video frames unless `tta` is given: off, because it multiplies the
 # classifier's cost, the largest one left on a video, while per-track smoothing already
 # averages neighbouring frames. Photos use the weights' own setting.
 VIDEO_TTA = "none"
+# Test-time augmentation modes and how many views each averages (emobatch.classify.tta_views)
+TTA_MODES = ("none", "flip", "zoom", "tencrop")
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Settings:
     min_score: float = 0.9            # drop detections below this final score
     every: int = 1                    # process every Nth video frame
     weights: Path | None = None       # None: the shipped model
-    tta: str | None = None            # none | flip; None: weights' config (videos: VIDEO_TTA)
+    tta: str | None = None            # emobatch.classify.TTA_MODES; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)

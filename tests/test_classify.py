@@ -30,10 +30,35 @@ def test_empty_batch(clf):
     assert out.probs.shape == (0, 7)
 
 
-def test_flip_tta_is_mirror_symmetric():
-    clf = Classifier(device="cpu", tta="flip", amp="off")
+@pytest.mark.parametrize("tta", ["flip", "zoom", "tencrop"])
+def test_tta_is_mirror_symmetric(tta):
+    """Each mode's views of a mirrored face are the mirrored views of the face."""
+    clf = Classifier(device="cpu", tta=tta, amp="off")
     crops = np.random.default_rng(2).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     np.testing.assert_allclose(clf.predict(crops), clf.predict(crops[:, :, ::-1].copy()), atol=1e-5)
+
+
+def test_tta_views_count_and_geometry():
+    import torch
+
+    from emobatch.classify import tta_views
+
+    x = torch.arange(48.0).repeat(2, 1, 48, 1)  # column index as the pixel value
+    assert [len(tta_views(x, m)) for m in ("none", "flip", "zoom", "tencrop")] == [1, 2, 4, 10]
+    top_left, centre = tta_views(x, "tencrop")[0], tta_views(x, "zoom")[1]
+    assert all(v.shape == x.shape for v in tta_views(x, "tencrop"))
+    assert top_left[0, 0, 0, -1] < 44 and top_left[0, 0, 0, 0] < 0.5  # columns 0..43 scaled
+    torch.testing.assert_close(centre[0, 0, 0, 24] + centre[0, 0, 0, 23], torch.tensor(47.0))
+
+
+def test_tta_agrees_however_views_are_batched(monkeypatch):
+    import emobatch.classify as c
+
+    clf = Classifier(device="cpu", tta="tencrop", amp="off")
+    crops = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    together = clf.predict(crops)
+    monkeypatch.setattr(c, "MAX_FORWARD", 1)  # one view per forward pass
+    np.testing.assert_allclose(clf.predict(crops), together, atol=1e-5)
 
 
 def test_bad_tta_rejected(clf):

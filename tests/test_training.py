@@ -20,7 +20,7 @@ import torch
 
 from emobatch.types import EMOTIONS
 from training import evaluate as ev
-from training.augment import random_affine, random_erasing
+from training.augment import mixup, random_affine, random_erasing
 from training.data import Split, load_fer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,7 +245,9 @@ def test_fit_init_warm_restart_records_provenance(fer_folder, folder_run, tmp_pa
     sb, sa = before.model.state_dict(), after.model.state_dict()
     convs = [k for k in sb if k.endswith("weight") and sb[k].ndim == 4]
     assert convs and all(torch.allclose(sb[k], sa[k], atol=1e-6) for k in convs)
-    assert "publictest_acc_flip_tta" in after.config["metrics"]  # scored once, at the end
+    metrics = after.config["metrics"]  # every TTA mode scored once, at the end
+    assert {f"publictest_acc_{m}_tta" for m in ("flip", "zoom", "tencrop")} <= set(metrics)
+    assert after.config["tta"] in ("none", "flip", "zoom", "tencrop")
 
 
 # ----------------------------------------------------------------------------- evaluate CLI
@@ -359,6 +361,31 @@ def test_random_erasing():
     erased = y == 0
     assert erased.flatten(1).any(1).all()  # every image lost a rectangle
     assert torch.equal(y[~erased], x[~erased]) and erased.float().mean() < 0.5
+
+
+def test_mixup_blends_each_image_with_one_partner():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1, 48, 48, generator=g)
+    y, perm, lam = mixup(x, 0.4, generator=g)
+    assert 0.0 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(8))
+    torch.testing.assert_close(y, lam * x + (1 - lam) * x[perm])
+
+
+def test_fit_with_mixup_trains_and_records_it(fer_folder, tmp_path):
+    import training.fit as fit
+    from emobatch.weights import load_weights
+
+    argv = ["--data", str(fer_folder), "--out", str(tmp_path / "w"), "--ckpt-dir",
+            str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--threads", "1", "--mixup", "0.4"]
+    threads = torch.get_num_threads()
+    try:
+        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
+    finally:
+        torch.set_num_threads(threads)
+    row = res["history"][0]
+    assert np.isfinite(row["train_loss"]) and 0.0 <= row["train_acc"] <= 1.0
+    assert "--mixup 0.4" in load_weights(tmp_path / "w" / "emobatch_fer.pt").config["command"]
 
 
 def test_photos_are_detected_and_aligned_like_inference(tmp_path):

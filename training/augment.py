@@ -1,8 +1,9 @@
-"""Batch-level augmentation on tensors (N, 1, H, W): random affine + flip, random erasing."""
+"""Batch-level augmentation on tensors (N, 1, H, W): random affine + flip, random erasing, mixup."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -46,3 +47,16 @@ def random_erasing(x: torch.Tensor, p: float = 0.5, area: tuple[float, float] = 
          & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1)))
     m &= (torch.rand(n, generator=g) < p).view(n, 1, 1)
     return x.masked_fill(m.unsqueeze(1), 0.0)
+
+
+def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Blend the batch with a shuffled copy of itself: lam * x + (1 - lam) * x[perm], with
+    lam ~ Beta(alpha, alpha). Returns the mixed batch, perm (N,) and lam; the loss is
+    lam * CE(y) + (1 - lam) * CE(y[perm]). Mixup rather than cutmix: the faces are aligned,
+    and pasting one face's mouth onto another mixes the expression far from the area ratio."""
+    g = generator
+    seed = int(torch.randint(2**31 - 1, (1,), generator=g))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=g)
+    return lam * x + (1 - lam) * x[perm], perm, lam

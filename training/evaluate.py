@@ -1,7 +1,7 @@
 """Evaluate emotion-classifier weights on a labelled FER2013-style set.
 
     python -m training.evaluate --data PATH [--weights FILE] [--split PublicTest]
-        [--json REPORT.json] [--out-dir DIR] [--tta none|flip|auto] [--history CSV]
+        [--json REPORT.json] [--out-dir DIR] [--tta none|flip|zoom|tencrop|auto] [--history CSV]
         [--fit-temperature]
 
 Data: anything `training.data.load_fer` reads (the train/ + test/ folder layout, a plain
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from emobatch.classify import predict_probs
+from emobatch.config import TTA_MODES
 from emobatch.device import amp_dtype, select_device
 from emobatch.types import EMOTIONS
 from emobatch.weights import load_weights
@@ -58,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="REPORT.json", help="write the report as JSON")
     p.add_argument("--out-dir", default=None,
                    help="figures + confusion/calibration JSON (default: folder of --json; none without)")
-    p.add_argument("--tta", default="auto", choices=["none", "flip", "auto"],
+    p.add_argument("--tta", default="auto", choices=[*TTA_MODES, "auto"],
                    help="test-time augmentation (auto: the weights' config)")
     p.add_argument("--history", default=None, metavar="CSV",
                    help="history.csv from training.fit: plot training_curves.png in --out-dir")
