@@ -371,13 +371,14 @@ def test_mixup_blends_each_image_with_one_partner():
     torch.testing.assert_close(y, lam * x + (1 - lam) * x[perm])
 
 
-def test_fit_with_mixup_trains_and_records_it(fer_folder, tmp_path):
+def test_fit_with_mixup_and_stronger_augmentation(fer_folder, tmp_path):
     import training.fit as fit
     from emobatch.weights import load_weights
 
     argv = ["--data", str(fer_folder), "--out", str(tmp_path / "w"), "--ckpt-dir",
             str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
-            "--threads", "1", "--mixup", "0.4"]
+            "--threads", "1", "--mixup", "0.4", "--rotate", "15", "--shift", "0.2",
+            "--scale", "0.8", "1.2"]
     threads = torch.get_num_threads()
     try:
         res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
@@ -385,7 +386,8 @@ def test_fit_with_mixup_trains_and_records_it(fer_folder, tmp_path):
         torch.set_num_threads(threads)
     row = res["history"][0]
     assert np.isfinite(row["train_loss"]) and 0.0 <= row["train_acc"] <= 1.0
-    assert "--mixup 0.4" in load_weights(tmp_path / "w" / "emobatch_fer.pt").config["command"]
+    command = load_weights(tmp_path / "w" / "emobatch_fer.pt").config["command"]
+    assert "--mixup 0.4" in command and "--scale 0.8 1.2" in command
 
 
 def test_photos_are_detected_and_aligned_like_inference(tmp_path):

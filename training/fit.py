@@ -50,6 +50,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--rotate", type=float, default=10.0, help="max rotation, degrees")
+    p.add_argument("--shift", type=float, default=0.1, help="max shift, fraction of the side")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.9, 1.1), metavar=("LO", "HI"),
+                   help="random scale range")
     p.add_argument("--erase-p", type=float, default=0.5)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
@@ -102,7 +106,8 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
         if len(idx) < 2:
             continue
         x = to_tensor(x_all[idx], DEFAULT_MEAN, DEFAULT_STD)
-        x = random_affine(x, generator=g)
+        x = random_affine(x, max_deg=args.rotate, max_shift=args.shift,
+                          scale=tuple(args.scale), generator=g)
         x = random_erasing(x, p=args.erase_p, generator=g)
         perm, lam = None, 1.0
         if args.mixup > 0:
