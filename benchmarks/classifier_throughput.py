@@ -12,7 +12,8 @@ import time
 import numpy as np
 import torch
 
-from emobatch.classify import TTA_MODES, inference_model, predict_probs
+from emobatch.classify import inference_model, predict_probs
+from emobatch.config import TTA_MODES
 from emobatch.device import amp_dtype, select_device
 from emobatch.weights import load_weights
 

@@ -64,7 +64,9 @@ def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
         group = max(1, MAX_FORWARD // len(x))
         total = 0.0
         for j in range(0, len(views), group):
-            xv = torch.cat(views[j:j + group]).contiguous(memory_format=torch.channels_last)
+            chunk = views[j:j + group]  # no copy for a single view: the no-TTA hot path
+            xv = (chunk[0] if len(chunk) == 1 else torch.cat(chunk)).contiguous(
+                memory_format=torch.channels_last)
             with autocast(device, dtype):
                 p = model(xv).float().softmax(1)
             total = total + p.view(-1, len(x), p.shape[1]).sum(0)

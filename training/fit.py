@@ -192,7 +192,7 @@ def export(model: nn.Module, args, command: str, epoch: int, acc: float, is_ema:
 def finalize(out_path: Path, val, device, dtype) -> None:
     """Score the exported best model with each TTA mode and record the best on PublicTest as
     its default, the cheaper on a tie (done once after the last epoch, not at every new best:
-    together they cost about an epoch's evaluation ten times over)."""
+    the modes' 16 views cost eight epochs' worth of PublicTest evaluation)."""
     loaded = load_weights(out_path)
     config = {k: v for k, v in loaded.config.items() if k not in ("labels", "sha256")}
     best = config["metrics"]["publictest_acc"]
