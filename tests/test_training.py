@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from emobatch.types import EMOTIONS
 from training import evaluate as ev
@@ -388,6 +389,52 @@ def test_fit_with_mixup_and_stronger_augmentation(fer_folder, tmp_path):
     assert np.isfinite(row["train_loss"]) and 0.0 <= row["train_acc"] <= 1.0
     command = load_weights(tmp_path / "w" / "emobatch_fer.pt").config["command"]
     assert "--mixup 0.4" in command and "--scale 0.8 1.2" in command
+
+
+def test_distill_loss_is_kl_up_to_the_targets_entropy():
+    from training.distill import distill_loss, soften
+    g = torch.Generator().manual_seed(0)
+    logits, p = torch.randn(5, 7, generator=g), torch.rand(5, 7, generator=g)
+    p = p / p.sum(1, keepdim=True)
+    torch.testing.assert_close(soften(p, 1.0), p)
+    q = soften(p, 2.0)
+    assert torch.all(q.max(1).values <= p.max(1).values)  # a temperature > 1 flattens
+    kl = F.kl_div(F.log_softmax(logits / 2, 1), q, reduction="batchmean") * 4
+    entropy = -(q * q.log()).sum(1).mean() * 4
+    torch.testing.assert_close(distill_loss(logits, q, 2.0), kl + entropy)
+
+
+def test_fit_distill_records_teachers_and_caches_their_targets(fer_folder, folder_run, tmp_path):
+    """--distill: an earlier model (here the folder run's) scores the training images once;
+    the config names it by sha256, and a resumed run reads its targets from the cache."""
+    import training.fit as fit
+    from emobatch.weights import load_weights
+
+    teacher = folder_run / "w" / "emobatch_fer.pt"
+    argv = ["--data", str(fer_folder), "--out", str(tmp_path / "w"), "--ckpt-dir",
+            str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--threads", "1", "--mixup", "0.4", "--distill", str(teacher), str(teacher),
+            "--distill-alpha", "0.7"]
+    threads = torch.get_num_threads()
+    try:
+        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
+        cache = tmp_path / "ck" / "teacher_probs.npz"
+        stamp = cache.stat().st_mtime_ns
+        fit.main(fit.get_args_parser().parse_args(argv + ["--epochs", "2", "--resume"]),
+                 argv=argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert cache.stat().st_mtime_ns == stamp  # read, not recomputed
+    assert np.isfinite(res["history"][0]["train_loss"])
+    with np.load(cache) as z:
+        probs = z["probs"]
+    assert probs.shape == (7 * N_TRAIN_PER_CLASS, 7)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    config = load_weights(tmp_path / "w" / "emobatch_fer.pt").config
+    distill = config["distill"]
+    assert distill["alpha"] == 0.7 and distill["temperature"] == 2.0
+    assert [t["sha256"] for t in distill["teachers"]] == [load_weights(teacher).sha256] * 2
+    assert "--distill " in config["command"]
 
 
 def test_photos_are_detected_and_aligned_like_inference(tmp_path):

@@ -31,6 +31,7 @@ from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
 from emobatch.weights import DEFAULT_NAME, load_weights, save_weights
 from training.augment import mixup, random_affine, random_erasing
 from training.data import add_align_argument, load_fer
+from training.distill import cached_teacher_probs, distill_loss, provenance, soften
 from training.evaluate import nll
 
 log = logging.getLogger("training.fit")
@@ -58,6 +59,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="mixup with lam ~ Beta(ALPHA, ALPHA) on every batch (0: off)")
+    p.add_argument("--distill", nargs="+", default=None, metavar="WEIGHTS.pt",
+                   help="teachers (earlier weights; several = an ensemble) whose averaged TTA "
+                        "probabilities on the clean training images are soft targets")
+    p.add_argument("--distill-alpha", type=float, default=0.5,
+                   help="weight of the distillation loss (the labels' loss gets 1 - alpha)")
+    p.add_argument("--distill-temp", type=float, default=2.0, help="distillation temperature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
@@ -90,16 +97,33 @@ def ema_avg_fn(decay: float):
     return avg
 
 
+def batch_loss(logits: torch.Tensor, y: torch.Tensor, y_b: torch.Tensor, lam: float,
+               soft: torch.Tensor | None, args) -> torch.Tensor:
+    """Label-smoothed cross-entropy of logits (N, C) against labels y (N,), blended by mixup
+    (lam * y + (1 - lam) * y_b); with --distill, mixed with the loss against the softened
+    teacher targets soft (N, C) by --distill-alpha."""
+    loss = lam * F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+    if lam < 1.0:
+        loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=args.label_smoothing)
+    if soft is not None:
+        loss = ((1 - args.distill_alpha) * loss
+                + args.distill_alpha * distill_loss(logits, soft, args.distill_temp))
+    return loss
+
+
 def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer,
                     sched, images: np.ndarray, labels: np.ndarray, args, epoch: int,
-                    device: torch.device, dtype) -> dict[str, float]:
+                    device: torch.device, dtype, soft: np.ndarray | None = None
+                    ) -> dict[str, float]:
     """One pass over the shuffled training set. Order, augmentation and dropout are seeded by
-    seed and epoch, so a run resumed from a checkpoint repeats an uninterrupted one exactly."""
+    seed and epoch, so a run resumed from a checkpoint repeats an uninterrupted one exactly.
+    soft: teachers' probabilities (N, C) for --distill, else None."""
     model.train()
     torch.manual_seed(args.seed * 1000 + epoch)  # dropout draws from the global generator
     g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
     order = torch.randperm(len(labels), generator=g)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    q_all = None if soft is None else soften(torch.from_numpy(soft), args.distill_temp)
     tot_loss = tot_correct = tot_n = 0.0
     for i in range(0, len(order), args.batch_size):
         idx = order[i:i + args.batch_size]
@@ -115,12 +139,13 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         y = y_all[idx].to(device)
         y_b = y if perm is None else y[perm.to(device)]
+        q = None
+        if q_all is not None:
+            q = q_all[idx].to(device)
+            q = q if perm is None else lam * q + (1 - lam) * q[perm.to(device)]
         with autocast(device, dtype):
             logits = model(x)
-            loss = lam * F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
-            if perm is not None:
-                loss = loss + (1 - lam) * F.cross_entropy(
-                    logits.float(), y_b, label_smoothing=args.label_smoothing)
+        loss = batch_loss(logits.float(), y, y_b, lam, q, args)
         if lam < 0.5:
             y = y_b  # train accuracy counts the dominant image's label
         opt.zero_grad(set_to_none=True)
@@ -164,27 +189,24 @@ def _out_path(out: str) -> Path:
 
 
 def load_init(model: nn.Module, path: str, arch: str) -> dict:
-    """Copy the weights of an earlier run into model; returns their provenance for the config
-    (path, sha256, the command that trained them and, recursively, what they started from)."""
+    """Copy the weights of an earlier run into model; returns their provenance for the config."""
     loaded = load_weights(path)
     if loaded.config.get("arch") != arch:
         raise SystemExit(f"--init {path}: architecture {loaded.config.get('arch')!r}, "
                          f"but --arch is {arch!r}")
     model.load_state_dict(loaded.model.state_dict())
-    cfg = loaded.config
-    return {"path": str(path), "sha256": loaded.sha256, "command": cfg.get("command"),
-            "metrics": cfg.get("metrics"), "init": cfg.get("init")}
+    return provenance(loaded, path)
 
 
 def export(model: nn.Module, args, command: str, epoch: int, acc: float, is_ema: bool,
-           out_path: Path, init: dict | None = None) -> None:
+           out_path: Path, init: dict | None = None, distill: dict | None = None) -> None:
     """Write the best model so far with its config; TTA is decided once, at the end."""
     save_weights(model, {
         "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
         "tta": "none",
         "metrics": {"publictest_acc": acc, "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
         "command": command, "seed": args.seed, "trained_on": "FER2013 Training",
-        **({"init": init} if init else {}),
+        **({"init": init} if init else {}), **({"distill": distill} if distill else {}),
     }, out_path)
     log.info("new best %.4f (%s) -> %s", acc, "EMA" if is_ema else "raw", out_path)
 
@@ -229,6 +251,13 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         train.images, train.labels = train.images[sel], train.labels[sel]
     log.info("train %d, PublicTest %d, device %s, autocast %s", len(train), len(val), device, dtype)
 
+    soft, distill = None, None
+    if args.distill:
+        soft, teachers = cached_teacher_probs(args.distill, train.images, ckpt_dir, device, dtype)
+        distill = {"teachers": teachers, "alpha": args.distill_alpha,
+                   "temperature": args.distill_temp}
+        log.info("distilling from %d teacher(s): their training accuracy %.4f",
+                 len(teachers), float((soft.argmax(1) == train.labels).mean()))
     model = build_model(args.arch, dropout=args.dropout)
     init = load_init(model, args.init, args.arch) if args.init else None
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -259,7 +288,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         t0 = time.time()
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
         row |= train_one_epoch(model, ema, opt, sched, train.images, train.labels, args, epoch,
-                               device, dtype)
+                               device, dtype, soft)
         row |= {f"val_{k}": v for k, v in evaluate(model, val.images, val.labels, device, dtype).items()}
         row |= {f"ema_val_{k}": v for k, v in
                 evaluate(ema.module, val.images, val.labels, device, dtype).items()}
@@ -272,7 +301,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         if score > best:
             best = score
             export(ema.module if use_ema else model, args, command, epoch, best, use_ema,
-                   out_path, init)
+                   out_path, init, distill)
         _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "epoch": epoch, "args": vars(args), "history": history, "best": best},

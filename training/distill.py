@@ -1,0 +1,81 @@
+"""Knowledge distillation from earlier weights (--distill): soft targets computed once.
+
+The teachers (one model or an ensemble of earlier runs) score the clean training images
+once, with each teacher's own test-time augmentation; their averaged probabilities are the
+soft targets of every augmented view of that image. That costs a few minutes once instead of
+a teacher forward pass at every step.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emobatch.classify import inference_model, predict_probs
+from emobatch.weights import LoadedModel, load_weights
+
+log = logging.getLogger(__name__)
+
+
+def provenance(loaded: LoadedModel, path: str | Path) -> dict[str, Any]:
+    """Where earlier weights came from, for a config: path, sha256, the command that trained
+    them, their metrics and, recursively, what they started from."""
+    cfg = loaded.config
+    return {"path": str(path), "sha256": loaded.sha256, "command": cfg.get("command"),
+            "metrics": cfg.get("metrics"), "init": cfg.get("init")}
+
+
+def teacher_probs(paths: Sequence[str | Path], images: np.ndarray, device: torch.device,
+                  dtype: torch.dtype | None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Mean probabilities (N, C) float32 of the teachers at paths on uint8 images (N, H, W),
+    each with the TTA its config names; and the teachers' provenance."""
+    total, teachers = None, []
+    for path in paths:
+        loaded = load_weights(path)
+        cfg = loaded.config
+        probs = predict_probs(inference_model(loaded.model).to(device), images, device, dtype,
+                              batch_size=256, tta=cfg.get("tta", "none"),
+                              mean=cfg.get("mean", 0.5), std=cfg.get("std", 0.25))
+        log.info("teacher %s (tta %s) scored %d training images", path,
+                 cfg.get("tta", "none"), len(images))
+        total = probs if total is None else total + probs
+        teachers.append(provenance(loaded, path))
+    return (total / len(paths)).astype(np.float32), teachers
+
+
+def cached_teacher_probs(paths: Sequence[str | Path], images: np.ndarray, cache_dir: Path,
+                         device: torch.device, dtype: torch.dtype | None
+                         ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """teacher_probs, kept in cache_dir/teacher_probs.npz so a resumed run does not pay for
+    them again; the cache is keyed by the teachers' sha256 and the images' bytes."""
+    key = hashlib.sha256(images.tobytes())
+    for path in paths:
+        key.update(load_weights(path).sha256.encode())
+    cache = Path(cache_dir) / "teacher_probs.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            if str(z["key"]) == key.hexdigest():
+                return z["probs"], [provenance(load_weights(p), p) for p in paths]
+    probs, teachers = teacher_probs(paths, images, device, dtype)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, key=key.hexdigest(), probs=probs)
+    tmp.replace(cache)
+    return probs, teachers
+
+
+def soften(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Teacher probabilities (N, C) at a temperature: softmax(log(p) / T)."""
+    return torch.softmax(torch.log(probs.clamp_min(1e-8)) / temperature, dim=1)
+
+
+def distill_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of the student's logits (N, C) at temperature T against softened teacher
+    targets (N, C), times T^2 so its gradients keep their scale as T changes (Hinton et al.).
+    Equal to the KL divergence up to the targets' entropy, a constant."""
+    logp = F.log_softmax(logits.float() / temperature, dim=1)
+    return -(target * logp).sum(1).mean() * temperature ** 2
