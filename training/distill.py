@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from emobatch.classify import inference_model, predict_probs
-from emobatch.weights import LoadedModel, load_weights
+from emobatch.types import EMOTIONS
+from emobatch.weights import LoadedModel, load_weights, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def teacher_probs(paths: Sequence[str | Path], images: np.ndarray, device: torch
     for path in paths:
         loaded = load_weights(path)
         cfg = loaded.config
+        if list(cfg.get("labels", EMOTIONS)) != list(EMOTIONS):
+            raise SystemExit(f"--distill {path}: label order {cfg['labels']} is not {list(EMOTIONS)}")
         probs = predict_probs(inference_model(loaded.model).to(device), images, device, dtype,
                               batch_size=256, tta=cfg.get("tta", "none"),
                               mean=cfg.get("mean", 0.5), std=cfg.get("std", 0.25))
@@ -55,7 +58,7 @@ def cached_teacher_probs(paths: Sequence[str | Path], images: np.ndarray, cache_
     them again; the cache is keyed by the teachers' sha256 and the images' bytes."""
     key = hashlib.sha256(images.tobytes())
     for path in paths:
-        key.update(load_weights(path).sha256.encode())
+        key.update(sha256_of(Path(path)).encode())
     cache = Path(cache_dir) / "teacher_probs.npz"
     if cache.is_file():
         with np.load(cache) as z:
