@@ -40,7 +40,7 @@ class Settings:
     min_score: float = 0.9            # drop detections below this final score
     every: int = 1                    # process every Nth video frame
     weights: Path | None = None       # None: the shipped model
-    tta: str | None = None            # emobatch.classify.TTA_MODES; None: weights' config (videos: VIDEO_TTA)
+    tta: str | None = None            # TTA_MODES; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)

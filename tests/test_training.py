@@ -391,6 +391,16 @@ def test_fit_with_mixup_and_stronger_augmentation(fer_folder, tmp_path):
     assert "--mixup 0.4" in command and "--scale 0.8 1.2" in command
 
 
+def test_to_emotions_order_reorders_columns_and_refuses_other_labels():
+    """Evaluation and distillation targets read a model's columns by its config's labels."""
+    probs = np.arange(14, dtype=np.float32).reshape(2, 7)
+    rev = list(EMOTIONS)[::-1]
+    np.testing.assert_array_equal(ev.to_emotions_order(probs, rev), probs[:, ::-1])
+    assert ev.to_emotions_order(probs, EMOTIONS) is probs
+    with pytest.raises(SystemExit, match="not the seven"):
+        ev.to_emotions_order(probs, [*EMOTIONS[:6], "contempt"])
+
+
 def test_distill_loss_is_kl_up_to_the_targets_entropy():
     from training.distill import distill_loss, soften
     g = torch.Generator().manual_seed(0)

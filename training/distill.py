@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from emobatch.classify import inference_model, predict_probs
-from emobatch.types import EMOTIONS
 from emobatch.weights import LoadedModel, load_weights, sha256_of
+from training.evaluate import to_emotions_order
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +33,16 @@ def provenance(loaded: LoadedModel, path: str | Path) -> dict[str, Any]:
 
 def teacher_probs(paths: Sequence[str | Path], images: np.ndarray, device: torch.device,
                   dtype: torch.dtype | None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Mean probabilities (N, C) float32 of the teachers at paths on uint8 images (N, H, W),
-    each with the TTA its config names; and the teachers' provenance."""
+    """Mean probabilities (N, C) float32, columns in EMOTIONS order, of the teachers at paths
+    on uint8 images (N, H, W), each with the TTA its config names; and their provenance."""
     total, teachers = None, []
     for path in paths:
         loaded = load_weights(path)
         cfg = loaded.config
-        if list(cfg.get("labels", EMOTIONS)) != list(EMOTIONS):
-            raise SystemExit(f"--distill {path}: label order {cfg['labels']} is not {list(EMOTIONS)}")
         probs = predict_probs(inference_model(loaded.model).to(device), images, device, dtype,
                               batch_size=256, tta=cfg.get("tta", "none"),
                               mean=cfg.get("mean", 0.5), std=cfg.get("std", 0.25))
+        probs = to_emotions_order(probs, cfg["labels"])
         log.info("teacher %s (tta %s) scored %d training images", path,
                  cfg.get("tta", "none"), len(images))
         total = probs if total is None else total + probs

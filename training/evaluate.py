@@ -328,7 +328,7 @@ def select_split(data: dict[str, Split], name: str) -> tuple[Split, str]:
                  [q for p in parts for q in p.paths]), "+".join(use)
 
 
-def _to_emotions_order(probs: np.ndarray, model_labels: Sequence[str]) -> np.ndarray:
+def to_emotions_order(probs: np.ndarray, model_labels: Sequence[str]) -> np.ndarray:
     """Reorder probability columns from the weights' label order to EMOTIONS order."""
     if list(model_labels) == list(EMOTIONS):
         return probs
@@ -390,7 +390,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     probs = predict_probs(loaded.model, split.images, device, amp_dtype(device, args.amp),
                           batch_size=args.batch_size, tta=tta,
                           mean=cfg.get("mean", 0.5), std=cfg.get("std", 0.25))
-    probs = _to_emotions_order(probs.astype(np.float64), cfg["labels"])
+    probs = to_emotions_order(probs.astype(np.float64), cfg["labels"])
     labels = split.labels
     m = metrics(probs, labels, len(EMOTIONS), EMOTIONS)
     report: dict[str, Any] = {
