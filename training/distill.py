@@ -16,14 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emobatch.classify import inference_model, predict_probs
+from emobatch.classify import Classifier
 from emobatch.weights import LoadedModel, load_weights, sha256_of
 from training.evaluate import to_emotions_order
 
 log = logging.getLogger(__name__)
 
 
-def provenance(loaded: LoadedModel, path: str | Path) -> dict[str, Any]:
+def provenance(loaded: LoadedModel | Classifier, path: str | Path) -> dict[str, Any]:
     """Where earlier weights came from, for a config: path, sha256, the command that trained
     them, their metrics and, recursively, what they started from."""
     cfg = loaded.config
@@ -32,27 +32,22 @@ def provenance(loaded: LoadedModel, path: str | Path) -> dict[str, Any]:
 
 
 def teacher_probs(paths: Sequence[str | Path], images: np.ndarray, device: torch.device,
-                  dtype: torch.dtype | None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                  amp: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Mean probabilities (N, C) float32, columns in EMOTIONS order, of the teachers at paths
-    on uint8 images (N, H, W), each with the TTA its config names; and their provenance."""
+    on uint8 images (N, H, W), each run as the product runs it (emobatch's Classifier, with
+    the TTA and normalisation its config names); and their provenance."""
     total, teachers = None, []
     for path in paths:
-        loaded = load_weights(path)
-        cfg = loaded.config
-        probs = predict_probs(inference_model(loaded.model).to(device), images, device, dtype,
-                              batch_size=256, tta=cfg.get("tta", "none"),
-                              mean=cfg.get("mean", 0.5), std=cfg.get("std", 0.25))
-        probs = to_emotions_order(probs, cfg["labels"])
-        log.info("teacher %s (tta %s) scored %d training images", path,
-                 cfg.get("tta", "none"), len(images))
+        teacher = Classifier(path, device=str(device), batch_size=256, amp=amp)
+        probs = to_emotions_order(teacher.predict(images), teacher.labels)
+        log.info("teacher %s (tta %s) scored %d training images", path, teacher.tta, len(images))
         total = probs if total is None else total + probs
-        teachers.append(provenance(loaded, path))
+        teachers.append(provenance(teacher, path))
     return (total / len(paths)).astype(np.float32), teachers
 
 
 def cached_teacher_probs(paths: Sequence[str | Path], images: np.ndarray, cache_dir: Path,
-                         device: torch.device, dtype: torch.dtype | None
-                         ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                         device: torch.device, amp: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """teacher_probs, kept in cache_dir/teacher_probs.npz so a resumed run does not pay for
     them again; the cache is keyed by the teachers' sha256 and the images' bytes."""
     key = hashlib.sha256(images.tobytes())
@@ -63,7 +58,7 @@ def cached_teacher_probs(paths: Sequence[str | Path], images: np.ndarray, cache_
         with np.load(cache) as z:
             if str(z["key"]) == key.hexdigest():
                 return z["probs"], [provenance(load_weights(p), p) for p in paths]
-    probs, teachers = teacher_probs(paths, images, device, dtype)
+    probs, teachers = teacher_probs(paths, images, device, amp)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, key=key.hexdigest(), probs=probs)
     tmp.replace(cache)

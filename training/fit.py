@@ -253,7 +253,8 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
 
     soft, distill = None, None
     if args.distill:
-        soft, teachers = cached_teacher_probs(args.distill, train.images, ckpt_dir, device, dtype)
+        soft, teachers = cached_teacher_probs(args.distill, train.images, ckpt_dir, device,
+                                               args.amp)
         distill = {"teachers": teachers, "alpha": args.distill_alpha,
                    "temperature": args.distill_temp}
         log.info("distilling from %d teacher(s): their training accuracy %.4f",
