@@ -447,6 +447,40 @@ def test_fit_distill_records_teachers_and_caches_their_targets(fer_folder, folde
     assert "--distill " in config["command"]
 
 
+def test_pair_stats_and_ensemble_accuracies():
+    from training.ensemble import ensemble_accuracies, pair_stats
+
+    labels = np.array([0, 1, 2, 0])
+    pa = np.eye(3)[[0, 1, 0, 1]]  # right, right, wrong, wrong
+    pb = np.eye(3)[[0, 2, 2, 1]] * 0.9 + 0.1 / 3  # right, wrong, right, wrong
+    s = pair_stats(pa, pb, labels)
+    assert s == {"disagree": 0.5, "both_wrong": 0.25, "oracle": 0.75}
+    rows = ensemble_accuracies({"a": pa, "b": pb, "c": pa}, labels)
+    assert [r["models"] for r in rows] == [["a", "b"], ["a", "c"], ["b", "c"], ["a", "b", "c"]]
+    assert rows[1]["accuracy"] == 0.5 and rows[3]["accuracy"] == 0.5
+    assert len(ensemble_accuracies({"a": pa, "b": pb, "c": pa}, labels, max_size=2)) == 3
+
+
+def test_ensemble_cli(fer_folder, folder_run, tmp_path):
+    """Two copies of the same weights: they never disagree and their mean scores like one."""
+    w = folder_run / "w" / "emobatch_fer.pt"
+    copy = tmp_path / "copy" / "emobatch_fer.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(w.read_bytes())
+    report = tmp_path / "e.json"
+    p = run("training.ensemble", "--data", str(fer_folder), str(w), str(copy), "--tta", "flip",
+            "--json", str(report), "--threads", "1")
+    r = json.loads(report.read_text())
+    assert r["n"] == 7 * N_TEST_PER_CLASS and r["split"] == "PublicTest"
+    acc = r["models"][0]["accuracy"]
+    assert [m["tta"] for m in r["models"]] == ["flip", "flip"]
+    assert r["pairs"][0]["disagree"] == 0.0 and r["pairs"][0]["oracle"] == pytest.approx(acc)
+    assert r["ensembles"] == [{"models": [r["models"][0]["name"], r["models"][1]["name"]],
+                               "accuracy": pytest.approx(acc)}]
+    assert [m["name"] for m in r["models"]] == ["w/emobatch_fer.pt", "copy/emobatch_fer.pt"]
+    assert "disagree" in p.stdout and "mean of" in p.stdout
+
+
 def test_photos_are_detected_and_aligned_like_inference(tmp_path):
     """A labelled folder of photos (not crops) gets the pipeline's detection + alignment."""
     import shutil

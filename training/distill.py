@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from emobatch.classify import Classifier
 from emobatch.weights import LoadedModel, load_weights, sha256_of
-from training.evaluate import to_emotions_order
+from training.ensemble import model_probs
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def teacher_probs(paths: Sequence[str | Path], images: np.ndarray, device: torch
     the TTA and normalisation its config names); and their provenance."""
     total, teachers = None, []
     for path in paths:
-        teacher = Classifier(path, device=str(device), batch_size=256, amp=amp)
-        probs = to_emotions_order(teacher.predict(images), teacher.labels)
+        probs, teacher = model_probs(path, images, device, amp)
         log.info("teacher %s (tta %s) scored %d training images", path, teacher.tta, len(images))
         total = probs if total is None else total + probs
         teachers.append(provenance(teacher, path))
