@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +24,7 @@ import torch
 from emobatch.classify import Classifier
 from emobatch.config import TTA_MODES
 from training.data import add_align_argument, load_fer
-from training.evaluate import select_split, to_emotions_order
+from training.evaluate import select_split, to_emotions_order, write_report
 
 log = logging.getLogger("training.ensemble")
 
@@ -41,8 +40,9 @@ def model_probs(path: str | Path, images: np.ndarray, device: torch.device | str
 def pair_stats(pa: np.ndarray, pb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """For two models' probabilities (N, C) on labels (N,): the fraction of images where
     their top classes differ, where both are wrong, and where at least one is right."""
-    a, b = pa.argmax(1) == labels, pb.argmax(1) == labels
-    return {"disagree": float(np.mean(pa.argmax(1) != pb.argmax(1))),
+    top_a, top_b = pa.argmax(1), pb.argmax(1)
+    a, b = top_a == labels, top_b == labels
+    return {"disagree": float(np.mean(top_a != top_b)),
             "both_wrong": float(np.mean(~a & ~b)), "oracle": float(np.mean(a | b))}
 
 
@@ -110,9 +110,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     report = {"split": split_name, "n": int(len(labels)), "data": str(args.data),
               "models": models, "pairs": pairs, "ensembles": ensembles}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        log.info("wrote %s", args.json)
+        write_report(report, args.json)
     return report
 
 

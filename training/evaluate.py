@@ -369,6 +369,13 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    """Write a report as indented JSON, creating its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    log.info("wrote %s", path)
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate, print the table, write the JSON/figures asked for; returns the report."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -445,9 +452,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         log.info("wrote %s in %s", ", ".join(written), out_dir)
 
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        log.info("wrote %s", args.json)
+        write_report(report, args.json)
     return report
 
 
