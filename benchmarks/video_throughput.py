@@ -1,6 +1,6 @@
 """Video throughput and fidelity of the default pipeline against the exhaustive reference.
 
-    python benchmarks/video_throughput.py VIDEO [--quality balanced] [--json OUT]
+    python benchmarks/video_throughput.py VIDEO [--quality balanced] [--weights W.pt] [--json OUT]
 
 Prints, from one run: decode-only fps; the exhaustive reference's fps (facenet-pytorch's own
 MTCNN.detect at full resolution on every frame, then align + classify, track and smooth as the
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from emobatch.config import Settings
+from emobatch.config import TTA_MODES, Settings
 from emobatch.detect import Detector
 from emobatch.pipeline import FacePipeline
 from emobatch.sinks import TimelineSink
@@ -78,22 +78,26 @@ def main() -> None:
     p.add_argument("--detect-every", type=int, default=None)
     p.add_argument("--detect-scale", type=float, default=None)
     p.add_argument("--full-res-every", type=int, default=None)
-    p.add_argument("--tta", default=None, choices=["none", "flip"], help="for both runs")
+    p.add_argument("--tta", default=None, choices=TTA_MODES, help="for both runs")
+    p.add_argument("--weights", type=Path, default=None, help="classifier for both runs (default: shipped)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
 
     fps_decode, n = decode_fps(a.video)
     s = Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
-                 detect_scale=a.detect_scale, full_res_every=a.full_res_every, tta=a.tta)
+                 detect_scale=a.detect_scale, full_res_every=a.full_res_every, tta=a.tta,
+                 weights=a.weights)
     pipe = FacePipeline(s)
     fps_default, got = timed_run(pipe, a.video)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    pipe.settings = Settings(device="cpu", quality="exhaustive", tta=a.tta)  # same tracking, smoothing
+    # same classifier, tracking and smoothing; only the detection differs
+    pipe.settings = Settings(device="cpu", quality="exhaustive", tta=a.tta, weights=a.weights)
     pipe.detector = Detector(s.min_face_size, s.thresholds, s.min_score, exact=True)
     fps_ref, ref = timed_run(pipe, a.video)
     n_ref, n_match, same, same_raw = match(ref, got)
     res = {
         "video": str(a.video), "frames": n, "quality": a.quality,
+        "weights_sha256": pipe.classifier.sha256,
         "fps_decode": round(fps_decode, 2), "fps_reference": round(fps_ref, 2),
         "fps_default": round(fps_default, 2),
         "speedup_vs_reference": round(fps_default / fps_ref, 2),
