@@ -40,6 +40,9 @@ SCORE_ONLY_COLOUR: tuple[int, int, int] = (0, 200, 220)
 
 _FALLBACK = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
              (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (128, 128, 128))
+BLUR_CELLS = 8
+"""Mosaic cells across the longer side of a blurred face (draw(..., blur=True))."""
+
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _TIME_BASE = Fraction(1, 90000)
 
@@ -109,14 +112,34 @@ def _draw_landmarks(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, in
             cv2.circle(img, (int(round(x)), int(round(y))), radius, colour, cv2.FILLED, cv2.LINE_AA)
 
 
-def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS) -> np.ndarray:
+def blur_box(image: np.ndarray, box: Sequence[float]) -> None:
+    """Make the face inside box (x1, y1, x2, y2; clipped to the image) unrecognisable, in place.
+
+    A coarse mosaic (about BLUR_CELLS cells across the face) smoothed back up: unlike a
+    Gaussian of any practical size it keeps no fine detail that deblurring could recover.
+    """
+    h, w = image.shape[:2]
+    x1, y1 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return
+    bw, bh = x2 - x1, y2 - y1
+    cells = (max(2, BLUR_CELLS * bw // max(bw, bh)), max(2, BLUR_CELLS * bh // max(bw, bh)))
+    small = cv2.resize(image[y1:y2, x1:x2], cells, interpolation=cv2.INTER_AREA)
+    image[y1:y2, x1:x2] = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_LINEAR)
+
+
+def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
+         blur: bool = False) -> np.ndarray:
     """Return an annotated copy of image (H, W, 3) uint8 RGB; the input is not modified.
 
     Per face: the box in its emotion's colour (PALETTE), a filled tag above the box (inside
     the frame when the box touches the top) reading 'happy 0.87', or '#3 happy 0.87' when
     faces.track is set and >= 0, or just the detection score '0.98' when faces.probs is
     None; and the 5 landmarks as small dots. Sizes scale with the image's short side.
-    labels must have faces.probs.shape[1] entries.
+    labels must have faces.probs.shape[1] entries. blur=True first blurs every face box
+    (blur_box) and leaves out the landmarks, for outputs shared with people who must not
+    recognise the faces.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -124,13 +147,18 @@ def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS) 
         raise ValueError(f"probs has {faces.probs.shape[1]} classes, labels {len(labels)}")
     out = np.ascontiguousarray(image).copy()
     box_t, font_scale, text_t = _style(*out.shape[:2])
+    if blur:  # all faces before any drawing, so no face's blur smears another one's tag
+        for box in faces.xyxy:
+            if np.all(np.isfinite(box)):
+                blur_box(out, box)
     for i in range(len(faces)):
         if not np.all(np.isfinite(faces.xyxy[i])):
             continue
         x1, y1, x2, y2 = (int(round(float(v))) for v in faces.xyxy[i])
         text, colour = _label(faces, i, labels)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, box_t, cv2.LINE_AA)
-        _draw_landmarks(out, faces.landmarks[i], colour, max(1, box_t))
+        if not blur:  # landmarks outline the eyes and mouth
+            _draw_landmarks(out, faces.landmarks[i], colour, max(1, box_t))
         _draw_tag(out, text, colour, x1, y1, font_scale, text_t)
     return out
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emobatch.annotate import VideoWriter, annotated_name, draw, write_image
+from emobatch.annotate import VideoWriter, annotated_name, blur_box, draw, write_image
 from emobatch.types import EMOTIONS, FaceBatch
 
 
@@ -203,3 +203,41 @@ def test_annotated_name(tmp_path: Path) -> None:
     assert annotated_name(root / "m.MOV", None, out) == out / "m.MOV.mp4"
     assert annotated_name(tmp_path / "elsewhere" / "b.png", root, out) == out / "b.png"
     assert annotated_name(root / "c.mkv", root / "c.mkv", out) == out / "c.mkv.mp4"
+
+
+# --------------------------------------------------------------------------- blur
+
+
+def test_draw_blur_hides_the_face_and_keeps_the_rest(astronaut_rgb: np.ndarray) -> None:
+    img = astronaut_rgb
+    box = [170.0, 40.0, 330.0, 240.0]  # the astronaut's face
+    faces = _faces([box])
+    sharp, blurred = draw(img, faces), draw(img, faces, blur=True)
+    inner = (slice(60, 220), slice(190, 310))  # inside the box, clear of its outline and tag
+
+    def detail(a: np.ndarray) -> float:  # high-frequency energy: what makes a face recognisable
+        g = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean())
+
+    assert detail(sharp[inner]) > 0.9 * detail(img[inner]), "without blur: only dots drawn"
+    assert detail(blurred[inner]) < 0.1 * detail(img[inner])
+    # mean colour kept (a mosaic, not a black box), and nothing outside the box changed
+    assert abs(float(blurred[inner].mean()) - float(img[inner].mean())) < 12
+    outside = np.ones(img.shape[:2], bool)
+    outside[:260, 150:350] = False  # box, outline and the tag above it
+    assert np.array_equal(blurred[outside], sharp[outside])
+    assert np.array_equal(img, astronaut_rgb), "input not modified"
+
+
+def test_blur_box_clips_and_ignores_degenerate_boxes() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (50, 60, 3), np.uint8)
+    out = img.copy()
+    blur_box(out, [-20.0, -20.0, 30.0, 25.0])  # partly outside the image: clipped
+    blur_box(out, [40.0, 40.0, 40.5, 40.5])    # under 2 px: left alone
+
+    def roughness(a: np.ndarray) -> float:
+        return float(np.abs(np.diff(a.astype(np.float32), axis=1)).mean())
+
+    assert roughness(out[:25, :30]) < 0.3 * roughness(img[:25, :30])
+    assert np.array_equal(out[25:], img[25:]) and np.array_equal(out[:, 30:], img[:, 30:])
