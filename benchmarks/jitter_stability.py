@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from emobatch.config import TTA_MODES
-from training.data import load_fer
-from training.ensemble import model_probs
-from training.evaluate import write_report
+from emobatch.training.data import load_fer
+from emobatch.training.ensemble import model_probs
+from emobatch.training.evaluate import write_report
 
 
 def jittered(images: np.ndarray, rng: np.random.Generator, shift: float = 2.0,

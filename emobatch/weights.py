@@ -19,8 +19,10 @@ from torch import nn
 from .models import build_model
 from .types import EMOTIONS
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# A wheel holds the shipped weights inside the package (pyproject maps weights/ to
+# emobatch/_weights); a source checkout or editable install reads the repo's weights/.
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "_weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_NAME = "emobatch_fer.pt"
 
 
@@ -45,11 +47,11 @@ def sha256_of(path: Path) -> str:
 
 
 def default_weights_path() -> Path:
-    """The shipped model: repo `weights/` for a source checkout, else the installed package copy."""
-    for d in (WEIGHTS_DIR, PACKAGE_WEIGHTS_DIR):
+    """The shipped model: the installed package's copy (wheel), else the checkout's `weights/`."""
+    for d in (PACKAGE_WEIGHTS_DIR, WEIGHTS_DIR):
         if (d / DEFAULT_NAME).is_file():
             return d / DEFAULT_NAME
-    raise WeightsError(f"shipped weights {DEFAULT_NAME} not found in {WEIGHTS_DIR} or {PACKAGE_WEIGHTS_DIR}")
+    raise WeightsError(f"shipped weights {DEFAULT_NAME} not found in {PACKAGE_WEIGHTS_DIR} or {WEIGHTS_DIR}")
 
 
 def save_weights(model: nn.Module, config: dict[str, Any], path: str | Path) -> str:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from emobatch.classify import Classifier
 from emobatch.weights import LoadedModel, load_weights, sha256_of
-from training.ensemble import model_probs
+from .ensemble import model_probs
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import torch
 
 from emobatch.classify import Classifier
 from emobatch.config import TTA_MODES
-from training.data import add_align_argument, load_fer
-from training.evaluate import select_split, to_emotions_order, write_report
+from .data import add_align_argument, load_fer
+from .evaluate import select_split, to_emotions_order, write_report
 
 log = logging.getLogger("training.ensemble")
 

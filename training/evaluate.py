@@ -41,7 +41,7 @@ from emobatch.config import TTA_MODES
 from emobatch.device import amp_dtype, select_device
 from emobatch.types import EMOTIONS
 from emobatch.weights import load_weights
-from training.data import Split, add_align_argument, load_fer
+from .data import Split, add_align_argument, load_fer
 
 log = logging.getLogger("training.evaluate")
 

@@ -29,10 +29,10 @@ from emobatch.device import amp_dtype, autocast, select_device
 from emobatch.models import build_model
 from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
 from emobatch.weights import DEFAULT_NAME, load_weights, save_weights
-from training.augment import mixup, random_affine, random_erasing
-from training.data import add_align_argument, load_fer
-from training.distill import cached_teacher_probs, distill_loss, provenance, soften
-from training.evaluate import nll
+from .augment import mixup, random_affine, random_erasing
+from .data import add_align_argument, load_fer
+from .distill import cached_teacher_probs, distill_loss, provenance, soften
+from .evaluate import nll
 
 log = logging.getLogger("training.fit")
 
@@ -283,7 +283,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         else:
             log.info("no checkpoint at %s: starting fresh", src)
 
-    command = "python -m training.fit " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = f"python -m {__package__}.fit " + shlex.join(argv if argv is not None else sys.argv[1:])
     out_path = _out_path(args.out)
     for epoch in range(start, args.epochs):
         t0 = time.time()

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from facenet_pytorch import MTCNN
 
-from training.data import load_fer
+from .data import load_fer
 
 UPSCALE = 4
 
