@@ -1,9 +1,11 @@
-"""One settings dataclass, built by both the CLI and the Python API."""
+"""One settings dataclass, built by both the CLI and the Python API, validated once."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Preset(NamedTuple):
@@ -48,7 +50,44 @@ class Settings:
     full_res_every: int | None = None  # every Nth full detection at full resolution (0: never)
     track: bool = True                # track ids across frames of a video
     smooth_tau: float = 0.3           # per-track smoothing time constant, seconds; 0 = off
+    checkpoint_every: float = 30.0    # seconds of video between checkpoints (resume points)
+    blur_faces: bool = False          # blur faces in annotated outputs (for sharing)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Validate every field once: a bad value is a ValueError before any work starts."""
+        self.thresholds = tuple(float(t) for t in self.thresholds)
+        if self.weights is not None:
+            self.weights = Path(self.weights)
+        checks = [
+            (self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}"),
+            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, not {self.amp!r}"),
+            (self.quality in QUALITY_PRESETS,
+             f"quality must be one of {tuple(QUALITY_PRESETS)}, not {self.quality!r}"),
+            (self.tta is None or self.tta in TTA_MODES,
+             f"tta must be one of {TTA_MODES}, not {self.tta!r}"),
+            (_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an integer >= 1"),
+            (_is_int(self.min_face_size) and self.min_face_size >= 1,
+             "min_face_size must be an integer >= 1"),
+            (_is_int(self.every) and self.every >= 1, "every must be an integer >= 1"),
+            (len(self.thresholds) == 3 and all(0 <= t <= 1 for t in self.thresholds),
+             "thresholds must be three numbers in [0, 1]"),
+            (0 <= self.min_score <= 1, "min_score must be in [0, 1]"),
+            (self.detect_every is None or (_is_int(self.detect_every) and self.detect_every >= 1),
+             "detect_every must be an integer >= 1"),
+            (self.detect_scale is None or 0 < self.detect_scale <= 1,
+             "detect_scale must be in (0, 1]"),
+            (self.full_res_every is None
+             or (_is_int(self.full_res_every) and self.full_res_every >= 0),
+             "full_res_every must be an integer >= 0"),
+            (self.smooth_tau >= 0, "smooth_tau (--smooth) must be >= 0 seconds"),
+            (self.checkpoint_every > 0, "checkpoint_every must be > 0 seconds"),
+            (self.weights is None or self.weights.is_file(),
+             f"weights file not found: {self.weights}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     def detection_plan(self, width: int, height: int) -> tuple[int, float, int]:
         """(detect_every, detect_scale, full_res_every) for a video of this size: explicit
@@ -66,4 +105,29 @@ class Settings:
     def as_metadata(self) -> dict:
         d = asdict(self)
         d["weights"] = str(self.weights) if self.weights else None
+        d["thresholds"] = list(self.thresholds)
         return d
+
+    def fingerprint(self, weights_sha256: str) -> str:
+        """What a resumed run must match: every setting that changes the rows, and the
+        weights by content (their path may differ)."""
+        d = self.as_metadata()
+        d.pop("weights")
+        d["weights_sha256"] = weights_sha256
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's default, for the CLI."""
+        for f in fields(cls):
+            if f.name == name:
+                return f.default
+        raise KeyError(name)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "on", "off")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

@@ -50,6 +50,15 @@ class Smoother:
         """Tracks whose smoothed state is currently held."""
         return len(self._state)
 
+    def state_dict(self) -> dict:
+        """Per-track smoothed probabilities and times (a checkpoint resumes from it exactly)."""
+        return {"t_prev": self._t_prev,
+                "tracks": [[tid, p.copy(), t] for tid, (p, t) in self._state.items()]}
+
+    def load_state_dict(self, d: dict) -> None:
+        self._t_prev = d["t_prev"]
+        self._state = {int(tid): (p, t) for tid, p, t in d["tracks"]}
+
     def smooth(self, faces: FaceBatch, t_sec: float | None) -> FaceBatch:
         """Return faces with probs (n, C) float32 smoothed per track and probs_raw set.
 

@@ -6,22 +6,30 @@ with a short, user-facing reason, so a batch run can report the item and go on.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import av
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from .filetypes import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Kind, kind_by_suffix, suffix_of
 from .types import Frame
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Discovery", "InputError", "VideoInfo", "discover",
+           "discover_inputs", "iter_frames", "iter_video", "kind_of", "probe_kind", "read_image",
+           "video_info"]
+
+NO_SUFFIX = "(none)"
+"""Key of Discovery.skipped for files whose name has no suffix."""
+
 MAX_IMAGE_PIXELS = 200_000_000
 """Images with more pixels than this raise InputError (decompression-bomb guard)."""
 
@@ -46,48 +54,121 @@ class InputError(Exception):
 
 # --------------------------------------------------------------------------- discovery
 
-def kind_of(path: Path) -> Literal["image", "video"] | None:
-    """'image' / 'video' from the suffix (case-insensitive), None if unsupported."""
-    suffix = Path(path).suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
+def kind_of(path: Path) -> Kind | None:
+    """'image' / 'video' for an input, None if neither.
+
+    By the suffix (case-insensitive, `emobatch.filetypes`) when it is a known one; an existing
+    file with any other suffix is probed by content (`probe_kind`), so a video FFmpeg decodes
+    is a video whatever it is called.
+    """
+    kind = kind_by_suffix(path)
+    if kind is not None:
+        return kind
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path) or st.st_size == 0:
+        return None
+    return _probe_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_cached(path: str, mtime_ns: int, size: int) -> Kind | None:
+    # keyed by mtime and size too, so a file replaced under the same name is probed again
+    return probe_kind(Path(path))
+
+
+def probe_kind(path: Path) -> Kind | None:
+    """What a file is by its content: 'image' if Pillow decodes it, else 'video' if PyAV
+    opens it with a video stream, else None (also for unreadable files). Reads the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # Pillow identifies some video headers (MPEG) it cannot decode
         return "image"
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    return None
+    except Exception:  # not an image Pillow decodes
+        pass
+    try:
+        with av.open(str(path), mode="r") as container:
+            return "video" if container.streams.video else None
+    except Exception:  # not a container FFmpeg opens
+        return None
 
 
-def _walk_media(folder: Path) -> list[Path]:
+@dataclass
+class Discovery:
+    """What `discover_inputs` found.
+
+    files: the inputs to process, in input order (see `discover`);
+    skipped: files a folder walk left out because their suffix is neither a known image nor
+        video suffix, counted by lower-case suffix ('.txt': 3; NO_SUFFIX for names without
+        one), sorted by suffix; hidden files are not counted;
+    unreadable: folders (given or met on the walk) that could not be listed, with the reason.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+def _walk_media(folder: Path, skipped: Counter[str],
+                unreadable: list[tuple[Path, str]]) -> list[Path]:
     """Media files under `folder`, recursively, sorted; hidden entries skipped.
 
-    Symlinked folders are not followed (no cycles); symlinked files are kept.
+    Non-media files are counted into `skipped` by suffix and folders that cannot be listed
+    are appended to `unreadable`. Symlinked folders are not followed (no cycles); symlinked
+    files are kept.
     """
+    def failed(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename or folder), exc.strerror or str(exc)))
+
     found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=failed):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(root, f) for f in files
-                     if not f.startswith(".") and kind_of(Path(f)) is not None)
+        for f in files:
+            if f.startswith("."):
+                continue
+            if kind_by_suffix(f) is None:
+                skipped[suffix_of(f) or NO_SUFFIX] += 1
+            else:
+                found.append(Path(root, f))
     return sorted(found)
 
 
-def discover(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders into a flat list of files, in input order.
+def discover_inputs(inputs: Sequence[str | Path]) -> Discovery:
+    """Expand files and folders into the files to process, and say what a walk left out.
 
-    Folders are walked recursively (sorted by path parts, hidden files/dirs
-    skipped) and only image/video suffixes are kept. Files named explicitly are
-    kept whatever their suffix, and paths that don't exist are kept too, so the
-    run reports them as failed items. Duplicates (same resolved path) are
+    Folders are walked recursively (sorted by path parts, hidden files/dirs skipped) and only
+    known image/video suffixes are kept; the others are counted in `.skipped` by suffix, and
+    folders that cannot be listed go to `.unreadable`. Files named explicitly are kept
+    whatever their suffix (processing probes their content), and paths that don't exist are
+    kept too, so the run reports them as failed items. Duplicates (same resolved path) are
     dropped, keeping the first occurrence.
     """
-    out: list[Path] = []
+    skipped: Counter[str] = Counter()
+    found = Discovery()
     seen: set[Path] = set()
     for item in inputs:
         path = Path(item)
-        for candidate in (_walk_media(path) if path.is_dir() else [path]):
+        walked = _walk_media(path, skipped, found.unreadable) if path.is_dir() else [path]
+        for candidate in walked:
             key = candidate.resolve()
             if key not in seen:
                 seen.add(key)
-                out.append(candidate)
-    return out
+                found.files.append(candidate)
+    found.skipped = dict(sorted(skipped.items()))
+    return found
+
+
+def discover(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files to process (`discover_inputs(inputs).files`)."""
+    return discover_inputs(inputs).files
 
 
 def _check_file(path: Path) -> None:
@@ -109,10 +190,9 @@ def _check_file(path: Path) -> None:
 
 
 def _unsupported(path: Path) -> InputError:
-    suffix = path.suffix or "(none)"
-    return InputError(
-        f'unsupported file type "{suffix}" (supported: images '
-        f'{", ".join(sorted(IMAGE_SUFFIXES))}; videos {", ".join(sorted(VIDEO_SUFFIXES))})')
+    suffix = path.suffix or NO_SUFFIX
+    return InputError(f'unsupported file type "{suffix}": neither an image Pillow decodes '
+                      f'nor a video FFmpeg opens')
 
 
 # --------------------------------------------------------------------------- images
@@ -361,7 +441,7 @@ def _check_complete(stream: av.video.stream.VideoStream, n_decoded: int,
                          f"{end_t:.2f} s of {declared:.2f} s declared")
 
 
-def iter_video(path: Path, every: int = 1) -> Iterator[Frame]:
+def iter_video(path: Path, every: int = 1, start: int = 0) -> Iterator[Frame]:
     """Stream the frames of a video as Frame(image=(H, W, 3) uint8 RGB, index, t_sec).
 
     Every frame is decoded; only those with index % every == 0 are yielded
@@ -369,7 +449,8 @@ def iter_video(path: Path, every: int = 1) -> Iterator[Frame]:
     no video stream or no frames -> InputError; a decode error after K good
     frames -> those frames are yielded, then InputError('truncated/corrupt
     video: decoded K frames, then: ...'). The container is closed in all cases,
-    also when the consumer stops early.
+    also when the consumer stops early. `start`: frames before this index are decoded
+    (indices and timestamps stay exact) but not converted or yielded, to resume a video.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -392,7 +473,7 @@ def iter_video(path: Path, every: int = 1) -> Iterator[Frame]:
                 raise InputError(f"truncated/corrupt video: decoded {index} frames, "
                                  f"then: {_reason(exc)}") from exc
             t_sec = clock(frame, index)
-            if index % every == 0:
+            if index % every == 0 and index >= start:
                 yield Frame(image=_upright(frame), source=path, index=index, t_sec=t_sec)
             index += 1
         if index == 0:
@@ -404,11 +485,12 @@ def iter_video(path: Path, every: int = 1) -> Iterator[Frame]:
 
 # --------------------------------------------------------------------------- dispatch
 
-def iter_frames(path: Path, every: int = 1) -> Iterator[Frame]:
+def iter_frames(path: Path, every: int = 1, start: int = 0) -> Iterator[Frame]:
     """All frames of one input: a single Frame for an image, a stream for a video.
 
-    Checked up front: exists ('file not found'), supported suffix ('unsupported
-    file type ...'), non-empty ('zero-byte file'), readable ('permission denied').
+    Checked up front: exists ('file not found'), an image or a video by suffix or, for
+    other suffixes, by content ('unsupported file type ...', see `kind_of`), non-empty
+    ('zero-byte file'), readable ('permission denied').
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -422,4 +504,4 @@ def iter_frames(path: Path, every: int = 1) -> Iterator[Frame]:
     if kind == "image":
         yield read_image(path)
     else:
-        yield from iter_video(path, every)
+        yield from iter_video(path, every, start)

@@ -189,6 +189,17 @@ class Tracker:
         """Tracks currently held (matched or lost); lost ones go after max_age seconds."""
         return len(self._tracks)
 
+    def state_dict(self) -> dict:
+        """Tracks, next id and clock (a checkpoint resumes from it exactly)."""
+        return {"next_id": self._next_id, "t_prev": self._t_prev,
+                "tracks": [{"box": tr.box.copy(), "t": tr.t, "tid": tr.tid, "hits": tr.hits,
+                            "velocity": tr.velocity.copy()} for tr in self._tracks]}
+
+    def load_state_dict(self, d: dict) -> None:
+        self._next_id, self._t_prev = int(d["next_id"]), d["t_prev"]
+        self._tracks = [_Track(box=t["box"], t=t["t"], tid=int(t["tid"]), hits=int(t["hits"]),
+                               velocity=t["velocity"]) for t in d["tracks"]]
+
     def track(self, faces: FaceBatch, t_sec: float | None) -> FaceBatch:
         """Return faces with `track` (n,) int64 set: stable ids within a video, starting at 0,
         never reused; -1 for a face that belongs to no confirmed track (an unmatched low-score

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .detect import Detector
+from .state import faces_from_state, faces_state
 from .track import iou_matrix
 from .types import FaceBatch
 
@@ -42,6 +43,17 @@ class VideoDetector:
         self._since_full = 0
         self._thumb: np.ndarray | None = None
         self._force = True
+
+    def state_dict(self) -> dict:
+        """The schedule's state after the last frame (a checkpoint resumes from it exactly)."""
+        return {"prev": faces_state(self._prev), "vel": self._vel.copy(),
+                "since_full": self._since_full, "force": self._force, "full_runs": self.full_runs,
+                "thumb": None if self._thumb is None else self._thumb.copy()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self._prev, self._vel = faces_from_state(d["prev"]), d["vel"]
+        self._since_full, self._force = int(d["since_full"]), bool(d["force"])
+        self.full_runs, self._thumb = int(d["full_runs"]), d["thumb"]
 
     def detect(self, image: np.ndarray) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> faces, boxes in full-frame pixels."""

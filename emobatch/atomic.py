@@ -1,0 +1,135 @@
+"""Every file emobatch writes goes through here: unique temp name, fsync, atomic rename.
+
+A temp file is a hidden sibling of its target (same folder, so the rename is atomic) named
+`.<target name>.<host>-<pid>-<random>.emobatch-tmp`: two runs never share one, and the host
+and pid say whether the process that made it is still alive, so the temp files of a killed
+run are recognised and removed by the next one (`remove_stale_temps`).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+TEMP_SUFFIX = ".emobatch-tmp"
+_HOST = socket.gethostname().replace("-", "_").replace(".", "_")
+
+
+def temp_path(path: str | Path) -> Path:
+    """A fresh, unique hidden temp path beside `path` (nothing is created)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where directories can't be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, path: str | Path) -> Path:
+    """fsync the finished temp file `tmp` and rename it onto `path` (atomic, same folder)."""
+    path = Path(path)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_kw) -> Iterator[IO]:
+    """Open a temp file for writing; on a clean exit it replaces `path`, else it is removed.
+
+    Readers of `path` see the old file or the complete new one, never a part of it.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, mode, **open_kw) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """For writers that need a file name (PyAV, pyarrow, OpenCV): yields a temp path that
+    replaces `path` on a clean exit and is removed otherwise."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically replace `path` with `text` (UTF-8)."""
+    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process named in a temp file's name may still be running."""
+    try:
+        host, pid, _ = name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[1].rsplit("-", 2)
+        pid_n = int(pid)
+    except ValueError:
+        return True  # not ours to judge
+    if host != _HOST:
+        return True  # another machine's (a shared folder): leave it
+    if pid_n == os.getpid():
+        return False
+    try:
+        os.kill(pid_n, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, target_name: str | None = None) -> list[Path]:
+    """Delete emobatch temp files in `folder` (of `target_name` only, if given) whose process
+    is gone; returns what was removed. Other processes' live temp files are left alone."""
+    folder = Path(folder)
+    prefix = f".{target_name}." if target_name else "."
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if p.name.startswith(prefix) and p.name.endswith(TEMP_SUFFIX) and not _owner_alive(p.name):
+            try:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
