@@ -16,13 +16,10 @@ import av
 import cv2
 import numpy as np
 
+# the suffix sets live in emobatch.filetypes; VIDEO_SUFFIXES stays importable from here
+from emobatch.filetypes import BROWSER_IMAGE_SUFFIXES, VIDEO_SUFFIXES  # noqa: F401
+from emobatch.sources import kind_of
 from emobatch.types import EMOTIONS, FaceBatch
-
-VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
-"""Suffixes (lower case) treated as videos; everything else is an image."""
-
-BROWSER_IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
-"""Image suffixes kept as is by annotated_name; others get '.png' appended."""
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "angry": (230, 40, 40),
@@ -48,8 +45,8 @@ _TIME_BASE = Fraction(1, 90000)
 
 
 def is_video(path: Path) -> bool:
-    """True if the suffix (case-insensitive) is one of VIDEO_SUFFIXES."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    """True for a video: a known video suffix, or another suffix whose file PyAV opens as one."""
+    return kind_of(Path(path)) == "video"
 
 
 # --------------------------------------------------------------------------- drawing
@@ -336,7 +333,7 @@ def annotated_name(source: Path, root: Path | None, out_dir: Path) -> Path:
     """
     rel = _relative(Path(source), None if root is None else Path(root))
     suffix = rel.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if is_video(Path(source)):
         keep = suffix == ".mp4"
         return Path(out_dir) / (rel if keep else rel.with_name(rel.name + ".mp4"))
     keep = suffix in BROWSER_IMAGE_SUFFIXES

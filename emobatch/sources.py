@@ -488,19 +488,19 @@ def iter_video(path: Path, every: int = 1, start: int = 0) -> Iterator[Frame]:
 def iter_frames(path: Path, every: int = 1, start: int = 0) -> Iterator[Frame]:
     """All frames of one input: a single Frame for an image, a stream for a video.
 
-    Checked up front: exists ('file not found'), an image or a video by suffix or, for
-    other suffixes, by content ('unsupported file type ...', see `kind_of`), non-empty
-    ('zero-byte file'), readable ('permission denied').
+    Checked up front: exists ('file not found'), non-empty ('zero-byte file'), readable
+    ('permission denied'), an image or a video by suffix or, for other suffixes, by
+    content ('unsupported file type ...', see `kind_of`).
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     path = Path(path)
     if not path.exists():  # also a dangling symlink
         raise InputError("file not found")
+    _check_file(path)  # before probing: 'zero-byte' or 'permission denied' say more
     kind = kind_of(path)
-    if kind is None and path.is_file():
+    if kind is None:
         raise _unsupported(path)
-    _check_file(path)
     if kind == "image":
         yield read_image(path)
     else:

@@ -16,6 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from emobatch.filetypes import IMAGE_SUFFIXES
 from emobatch.types import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ ALIASES: dict[str, str] = {
     "neutral": "neutral", "calm": "neutral",
 }
 SPLITS = ("Training", "PublicTest", "PrivateTest")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm"}
 SIZE = 48
 
 

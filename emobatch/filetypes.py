@@ -1,0 +1,44 @@
+"""The one place that knows which file suffixes are images and which are videos.
+
+Suffixes are lower case with the dot. These sets decide what a walked folder picks up; a file
+named explicitly with another suffix is still probed by content (`emobatch.sources.kind_of`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+Kind = Literal["image", "video"]
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({
+    ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
+"""Still images Pillow decodes (multi-frame files: the first frame)."""
+
+VIDEO_SUFFIXES: frozenset[str] = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm",
+    ".flv", ".f4v",                            # Flash video (e.g. CREMA-D)
+    ".mpg", ".mpeg", ".m2v", ".vob",           # MPEG-1/2 program streams, DVD
+    ".ts", ".mts", ".m2ts",                    # MPEG transport streams, AVCHD
+    ".3gp", ".3g2",                            # phones
+    ".wmv", ".asf",                            # Windows Media
+    ".ogv", ".dv", ".mxf", ".y4m",
+})
+"""Video containers FFmpeg (PyAV) decodes that a folder walk picks up."""
+
+BROWSER_IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
+"""Image suffixes an annotated copy keeps as is (others get '.png' appended)."""
+
+
+def suffix_of(path: str | Path) -> str:
+    """The lower-case suffix with its dot ('.flv'), or '' when the name has none."""
+    return Path(path).suffix.lower()
+
+
+def kind_by_suffix(path: str | Path) -> Kind | None:
+    """'image' / 'video' from the suffix alone (case-insensitive), None if not a known one."""
+    suffix = suffix_of(path)
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    return None
