@@ -5,7 +5,9 @@ __version__ = "0.1.0"
 
 from .types import EMOTIONS, FaceBatch, Frame  # noqa: E402
 
-__all__ = ["EMOTIONS", "FaceBatch", "Frame", "Settings", "__version__", "read_timeline", "run"]
+__all__ = ["EMOTIONS", "FaceBatch", "Frame", "Settings", "__version__", "coverage", "episodes",
+           "read_timeline", "resample", "run", "summarize", "write_report"]
+_ANALYSIS = ("coverage", "episodes", "resample", "summarize")
 
 
 def __getattr__(name: str):
@@ -16,6 +18,12 @@ def __getattr__(name: str):
     if name == "Settings":
         from .config import Settings
         return Settings
+    if name in _ANALYSIS:  # pandas loads only when a timeline is analysed
+        from . import analysis
+        return getattr(analysis, name)
+    if name == "write_report":
+        from .report import write_report
+        return write_report
     raise AttributeError(name)
 
 
