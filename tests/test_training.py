@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from emobatch.types import EMOTIONS
 from training import evaluate as ev
 from training.augment import mixup, random_affine, random_erasing
-from training.data import Split, load_fer
+from training.data import Split, TrainingError, load_fer
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -290,9 +290,48 @@ def test_select_split_fallback_never_uses_private():
     assert name == "Training+Extra" and split.labels.tolist() == [0, 0, 2]
     split, name = ev.select_split(data, "PrivateTest")
     assert name == "PrivateTest" and len(split) == 3
-    with pytest.raises(SystemExit, match="PrivateTest"):
+    with pytest.raises(TrainingError, match="PrivateTest"):  # a library function raises
         ev.select_split({"Training": sp(0, 0), "PublicTest": sp(0, 0), "PrivateTest": sp(3, 1)},
                         "PublicTest")
+
+
+def test_evaluate_other_dataset_six_classes(folder_run, tmp_path, capsys):
+    """A CK+48-style set: <class>/ folders without FER2013's file-name prefixes, 6 of the 7
+    classes (no neutral) and a contempt/ folder. The report names the data as class folders,
+    not a FER2013 split, and its macro averages cover the 6 classes."""
+    rng = np.random.default_rng(3)
+    names = {0: "anger", 1: "disgust", 2: "fear", 3: "happy", 4: "sadness", 5: "surprise"}
+    for label, name in {**names, 6: "contempt"}.items():
+        (tmp_path / "ck" / name).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "ck" / name / f"S{label:03d}_{i}.png"), face(label % 6, rng))
+    report = tmp_path / "r.json"
+    args = ev.get_args_parser().parse_args([
+        "--data", str(tmp_path / "ck"), "--weights", str(folder_run / "w" / "emobatch_fer.pt"),
+        "--json", str(report), "--tta", "none", "--threads", "1", "--align", "off"])
+    threads = torch.get_num_threads()
+    try:
+        r = ev.main(args)
+    finally:
+        torch.set_num_threads(threads)
+    assert r == json.loads(report.read_text())
+    assert r["split"] == "class folders (no FER2013 split)" and r["fer2013_split"] is False
+    assert r["n"] == 18 and r["classes"] == [EMOTIONS[i] for i in range(6)]
+    assert r["per_class"]["neutral"]["support"] == 0
+    f1 = [r["per_class"][c]["f1"] for c in r["classes"]]
+    assert r["macro_f1"] == pytest.approx(np.mean(f1))
+    out = capsys.readouterr().out
+    assert "PublicTest" not in out and "class folders (no FER2013 split)" in out
+    assert "macro avg (6 classes)" in out and "(not in the data)" in out
+
+
+def test_macro_f1_ignores_classes_the_data_lacks():
+    labels = np.array([0, 0, 1, 1])
+    pred = np.array([0, 2, 1, 1])  # one prediction into class 2, which the data does not have
+    m = ev.metrics(np.eye(3)[pred], labels, 3, ["a", "b", "c"])
+    assert m["classes"] == ["a", "b"] and m["per_class"]["c"]["support"] == 0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert m["accuracy"] == pytest.approx(3 / 4)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -397,7 +436,7 @@ def test_to_emotions_order_reorders_columns_and_refuses_other_labels():
     rev = list(EMOTIONS)[::-1]
     np.testing.assert_array_equal(ev.to_emotions_order(probs, rev), probs[:, ::-1])
     assert ev.to_emotions_order(probs, EMOTIONS) is probs
-    with pytest.raises(SystemExit, match="not the seven"):
+    with pytest.raises(TrainingError, match="not the seven"):
         ev.to_emotions_order(probs, [*EMOTIONS[:6], "contempt"])
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 import cv2
 import numpy as np
@@ -32,15 +33,46 @@ ALIASES: dict[str, str] = {
 }
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 SIZE = 48
+CLASS_FOLDERS = "class folders"
+"""Split.origin of images read from <class>/ folders directly under the data root."""
+
+
+class TrainingError(ValueError):
+    """Bad data, arguments or weights for training or evaluation. Library functions raise it;
+    each module's `main` (wrapped by `exit_on_error`) turns it into an exit message."""
+
+
+_Main = TypeVar("_Main", bound=Callable[..., Any])
+
+
+def exit_on_error(main: _Main) -> _Main:
+    """Decorator for a command's `main`: TrainingError (and a missing file or bad weights)
+    ends the process with its message instead of a traceback."""
+    from emobatch.weights import WeightsError
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except (TrainingError, FileNotFoundError, WeightsError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
 class Split:
-    """Images (N, 48, 48) uint8 and labels (N,) int64 in EMOTIONS order."""
+    """Images (N, 48, 48) uint8 and labels (N,) int64 in EMOTIONS order.
+
+    origin: '' when the images are this FER2013 split (file-name prefix `Training_`/
+    `PublicTest_`/`PrivateTest_`, or the CSV's Usage column); otherwise where images without
+    a prefix came from ('class folders' directly under the data root, or 'test/', 'train/'),
+    so a report names other data as what it is rather than as a FER2013 split.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     paths: list[str]
+    origin: str = ""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,11 +84,12 @@ def class_index(name: str) -> int | None:
     return None if canon is None else EMOTIONS.index(canon)
 
 
-def _split_of(path: Path, top: str) -> str:
+def _split_of(path: Path, top: str) -> tuple[str, bool]:
+    """(split, True) from a FER2013 file-name prefix, else (split by the top folder, False)."""
     m = re.match(r"(Training|PublicTest|PrivateTest)_", path.name)
     if m:
-        return m.group(1)
-    return "Training" if top.lower() in ("train", "training") else "PublicTest"
+        return m.group(1), True
+    return ("Training" if top.lower() in ("train", "training") else "PublicTest"), False
 
 
 ALIGN_ABOVE = 96  # --align auto: images larger than this are photos, not face crops
@@ -116,11 +149,10 @@ def load_folder(root: Path, align: str = "auto") -> dict[str, Split]:
         return cropper[0](p)
 
     subdirs = sorted(p for p in root.iterdir() if p.is_dir())
-    if any(class_index(p.name) is not None for p in subdirs):
-        tops = [(root, "test")]
-    else:
-        tops = [(p, p.name) for p in subdirs]
+    flat = any(class_index(p.name) is not None for p in subdirs)
+    tops = [(root, "test")] if flat else [(p, p.name) for p in subdirs]
     out: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in SPLITS}
+    origins: dict[str, set[str]] = {s: set() for s in SPLITS}
     skipped: set[str] = set()
     for top, top_name in tops:
         for cdir in sorted(p for p in top.iterdir() if p.is_dir()):
@@ -135,13 +167,16 @@ def load_folder(root: Path, align: str = "auto") -> dict[str, Split]:
                 if img is None:
                     log.warning("unreadable image or no face found, skipped: %s", f)
                     continue
-                imgs, labels, paths = out[_split_of(f, top_name)]
+                split, prefixed = _split_of(f, top_name)
+                if not prefixed:
+                    origins[split].add(CLASS_FOLDERS if flat else f"{top_name}/")
+                imgs, labels, paths = out[split]
                 imgs.append(img)
                 labels.append(idx)
                 paths.append(str(f))
     for name in sorted(skipped):
         log.warning("class folder %r is not one of the seven FER2013 emotions: skipped", name)
-    return _pack(out)
+    return _pack(out, {s: ", ".join(sorted(o)) for s, o in origins.items()})
 
 
 def load_csv(path: Path) -> dict[str, Split]:
@@ -161,9 +196,10 @@ def load_csv(path: Path) -> dict[str, Split]:
     return _pack(out)
 
 
-def _pack(out: dict[str, tuple[list, list, list]]) -> dict[str, Split]:
+def _pack(out: dict[str, tuple[list, list, list]],
+          origins: dict[str, str] | None = None) -> dict[str, Split]:
     return {s: Split(np.stack(i) if i else np.zeros((0, SIZE, SIZE), np.uint8),
-                     np.asarray(l, dtype=np.int64), p)
+                     np.asarray(l, dtype=np.int64), p, (origins or {}).get(s, ""))
             for s, (i, l, p) in out.items()}
 
 

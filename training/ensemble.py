@@ -23,7 +23,7 @@ import torch
 
 from emobatch.classify import Classifier
 from emobatch.config import TTA_MODES
-from .data import add_align_argument, load_fer
+from .data import TrainingError, add_align_argument, exit_on_error, load_fer
 from .evaluate import select_split, to_emotions_order, write_report
 
 log = logging.getLogger("training.ensemble")
@@ -81,9 +81,10 @@ def _label(paths: Sequence[str]) -> dict[str, str]:
         names = [name(p) for p in paths]
         if len(set(names)) == len(names):
             return dict(zip(paths, names))
-    raise SystemExit(f"the same weights are named twice: {list(paths)}")
+    raise TrainingError(f"the same weights are named twice: {list(paths)}")
 
 
+@exit_on_error
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Score, print, write --json; returns the report."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

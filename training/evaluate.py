@@ -5,11 +5,13 @@
         [--fit-temperature]
 
 Data: anything `training.data.load_fer` reads (the train/ + test/ folder layout, a plain
-`<class>/` folder, or fer2013.csv). The split is --split (default PublicTest). When that
-split is empty, every other non-empty split except PrivateTest is used together (a plain
-`<class>/` folder already loads as PublicTest, unless its file names start with
-`Training_`/`PrivateTest_`). PrivateTest is only ever read when named with --split.
-Class folders that are not one of the seven emotions are skipped with a warning.
+`<class>/` folder such as CK+48's, or fer2013.csv). The split is --split (default
+PublicTest). When that split is empty, every other non-empty split except PrivateTest is
+used together (a plain `<class>/` folder already loads as PublicTest, unless its file names
+start with `Training_`/`PrivateTest_`). PrivateTest is only ever read when named with
+--split. Images without FER2013's file-name prefixes are reported as what they are ("class
+folders", "test/"), not as a FER2013 split. Class folders that are not one of the seven
+emotions are skipped with a warning; macro averages cover the classes the data has.
 
 Prints accuracy, macro-F1, per-class precision/recall/F1/support, the confusion matrix,
 ECE (15 equal-width bins on the top-label confidence) and NLL. --json writes the same as a
@@ -41,7 +43,7 @@ from emobatch.config import TTA_MODES
 from emobatch.device import amp_dtype, select_device
 from emobatch.types import EMOTIONS
 from emobatch.weights import load_weights
-from .data import Split, add_align_argument, load_fer
+from .data import Split, TrainingError, add_align_argument, exit_on_error, load_fer
 
 log = logging.getLogger("training.evaluate")
 
@@ -169,7 +171,9 @@ def metrics(probs: np.ndarray, labels: np.ndarray, n_classes: int,
     """Accuracy, per-class precision/recall/F1/support, macro-F1, confusion matrix, ECE, NLL.
 
     Precision/recall/F1 are 0 where undefined (no predictions / no support). Macro-F1
-    averages over the classes present in the labels or the predictions (as sklearn does).
+    averages over the classes present in the labels (`classes`): a class the data does not
+    have (a 6-class set) would add an F1 of 0 that says nothing about the model. Predictions
+    into such a class still count as errors in accuracy and the other classes' recall.
     """
     names = list(names) if names is not None else (
         list(EMOTIONS) if n_classes == len(EMOTIONS) else [str(i) for i in range(n_classes)])
@@ -181,7 +185,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, n_classes: int,
     prec = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
     rec = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
     f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(n_classes), where=(prec + rec) > 0)
-    present = (support > 0) | (predicted > 0)
+    present = support > 0
     n = int(len(labels))
     return {
         "n": n,
@@ -191,6 +195,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, n_classes: int,
                              "f1": float(f1[i]), "support": int(support[i])}
                       for i, name in enumerate(names)},
         "labels": names,
+        "classes": [name for name, keep in zip(names, present) if keep],
         "confusion_matrix": cm.tolist(),
         "ece": ece(probs, labels),
         "nll": nll(probs, labels),
@@ -309,23 +314,32 @@ def plot_curves(history_csv: str | Path, path: str | Path) -> None:
 
 # ----------------------------------------------------------------------------- main
 
+def _name(split_name: str, split: Split) -> str:
+    """A FER2013 split by its name; images without FER2013's prefixes by where they came from."""
+    return f"{split.origin} (no FER2013 split)" if split.origin else split_name
+
+
 def select_split(data: dict[str, Split], name: str) -> tuple[Split, str]:
-    """The named split; if empty, all non-empty splits except PrivateTest, concatenated."""
+    """The named split and what to call it; if empty, all non-empty splits except PrivateTest,
+    concatenated. The name is the split's for FER2013's own splits and the images' origin
+    otherwise (e.g. 'class folders (no FER2013 split)'; see Split.origin)."""
     if name not in data:
-        raise SystemExit(f"unknown split {name!r}; this data has {sorted(data)}")
+        raise TrainingError(f"unknown split {name!r}; this data has {sorted(data)}")
     if len(data[name]):
-        return data[name], name
+        return data[name], _name(name, data[name])
     use = [s for s, sp in data.items() if len(sp) and s != "PrivateTest"]
     if not use:
         found = ", ".join(f"{s} {len(sp)}" for s, sp in data.items()) or "nothing"
         hint = " (pass --split PrivateTest to evaluate on it)" if len(data.get("PrivateTest", [])) else ""
-        raise SystemExit(f"no images in split {name} and no other usable split (found {found}){hint}")
-    log.warning("split %s is empty: evaluating on %s instead", name, " + ".join(use))
-    if "Training" in use:
+        raise TrainingError(f"no images in split {name} and no other usable split (found {found}){hint}")
+    names = [_name(s, data[s]) for s in use]
+    log.warning("split %s is empty: evaluating on %s instead", name, " + ".join(names))
+    if "Training" in use and not data["Training"].origin:
         log.warning("these include Training images: accuracy on them is not a held-out figure")
     parts = [data[s] for s in use]
     return Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
-                 [q for p in parts for q in p.paths]), "+".join(use)
+                 [q for p in parts for q in p.paths], ", ".join(p.origin for p in parts if p.origin)), \
+        "+".join(names)
 
 
 def to_emotions_order(probs: np.ndarray, model_labels: Sequence[str]) -> np.ndarray:
@@ -333,7 +347,7 @@ def to_emotions_order(probs: np.ndarray, model_labels: Sequence[str]) -> np.ndar
     if list(model_labels) == list(EMOTIONS):
         return probs
     if sorted(model_labels) != sorted(EMOTIONS):
-        raise SystemExit(f"weights labels {list(model_labels)} are not the seven FER2013 emotions")
+        raise TrainingError(f"weights labels {list(model_labels)} are not the seven FER2013 emotions")
     return probs[:, [list(model_labels).index(e) for e in EMOTIONS]]
 
 
@@ -341,25 +355,26 @@ def format_report(r: dict[str, Any]) -> str:
     """The report as a plain-text table."""
     lines = [
         f"weights   {r['weights']}  (sha256 {r['weights_sha256'][:12]})",
-        f"data      {r['data']}  split {r['split']}  n={r['n']}  tta={r['tta']}",
+        f"data      {r['data']}  {'split ' if r.get('fer2013_split', True) else ''}{r['split']}  "
+        f"n={r['n']}  tta={r['tta']}",
         f"accuracy  {r['accuracy']:.4f}   macro-F1 {r['macro_f1']:.4f}   "
         f"ECE {r['ece']:.4f}   NLL {r['nll']:.4f}",
     ]
     ts = r.get("temperature_scaling")
     if ts:
-        lines.append(f"temperature T={ts['temperature']:.3f} (fitted on this split): "
+        lines.append(f"temperature T={ts['temperature']:.3f} (fitted on these images): "
                      f"ECE {ts['ece_before']:.4f} -> {ts['ece_after']:.4f}, "
                      f"NLL {ts['nll_before']:.4f} -> {ts['nll_after']:.4f}")
-    w = max(10, *(len(k) for k in r["per_class"]))
+    # macro averages cover the classes the data has (as macro-F1 does)
+    present = [name for name, c in r["per_class"].items() if c["support"] > 0]
+    pc = [r["per_class"][name] for name in present] or list(r["per_class"].values())
+    macro = "macro avg" if len(present) == len(r["per_class"]) else f"macro avg ({len(present)} classes)"
+    w = max(10, len(macro), *(len(k) for k in r["per_class"]))
     lines += ["", f"{'class':<{w}}  precision  recall      f1  support"]
     for name, c in r["per_class"].items():
         lines.append(f"{name:<{w}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:6.3f}  "
-                     f"{c['support']:7d}")
-    # same classes as macro-F1: those present in the labels or the predictions
-    cm = np.asarray(r["confusion_matrix"])
-    present = (cm.sum(0) + cm.sum(1)) > 0
-    pc = [c for c, keep in zip(r["per_class"].values(), present) if keep] or list(r["per_class"].values())
-    lines.append(f"{'macro avg':<{w}}  {np.mean([c['precision'] for c in pc]):9.3f}  "
+                     f"{c['support']:7d}" + ("" if c["support"] else "  (not in the data)"))
+    lines.append(f"{macro:<{w}}  {np.mean([c['precision'] for c in pc]):9.3f}  "
                  f"{np.mean([c['recall'] for c in pc]):6.3f}  {r['macro_f1']:6.3f}  {r['n']:7d}")
     labels = r["labels"]
     lines += ["", "confusion matrix (rows true, columns predicted)",
@@ -376,6 +391,7 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
     log.info("wrote %s", path)
 
 
+@exit_on_error
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate, print the table, write the JSON/figures asked for; returns the report."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -402,7 +418,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     m = metrics(probs, labels, len(EMOTIONS), EMOTIONS)
     report: dict[str, Any] = {
         **m, "tta": tta, "weights": str(loaded.path), "weights_sha256": loaded.sha256,
-        "arch": cfg.get("arch"), "split": split_name, "data": str(args.data),
+        "arch": cfg.get("arch"), "split": split_name, "fer2013_split": not split.origin,
+        "data": str(args.data),
         "temperature_scaling": None,
     }
 

@@ -30,7 +30,7 @@ from emobatch.models import build_model
 from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
 from emobatch.weights import DEFAULT_NAME, load_weights, save_weights
 from .augment import mixup, random_affine, random_erasing
-from .data import add_align_argument, load_fer
+from .data import TrainingError, add_align_argument, exit_on_error, load_fer
 from .distill import cached_teacher_probs, distill_loss, provenance, soften
 from .evaluate import nll
 
@@ -192,7 +192,7 @@ def load_init(model: nn.Module, path: str, arch: str) -> dict:
     """Copy the weights of an earlier run into model; returns their provenance for the config."""
     loaded = load_weights(path)
     if loaded.config.get("arch") != arch:
-        raise SystemExit(f"--init {path}: architecture {loaded.config.get('arch')!r}, "
+        raise TrainingError(f"--init {path}: architecture {loaded.config.get('arch')!r}, "
                          f"but --arch is {arch!r}")
     model.load_state_dict(loaded.model.state_dict())
     return provenance(loaded, path)
@@ -230,6 +230,7 @@ def finalize(out_path: Path, val, device, dtype) -> None:
     log.info("tta=%s (PublicTest %.4f) -> %s", config["tta"], best, out_path)
 
 
+@exit_on_error
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -244,7 +245,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     data = load_fer(args.data, align=args.align)
     train, val = data["Training"], data["PublicTest"]
     if len(train) == 0 or len(val) == 0:
-        raise SystemExit(f"{args.data}: need Training and PublicTest images "
+        raise TrainingError(f"{args.data}: need Training and PublicTest images "
                          f"(found {len(train)} and {len(val)})")
     if args.limit:
         sel = np.random.default_rng(args.seed).permutation(len(train))[:args.limit]
