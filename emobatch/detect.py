@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from .mtcnn import CascadeMTCNN, load_nets, nms
+from .mtcnn import CascadeMTCNN, decode_onet, load_nets, nms, square, to_input
 from .track import iou_matrix
 from .types import FaceBatch
 
@@ -83,18 +83,12 @@ class Detector:
         """
         if len(boxes) == 0:
             return FaceBatch.empty(), np.zeros(0, np.int64)
-        sq = _square(np.asarray(boxes, np.float32), expand)
-        crops = np.stack([_crop_resize(image, b, 48) for b in sq.round().astype(int)])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
-        x = (x - 127.5) * 0.0078125
+        sq = square(np.asarray(boxes, np.float32)[:, :4], expand).round()
+        crops = np.stack([_crop_resize(image, b, 48) for b in sq.astype(int)])
         with torch.inference_mode():
-            reg, pts, prob = self.cascade.onet(x.to(self.cascade.device))
+            reg, pts, prob = self.cascade.onet(to_input(crops).to(self.cascade.device))
         reg, pts, score = reg.cpu().numpy(), pts.cpu().numpy(), prob[:, 1].cpu().numpy()
-        b = sq.round()
-        w = (b[:, 2] - b[:, 0] + 1)[:, None]
-        h = (b[:, 3] - b[:, 1] + 1)[:, None]
-        lm = np.stack([w * pts[:, :5] + b[:, :1] - 1, h * pts[:, 5:] + b[:, 1:2] - 1], axis=2)
-        xyxy = b + reg * np.concatenate([w, h, w, h], axis=1)
+        xyxy, lm = decode_onet(sq, reg, pts)
         faces = FaceBatch(xyxy.astype(np.float32), score.astype(np.float32), lm.astype(np.float32))
         h, w = image.shape[:2]
         faces = faces.with_(xyxy=_clip(faces.xyxy, w, h))
@@ -113,7 +107,7 @@ class Detector:
         found, idx = [], []
         h, w = image.shape[:2]
         thr = self.min_score if min_score is None else min_score
-        for i, win in enumerate(_square(np.asarray(boxes, np.float32), window).round().astype(int)):
+        for i, win in enumerate(square(np.asarray(boxes, np.float32)[:, :4], window).round().astype(int)):
             x1, y1, x2, y2 = max(win[0], 0), max(win[1], 0), min(win[2], w), min(win[3], h)
             size = float(np.max(boxes[i, 2:] - boxes[i, :2]))
             if x2 - x1 < 12 or y2 - y1 < 12 or size < 12:
@@ -152,13 +146,6 @@ def _clip(xyxy: np.ndarray, w: int, h: int) -> np.ndarray:
 
 def _valid(xyxy: np.ndarray) -> np.ndarray:
     return (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-
-
-def _square(boxes: np.ndarray, expand: float) -> np.ndarray:
-    """Square boxes (n, 4) with side expand * max(w, h), same centres."""
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    side = (boxes[:, 2:] - boxes[:, :2]).max(1, keepdims=True) * expand
-    return np.concatenate([c - side / 2, c + side / 2], axis=1)
 
 
 def _crop_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:

@@ -160,7 +160,7 @@ class CascadeMTCNN:
             # each level from the one before: OpenCV's cost grows with the input's size
             level = cv2.resize(level, (int(w * scale + 1), int(h * scale + 1)),
                                interpolation=cv2.INTER_AREA)
-            reg, probs = self._run(self.pnet, _to_input(level[None].astype(np.float32)))
+            reg, probs = self._run(self.pnet, to_input(level[None]))
             b = _window_boxes(reg[0], probs[0, 1], scale, self.thresholds[0])
             found.append(b[nms(b[:, :4], b[:, 4], 0.5)])
         if not found:  # image smaller than the smallest face
@@ -168,7 +168,7 @@ class CascadeMTCNN:
         boxes = np.concatenate(found)
         boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
         wh = np.tile(boxes[:, 2:4] - boxes[:, :2], 2)
-        return rerec(np.concatenate([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], 1))
+        return square(np.concatenate([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], 1))
 
     def _refine_rnet(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Stage 2: R-Net on 24x24 crops -> surviving, regressed squares."""
@@ -177,7 +177,7 @@ class CascadeMTCNN:
         ok = prob[:, 1] > self.thresholds[1]
         boxes = np.concatenate([boxes[ok, :4], prob[ok, 1:2]], 1)
         keep = nms(boxes[:, :4], boxes[:, 4], 0.7)
-        return rerec(bbreg(boxes[keep], reg[ok][keep]))
+        return square(bbreg(boxes[keep], reg[ok][keep]))
 
     def _output_onet(self, img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stage 3: O-Net on 48x48 crops -> final boxes, scores and landmarks."""
@@ -185,12 +185,7 @@ class CascadeMTCNN:
         reg, pts, prob = self._run(self.onet, crops)
         ok = prob[:, 1] > self.thresholds[2]
         boxes = np.concatenate([boxes[ok, :4], prob[ok, 1:2]], 1)
-        reg, pts = reg[ok], pts[ok]
-        bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
-        bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
-        lm = np.stack([bw * pts[:, :5] + boxes[:, :1] - 1,
-                       bh * pts[:, 5:] + boxes[:, 1:2] - 1], axis=2)
-        boxes = bbreg(boxes, reg)
+        boxes, lm = decode_onet(boxes, reg[ok], pts[ok])
         keep = nms(boxes[:, :4], boxes[:, 4], 0.7, mode="min")
         return boxes[keep], lm[keep]
 
@@ -243,19 +238,35 @@ def bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
     return out
 
 
-def rerec(boxes: np.ndarray) -> np.ndarray:
-    """Boxes (k, 5) made square on their longer side, same centres."""
+def decode_onet(boxes: np.ndarray, reg: np.ndarray, pts: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """O-Net's outputs for the squares it saw -> (boxes, landmarks) in image pixels.
+
+    boxes (k, 4 or more) x1 y1 x2 y2 (...): the input squares; reg (k, 4) box offsets and
+    pts (k, 10) landmark x's then y's, both in box sizes. Returns the regressed boxes (same
+    columns, extra ones kept) and landmarks (k, 5, 2) x, y.
+    """
+    w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+    h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+    lm = np.stack([w * pts[:, :5] + boxes[:, :1] - 1, h * pts[:, 5:] + boxes[:, 1:2] - 1], axis=2)
+    return bbreg(boxes, reg), lm
+
+
+def square(boxes: np.ndarray, expand: float = 1.0) -> np.ndarray:
+    """Boxes (k, 4 or more) made square with side expand x their longer side, same centres;
+    columns after the 4th (a score) are kept."""
     out = boxes.copy()
     wh = boxes[:, 2:4] - boxes[:, :2]
-    side = wh.max(1, keepdims=True)
+    side = wh.max(1, keepdims=True) * expand
     out[:, :2] = boxes[:, :2] + wh * 0.5 - side * 0.5
     out[:, 2:4] = out[:, :2] + side
     return out
 
 
-def _to_input(batch: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) float32 0..255 -> normalised (N, 3, H, W) channels-last tensor."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+def to_input(batch: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) 0..255 crops -> MTCNN's input: (N, 3, H, W) float32 channels-last,
+    (x - 127.5) / 128."""
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).permute(0, 3, 1, 2)
     return (x - 127.5) * 0.0078125
 
 
@@ -272,4 +283,4 @@ def _crops(img: np.ndarray, boxes: np.ndarray, size: int) -> tuple[torch.Tensor,
     for j, k in enumerate(keep):
         out[j] = cv2.resize(img[y[k] - 1:ey[k], x[k] - 1:ex[k]], (size, size),
                             interpolation=cv2.INTER_AREA)
-    return _to_input(out), boxes[keep]
+    return to_input(out), boxes[keep]

@@ -26,11 +26,17 @@ def test_no_face_is_empty_batch_not_none(detector):
 
 
 def test_boxes_clipped_to_frame(detector, astronaut_rgb):
-    crop = astronaut_rgb[40:200, 150:300]  # face cut by the frame edges
-    faces = detector.detect(np.ascontiguousarray(crop))
+    (x1, y1, x2, y2) = detector.detect(astronaut_rgb).xyxy[0].astype(int)
+    # a crop whose left and top edges cut through the face
+    crop = np.ascontiguousarray(astronaut_rgb[y1 + (y2 - y1) // 5:, x1 + (x2 - x1) // 5:])
+    raw, _ = detector.cascade.detect(crop, detector.min_face_size)
+    assert len(raw) >= 1 and raw[0, 0] < 0 and raw[0, 1] < 0  # MTCNN's box leaves the frame
+    faces = detector.detect(crop)
+    assert len(faces) >= 1
     h, w = crop.shape[:2]
-    assert (faces.xyxy[:, [0, 2]] <= w).all() and (faces.xyxy[:, [1, 3]] <= h).all()
     assert (faces.xyxy >= 0).all()
+    assert (faces.xyxy[:, [0, 2]] <= w).all() and (faces.xyxy[:, [1, 3]] <= h).all()
+    assert faces.xyxy[0, 0] == 0 and faces.xyxy[0, 1] == 0  # clipped to the edges it crossed
 
 
 def test_group_photo_many_faces(detector):

@@ -39,13 +39,23 @@ def test_early_close_stops_and_closes_producer():
     assert closed.wait(2.0)
 
 
-def test_overlaps_work():
-    def slow():
-        for i in range(5):
-            time.sleep(0.05)
+def test_producer_runs_ahead_while_the_consumer_works():
+    """Overlap, shown by order of events rather than by wall-clock time: while the consumer
+    holds item 0, the producer goes on producing, up to the queue's depth and no further."""
+    depth = 3
+    produced = []
+    ahead = threading.Event()
+
+    def gen():
+        for i in range(20):
+            produced.append(i)
+            if i == depth:
+                ahead.set()
             yield i
 
-    t0 = time.perf_counter()
-    for _ in prefetch(slow()):
-        time.sleep(0.05)  # consumer work overlaps the producer's sleep
-    assert time.perf_counter() - t0 < 0.45
+    it = prefetch(gen(), depth=depth)
+    assert next(it) == 0
+    assert ahead.wait(5.0), f"producer stalled at {produced}"  # items 1..depth made meanwhile
+    time.sleep(0.2)  # the bound: the queue's depth plus the one item waiting to be put
+    assert len(produced) <= 1 + depth + 1
+    assert list(it) == list(range(1, 20))
