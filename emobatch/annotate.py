@@ -6,7 +6,6 @@ half-written file never sits under the final name.
 """
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +18,7 @@ import numpy as np
 # the suffix sets live in emobatch.filetypes; VIDEO_SUFFIXES stays importable from here
 from emobatch.filetypes import BROWSER_IMAGE_SUFFIXES, VIDEO_SUFFIXES  # noqa: F401
 from emobatch.sources import kind_of
+from emobatch.atomic import atomic_path, atomic_write, publish, temp_path
 from emobatch.types import EMOTIONS, FaceBatch
 
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -163,11 +163,6 @@ def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
 # --------------------------------------------------------------------------- video
 
 
-def _temp_path(path: Path) -> Path:
-    """Hidden temporary sibling of path: dir/.name.partial (same filesystem -> atomic rename)."""
-    return path.with_name(f".{path.name}.partial")
-
-
 def _pad_even(image: np.ndarray) -> np.ndarray:
     """Pad an (H, W, 3) image by 1 px (edge replicated) on the bottom/right where H/W is odd."""
     ph, pw = image.shape[0] % 2, image.shape[1] % 2
@@ -195,7 +190,7 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         self.rate = Fraction(fps).limit_denominator(1001)
         self.frames = 0
-        self._tmp = _temp_path(self.path)
+        self._tmp = temp_path(self.path)
         self._last_pts: int | None = None
         self._last_t = Fraction(0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +253,7 @@ class VideoWriter:
             self._abort()
             raise
         self._container = None
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
 
     def _abort(self) -> None:
         """Close the container ignoring errors and delete the temp file."""
@@ -279,6 +274,28 @@ class VideoWriter:
             self.close()
         else:
             self._abort()
+
+
+def concat_mp4(segments: Sequence[Path], path: Path) -> Path:
+    """Join MP4 segments written by VideoWriter (same size and settings; absolute timestamps)
+    into one MP4 at `path`, atomically, without re-encoding."""
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+            stream, last_dts = None, None
+            for seg in segments:
+                with av.open(str(seg)) as src:
+                    video = src.streams.video[0]
+                    if stream is None:
+                        stream = out.add_stream_from_template(video)
+                    for packet in src.demux(video):
+                        if packet.dts is None:  # the demuxer's end-of-stream marker
+                            continue
+                        if last_dts is not None and packet.dts <= last_dts:
+                            packet.dts = last_dts + 1  # B-frame delay across a join
+                        last_dts = packet.dts
+                        packet.stream = stream
+                        out.mux(packet)
+    return Path(path)
 
 
 # --------------------------------------------------------------------------- images & names
@@ -305,13 +322,8 @@ def write_image(path: Path, image: np.ndarray) -> None:
     if not ok:
         raise ValueError(f"OpenCV cannot encode {suffix!r} images ({path})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        fh.write(buf.tobytes())
 
 
 def _relative(source: Path, root: Path | None) -> Path:

@@ -7,7 +7,6 @@ run are recognised and removed by the next one (`remove_stale_temps`).
 """
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import shutil
@@ -17,6 +16,12 @@ from pathlib import Path
 from typing import IO, Iterator
 
 TEMP_SUFFIX = ".emobatch-tmp"
+
+
+class OutputError(Exception):
+    """An output could not be written (disk full, folder removed or read-only, ...): the
+    run stops, with what it finished kept where the message says."""
+
 _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
 
 
@@ -129,7 +134,3 @@ def remove_stale_temps(folder: str | Path, target_name: str | None = None) -> li
             except OSError:
                 pass
     return removed
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

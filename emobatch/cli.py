@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from . import __version__
-from .config import TTA_MODES, Settings
+from .config import DEVICES, QUALITY_PRESETS, TTA_MODES, Settings
 
 console = Console(stderr=True)
 
@@ -24,23 +25,28 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"emobatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="process images and videos into a timeline")
+    d = Settings.default
     r.add_argument("inputs", nargs="+", type=Path, help="files and/or folders (walked recursively)")
     r.add_argument("--out", type=Path, required=True, help="results.parquet or results.csv")
     r.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                    help="write annotated MP4s / images here (names mirror the inputs)")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--batch-size", type=int, default=64, help="faces per classifier batch")
-    r.add_argument("--min-face-size", type=int, default=20, help="smallest face in pixels")
-    r.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7),
-                   metavar=("P", "R", "O"), help="MTCNN stage thresholds")
-    r.add_argument("--min-score", type=float, default=0.9, help="drop faces scored below this")
-    r.add_argument("--every", type=int, default=1, metavar="N", help="every Nth video frame")
+    r.add_argument("--blur-faces", action="store_true",
+                   help="blur the faces in annotated outputs (for sharing)")
+    r.add_argument("--device", default=d("device"), choices=list(DEVICES))
+    r.add_argument("--batch-size", type=int, default=d("batch_size"), help="faces per classifier batch")
+    r.add_argument("--min-face-size", type=int, default=d("min_face_size"),
+                   help="smallest face in pixels")
+    r.add_argument("--thresholds", type=float, nargs=3, default=d("thresholds"),
+                   metavar=("P", "R", "O"), help="MTCNN stage thresholds, each in [0, 1]")
+    r.add_argument("--min-score", type=float, default=d("min_score"),
+                   help="drop faces scored below this (in [0, 1])")
+    r.add_argument("--every", type=int, default=d("every"), metavar="N", help="every Nth video frame")
     r.add_argument("--weights", type=Path, default=None, help="a weights .pt (default: shipped)")
     r.add_argument("--tta", choices=list(TTA_MODES), default=None,
                    help="test-time augmentation: flip 2 views, zoom 4, tencrop 10 (default: "
                         "as the weights' config says for photos, none for videos, where "
                         "per-track smoothing averages frames instead)")
-    r.add_argument("--quality", choices=["exhaustive", "balanced", "fast"], default="balanced",
+    r.add_argument("--quality", choices=list(QUALITY_PRESETS), default=d("quality"),
                    help="video speed/fidelity preset (see README); exhaustive = full MTCNN "
                         "on every full-resolution frame")
     r.add_argument("--detect-every", type=int, default=None, metavar="N",
@@ -51,28 +57,42 @@ def get_parser() -> argparse.ArgumentParser:
                    help="every Nth full detection at full resolution, for faces too small for "
                         "the scaled one (0 = never)")
     r.add_argument("--no-track", action="store_true", help="no track ids, no smoothing")
-    r.add_argument("--smooth", type=float, default=0.3, metavar="TAU",
+    r.add_argument("--smooth", type=float, default=d("smooth_tau"), metavar="TAU",
                    help="per-track smoothing time constant in seconds (0 = off; raw "
                         "probabilities are always kept in the *_raw columns)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run at --out (same inputs and settings)")
+    r.add_argument("--checkpoint-every", type=float, default=d("checkpoint_every"), metavar="SEC",
+                   help="save a long video's progress every SEC seconds of video")
+    r.add_argument("--workers", default="1", metavar="N",
+                   help="worker processes (an integer, or auto: one per 2 cores)")
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on a Dask cluster (tcp://host:8786); needs emobatch[dask]")
     r.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
-    if min(a.every, a.batch_size, a.min_face_size,
-           1 if a.detect_every is None else a.detect_every) < 1:
-        raise SystemExit("emobatch: --every, --batch-size, --min-face-size and --detect-every "
-                         "must be >= 1")
-    if a.full_res_every is not None and a.full_res_every < 0:
-        raise SystemExit("emobatch: --full-res-every must be >= 0")
-    if a.detect_scale is not None and not 0 < a.detect_scale <= 1:
-        raise SystemExit("emobatch: --detect-scale must be in (0, 1]")
+    """Settings from the parsed arguments; ValueError (exit 2) for a bad value."""
     return Settings(device=a.device, batch_size=a.batch_size, min_face_size=a.min_face_size,
                     thresholds=tuple(a.thresholds), min_score=a.min_score, every=a.every,
                     weights=a.weights, tta=a.tta, quality=a.quality,
                     detect_every=a.detect_every, detect_scale=a.detect_scale,
                     full_res_every=a.full_res_every, track=not a.no_track,
-                    smooth_tau=max(a.smooth, 0.0))
+                    smooth_tau=a.smooth, checkpoint_every=a.checkpoint_every,
+                    blur_faces=a.blur_faces)
+
+
+def workers_from_args(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"--workers must be an integer >= 1 or auto, not {value!r}")
+    return n
 
 
 class RichProgress:
@@ -115,6 +135,8 @@ class RichProgress:
         self.bar.update(self.file_task, completed=info["frames"], rate=f"{fps:5.1f} frames/s")
 
     def _on_done(self, info: dict) -> None:
+        if not info.get("streamed"):  # finished earlier (resume) or in another process
+            self.frames += info["result"].frames
         fps = self.frames / max(time.perf_counter() - self.t0, 1e-9)
         self.bar.update(self.overall, advance=1, rate=f"{fps:5.1f} frames/s")
 
@@ -126,54 +148,81 @@ def print_summary(summary) -> None:
     t = Table(title="emobatch summary")
     for col in ("files", "frames", "faces", "errors", "time", "frames/s"):
         t.add_column(col, justify="right")
+    n_errors = len(summary.errors) + len(summary.unreadable)
     t.add_row(str(len(summary.results)), str(summary.frames), str(summary.faces),
-              str(len(summary.errors)), f"{summary.seconds:.1f} s",
+              str(n_errors), f"{summary.seconds:.1f} s",
               f"{summary.frames / max(summary.seconds, 1e-9):.1f}")
     console.print(t)
-    if summary.errors:
-        # plain lines, never truncated: users grep and copy these paths
-        console.print(f"[bold red]{len(summary.errors)} input(s) failed:")
+    # plain lines, never truncated: users grep and copy these paths
+    plain = dict(soft_wrap=True, highlight=False, markup=False)
+    if summary.skipped:
+        console.print("skipped (not an image or video suffix): " + ", ".join(
+            f"{n} {ext}" for ext, n in summary.skipped.items()), **plain)
+    for src, dst in summary.renamed.items():
+        console.print(f"annotated name taken: {src} -> {dst}", **plain)
+    if n_errors:
+        console.print(f"[bold red]{n_errors} input(s) failed:")
         for r in summary.errors:
-            console.print(f"  {r.source}: {r.error} (frames done: {r.frames})",
-                          soft_wrap=True, highlight=False, markup=False)
+            console.print(f"  {r.source}: {r.error} (frames done: {r.frames})", **plain)
+        for folder, reason in summary.unreadable:
+            console.print(f"  {folder}: folder not read: {reason}", **plain)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, docker stop, Slurm, Kubernetes): stop like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    from .atomic import OutputError
+    from .memory import limit_heap_growth
     from .pipeline import run_files
-    from .sinks import errors_path
+    from .sinks import errors_path, partial_path
+    from .store import work_dir
 
-    if a.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
-        console.print(f"[red]emobatch: --out must end in .parquet or .csv, not {a.out.name}")
-        return 2
     settings = settings_from_args(a)
+    workers = workers_from_args(a.workers)
+    limit_heap_growth()  # process-wide malloc tuning: here, where the process starts
     prog = RichProgress(a.quiet, settings.every)
     try:
-        summary = run_files(a.inputs, a.out, a.annotate, settings, prog)
-    except KeyboardInterrupt:
+        summary = run_files(a.inputs, a.out, a.annotate, settings, prog, resume=a.resume,
+                            workers=workers, scheduler=a.scheduler)
+    except KeyboardInterrupt as e:
         prog.stop()
-        partial = a.out.with_name(f"{a.out.stem}.partial{a.out.suffix}")
-        console.print(f"[yellow]interrupted: finished rows kept in {partial}")
-        return 130
+        console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}: "
+                      f"finished rows in {partial_path(a.out)}; continue with --resume "
+                      f"(progress kept in {work_dir(a.out)})", soft_wrap=True)
+        return 143 if isinstance(e, Terminated) else 130
+    except OutputError as e:
+        prog.stop()
+        console.print(f"[red]emobatch: {e}", soft_wrap=True, highlight=False)
+        return 3
     finally:
         prog.stop()
     print_summary(summary)
     console.print(f"timeline: {summary.out}  errors: {errors_path(summary.out)}"
-                  + (f"  annotated: {a.annotate}" if a.annotate else ""))
-    return 1 if summary.errors else 0
+                  + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
+    return 1 if summary.errors or summary.unreadable else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = get_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if a.command == "run":
             return cmd_run(a)
-    except Exception as e:  # setup failures (weights, device): one clear line, no traceback
+    except Exception as e:  # setup failures (weights, device, usage): one line, no traceback
         from .weights import WeightsError
 
         if isinstance(e, (WeightsError, RuntimeError, ValueError)):
-            console.print(f"[red]emobatch: {e}")
+            console.print(f"[red]emobatch: {e}", soft_wrap=True, highlight=False)
             return 2
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 2
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .atomic import atomic_write, publish, temp_path, write_text
 from .types import EMOTIONS, FaceBatch, Frame
 
 ERROR_FIELDS = ("source", "error", "frames_done")
@@ -64,25 +64,53 @@ def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list
     return cols
 
 
+class RowBuffer:
+    """Timeline rows gathered column-wise, frame by frame, taken as one Arrow table."""
+
+    def __init__(self, labels: tuple[str, ...] | list[str] = EMOTIONS) -> None:
+        self.labels = labels
+        self.schema = timeline_schema(labels)
+        self._cols: dict[str, list] = {name: [] for name in self.schema.names}
+        self.rows = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def add(self, frame: Frame, faces: FaceBatch) -> None:
+        cols = frame_columns(frame, faces, self.labels)
+        for name in self.schema.names:
+            self._cols[name].extend(cols[name])
+        self.rows += len(cols["source"])
+
+    def take(self) -> pa.Table:
+        """The rows so far (the buffer is emptied)."""
+        table = pa.Table.from_pydict(self._cols, schema=self.schema)
+        self._cols = {name: [] for name in self.schema.names}
+        self.rows = 0
+        return table
+
+
 class TimelineSink:
-    """Context manager writing timeline rows to .parquet (zstd) or .csv, chosen by suffix."""
+    """Context manager writing timeline rows to .parquet (zstd) or .csv, chosen by suffix.
+
+    Rows go to a unique hidden temp file beside the target (emobatch.atomic); a clean exit
+    publishes it under `path`, an exception (Ctrl-C included) under `partial_path(path)`.
+    """
 
     def __init__(self, path: str | Path, metadata: dict[str, Any] | None = None,
                  labels: tuple[str, ...] | list[str] = EMOTIONS, flush_rows: int = 20_000) -> None:
         self.path = Path(path)
-        self.format = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(self.path.suffix.lower())
-        if self.format is None:
-            raise ValueError(f"--out must end in .parquet or .csv, not {self.path.name!r}")
-        self.schema = timeline_schema(labels)
+        self.format = timeline_format(self.path)
         self.labels = labels
+        self.schema = timeline_schema(labels)
         self.metadata = dict(metadata or {})
         self.flush_rows = flush_rows
         self.errors: list[dict[str, Any]] = []
         self.rows_written = 0
-        self._buf: dict[str, list] = {name: [] for name in self.schema.names}
-        self._nbuf = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._buf = RowBuffer(labels)
+        self._tmp = temp_path(self.path)
         self._writer: Any = None
+        self.written_path: Path | None = None
 
     def __enter__(self) -> "TimelineSink":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,53 +122,80 @@ class TimelineSink:
 
     def write(self, frame: Frame, faces: FaceBatch) -> None:
         """Append the rows of one frame."""
-        cols = frame_columns(frame, faces, self.labels)
-        for name in self.schema.names:
-            self._buf[name].extend(cols[name])
-        self._nbuf += len(cols["source"])
-        if self._nbuf >= self.flush_rows:
+        self._buf.add(frame, faces)
+        if len(self._buf) >= self.flush_rows:
             self.flush()
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append rows already in the timeline schema (e.g. a finished part of a run)."""
+        self.flush()
+        for batch in table.cast(self.schema).to_batches(self.flush_rows):
+            self._writer.write_batch(batch)
+        self.rows_written += table.num_rows
 
     def add_error(self, source: str | Path, error: str, frames_done: int = 0) -> None:
         self.errors.append({"source": str(source), "error": error, "frames_done": frames_done})
 
     def flush(self) -> None:
-        if self._nbuf == 0:
+        if len(self._buf) == 0:
             return
-        batch = pa.RecordBatch.from_pydict(self._buf, schema=self.schema)
-        self._writer.write_batch(batch)
-        self.rows_written += self._nbuf
-        self._buf = {name: [] for name in self.schema.names}
-        self._nbuf = 0
+        n = len(self._buf)
+        for batch in self._buf.take().to_batches():
+            self._writer.write_batch(batch)
+        self.rows_written += n
 
     def __exit__(self, exc_type, exc, tb) -> None:
         final = self.path
         if exc_type is not None:
-            final = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+            final = partial_path(self.path)
             self.metadata["interrupted"] = f"{exc_type.__name__}: {exc}"
         try:
-            self.flush()
-            if self.format == "parquet":
-                self._writer.add_key_value_metadata(
-                    {"emobatch": json.dumps({**self.metadata, "errors": self.errors})})
-        finally:
-            self._writer.close()
-        os.replace(self._tmp, final)
+            try:
+                self.flush()
+                if self.format == "parquet":
+                    self._writer.add_key_value_metadata(
+                        {"emobatch": json.dumps({**self.metadata, "errors": self.errors})})
+            finally:
+                self._writer.close()
+            publish(self._tmp, final)
+            self._write_sidecars(final)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise
+            return  # the original exception is the one to report
         self.written_path = final
-        self._write_sidecars(final)
 
     def _write_sidecars(self, final: Path) -> None:
         """errors table (always, maybe empty) and, for CSV, the run metadata as JSON."""
-        err_path = errors_path(final)
-        tmp = err_path.with_name(f".{err_path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_write(errors_path(final), "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
             w.writeheader()
             w.writerows(self.errors)
-        os.replace(tmp, err_path)
         if self.format == "csv":
-            meta = final.with_name(f"{final.stem}.meta.json")
-            meta.write_text(json.dumps({**self.metadata, "errors": self.errors}, indent=2) + "\n")
+            write_text(meta_path(final), json.dumps({**self.metadata, "errors": self.errors},
+                                                    indent=2) + "\n")
+
+
+TIMELINE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+def timeline_format(path: Path) -> str:
+    """'parquet' or 'csv' from the suffix; ValueError for anything else."""
+    fmt = TIMELINE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"--out must end in .parquet or .csv, not {Path(path).name!r}")
+    return fmt
+
+
+def partial_path(timeline: Path) -> Path:
+    """`results.parquet` -> `results.partial.parquet` (what an interrupted run publishes)."""
+    return timeline.with_name(f"{timeline.stem}.partial{timeline.suffix}")
+
+
+def meta_path(timeline: Path) -> Path:
+    """`results.csv` -> `results.meta.json` (a CSV timeline's run metadata)."""
+    return timeline.with_name(f"{timeline.stem}.meta.json")
 
 
 def errors_path(timeline: Path) -> Path:
@@ -152,6 +207,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The run metadata of a timeline (Parquet key-value metadata, or the CSV's .meta.json)."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        return json.loads(path.with_name(f"{path.stem}.meta.json").read_text())
+        return json.loads(meta_path(path).read_text())
     kv = pq.read_metadata(path).metadata or {}
     return json.loads(kv.get(b"emobatch", b"{}"))

@@ -8,7 +8,8 @@ import pytest
 import emobatch
 from conftest import SAMPLE, shared_path
 from emobatch.config import Settings
-from emobatch.pipeline import FacePipeline, annotation_root, run_files
+from emobatch.outputs import annotation_root
+from emobatch.pipeline import FacePipeline, run_files
 from emobatch.sinks import errors_path, read_metadata
 
 CLIP = SAMPLE / "astronaut_clip.mp4"

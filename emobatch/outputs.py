@@ -1,0 +1,104 @@
+"""Checks of a run's outputs before any work, and the annotated name of every input.
+
+Nothing emobatch writes may land on an input, inside an input folder, or where it cannot be
+written; every such problem is a UsageError (exit 2) raised before the first frame.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .annotate import annotated_name
+from .atomic import temp_path
+from .sinks import errors_path, meta_path, partial_path, timeline_format
+from .store import UsageError, WorkItem, item_key, work_dir
+
+
+def annotation_root(inputs: Sequence[str | Path]) -> Path:
+    """The common folder of the inputs, so annotated names mirror them below --annotate."""
+    dirs = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in inputs]
+    return Path(os.path.commonpath(dirs)) if dirs else Path.cwd()
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    """Create `folder` if needed and prove a file can be made in it (root ignores modes, so
+    only trying tells)."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{what}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(folder / "probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{what}: cannot write in {folder}: {e.strerror or e}") from None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path],
+                  files: Sequence[Path]) -> None:
+    """UsageError unless the timeline and the annotate folder can be written safely."""
+    try:
+        timeline_format(out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.parquet'}")
+    _probe_writable(out.parent, "--out")
+    sources = {Path(f).resolve() for f in files}
+    for written in (out, errors_path(out), meta_path(out), partial_path(out)):
+        if written.resolve() in sources:
+            raise UsageError(f"--out would overwrite the input {written}")
+    if annotate is None:
+        return
+    if annotate.exists() and not annotate.is_dir():
+        raise UsageError(f"--annotate {annotate} is a file, not a folder")
+    ann = annotate.resolve()
+    for item in inputs:
+        p = Path(item).resolve()
+        folder = p if p.is_dir() else p.parent
+        if p.is_dir() and (_inside(ann, folder) or _inside(folder, ann)):
+            raise UsageError(f"--annotate {annotate} overlaps the input folder {item}: annotated "
+                             f"copies would overwrite or mix with the originals; choose a "
+                             f"folder outside the inputs")
+    if _inside(work_dir(out.resolve()), ann):
+        raise UsageError("--annotate must not contain the run's own folder")
+    _probe_writable(annotate, "--annotate")
+
+
+def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
+               annotate: Path | None) -> tuple[list[WorkItem], dict[str, str]]:
+    """A WorkItem per input, in order, with its annotated path; and the renamed ones.
+
+    Two inputs whose annotated names collide (e.g. `x.avi` beside `x.avi.mp4`, or the same
+    relative name from two roots) never overwrite each other: the later one gets
+    `name~2.ext` (then ~3, ...), deterministically, and is reported. An annotated name that
+    is an input file is refused (UsageError).
+    """
+    root = annotation_root(inputs)
+    sources = {Path(f).resolve() for f in files}
+    taken: set[Path] = set()
+    renamed: dict[str, str] = {}
+    items = []
+    for i, f in enumerate(files):
+        ann = None
+        if annotate is not None:
+            ann = want = annotated_name(f, root, annotate)
+            k = 2
+            while ann.resolve() in taken:
+                ann = want.with_name(f"{want.stem}~{k}{want.suffix}")
+                k += 1
+            if ann != want:
+                renamed[str(f)] = str(ann)
+            if ann.resolve() in sources:
+                raise UsageError(f"the annotated copy of {f} would overwrite the input {ann}")
+            taken.add(ann.resolve())
+        items.append(WorkItem(i, Path(f), item_key(Path(f)), ann))
+    return items, renamed

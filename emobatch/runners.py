@@ -1,0 +1,193 @@
+"""Where the inputs of a run are processed: here, in worker processes, or on a Dask cluster.
+
+Every runner executes the same unit of work, `pipeline.process_item` on one `WorkItem`, and
+yields (item, result) as inputs finish, in any order; `pipeline.run_files` publishes the
+rows in input order from the run's store, so the timeline is the same whichever runs it.
+
+- `SerialRunner`: this process, one input after another (frame-level progress).
+- `ProcessRunner`: `--workers N` local processes, each with cores // N threads; they write
+  into the run's store themselves, so checkpoints inside long videos work as here.
+- `DaskRunner`: `--scheduler ADDRESS`, tasks on a Dask distributed cluster; a task returns
+  its rows to this client, which stores them (resume works per input); annotated outputs are
+  written by the workers, so --annotate must be a path they share. A task whose worker dies
+  is rerun elsewhere by Dask with the same result.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import Settings
+from .memory import limit_heap_growth
+from .pipeline import FacePipeline, ProgressFn, SourceResult, process_item
+from .store import ItemStore, RunStore, WorkItem
+
+
+class Runner(Protocol):
+    name: str
+
+    def run(self, items: Sequence[WorkItem], store: RunStore,
+            progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
+        """Process `items` into `store`; yield each with its result as it finishes."""
+        ...
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def auto_workers(n_items: int, cores: int | None = None) -> int:
+    """Two-thread workers: on 2 cores one 2-thread process runs within a few % of two
+    1-thread ones, and the gain of more processes is in many-core machines."""
+    return max(1, min(n_items, (cores or available_cores()) // 2))
+
+
+class SerialRunner:
+    name = "serial"
+
+    def __init__(self, pipe: FacePipeline) -> None:
+        self.pipe = pipe
+
+    def run(self, items: Sequence[WorkItem], store: RunStore,
+            progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
+        for item in items:
+            if progress:
+                progress("source", {"source": item.source})
+            yield item, process_item(self.pipe, item, store.item(item), progress)
+
+
+# ------------------------------------------------------------------------ worker processes
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(settings: Settings, threads: int, parent: int) -> None:
+    import cv2
+    import torch
+
+    limit_heap_growth()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    _worker.update(pipe=FacePipeline(settings), parent=parent)
+
+
+def _orphan_check(event: str, info: dict) -> None:
+    # a worker whose run died (SIGKILL) must not go on writing into the store that a
+    # resumed run now owns
+    if os.getppid() != _worker["parent"]:
+        os._exit(1)
+
+
+def _worker_item(item: WorkItem, store_dir: str) -> SourceResult:
+    return process_item(_worker["pipe"], item, ItemStore(Path(store_dir)), _orphan_check)
+
+
+class ProcessRunner:
+    name = "processes"
+
+    def __init__(self, settings: Settings, workers: int, threads: int | None = None) -> None:
+        self.settings, self.workers = settings, workers
+        self.threads = threads or max(1, available_cores() // workers)
+
+    def run(self, items: Sequence[WorkItem], store: RunStore,
+            progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
+        if not items:
+            return
+        pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(self.settings, self.threads, os.getpid()))
+        try:
+            futures = {pool.submit(_worker_item, item, str(store.item(item).dir)): item
+                       for item in items}
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+        except BaseException:
+            # Ctrl-C / SIGTERM / an output error: stop the workers now; what they finished
+            # is in the store
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+
+
+# ------------------------------------------------------------------------------------ Dask
+
+_dask_pipes: dict[tuple[str, int], FacePipeline] = {}
+_dask_lock = threading.Lock()
+
+
+def _dask_pipeline(settings: Settings) -> FacePipeline:
+    """One pipeline per worker thread and settings, built on first use (worker set-up)."""
+    key = (repr(settings), threading.get_ident())
+    with _dask_lock:
+        if not _dask_pipes:
+            limit_heap_growth()
+        if key not in _dask_pipes:
+            _dask_pipes[key] = FacePipeline(settings)
+        return _dask_pipes[key]
+
+
+def dask_item(item: WorkItem, settings: Settings) -> tuple[dict[str, Any], pa.Table]:
+    """The Dask task: one input processed on a worker; returns (result, rows)."""
+    pipe = _dask_pipeline(settings)
+    with tempfile.TemporaryDirectory(prefix="emobatch-") as d:
+        store = ItemStore(Path(d))
+        res = process_item(pipe, item, store)
+        table = pa.concat_tables([pq.read_table(p) for p in store.finished_parts()])
+    return res.to_dict(), table
+
+
+class DaskRunner:
+    name = "dask"
+
+    def __init__(self, settings: Settings, scheduler: Any) -> None:
+        try:
+            import distributed
+        except ImportError:
+            raise ValueError("--scheduler needs Dask: pip install 'emobatch[dask]'") from None
+        self.settings = settings
+        self.client = (scheduler if isinstance(scheduler, distributed.Client)
+                       else distributed.Client(scheduler, timeout="20s"))
+        self._own = self.client is not scheduler
+
+    def run(self, items: Sequence[WorkItem], store: RunStore,
+            progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
+        from distributed import as_completed as dask_completed
+
+        try:
+            futures = {self.client.submit(dask_item, item, self.settings, pure=False,
+                                          key=f"emobatch-{item.index}-{item.key}"): item
+                       for item in items}
+            for fut, (result, table) in dask_completed(list(futures), with_results=True):
+                item = futures[fut]
+                istore = store.item(item)
+                istore.drop_after(-1)
+                istore.write_chunk(0, table, None)
+                istore.finish(result, 1)
+                yield item, SourceResult.from_dict(result)
+        finally:
+            if self._own:
+                self.client.close()
+
+
+def make_runner(pipe: FacePipeline, workers: int | str = 1, scheduler: Any = None) -> Runner:
+    """The runner a run asks for: Dask if `scheduler`, else processes if workers > 1."""
+    if scheduler is not None:
+        return DaskRunner(pipe.settings, scheduler)
+    if workers == "auto":
+        workers = auto_workers(10**9)
+    if int(workers) > 1:
+        return ProcessRunner(pipe.settings, int(workers))
+    return SerialRunner(pipe)

@@ -1,0 +1,235 @@
+"""A run's progress on disk, beside its output: the base of `--resume` and of safe outputs.
+
+    results.parquet
+    .results.parquet.emobatch/          the run's folder (removed when the run completes)
+        lock                            flock-ed by the live run; a dead run holds nothing
+        manifest.json                   settings fingerprint (settings + weights sha256)
+        items/<key>/                    one folder per input; key = path, size, mtime
+            part-00000.parquet          the rows of each chunk (a video's checkpoint interval)
+            state-00000.json            the per-video state after that chunk (the resume point)
+            seg-00000.mp4               that chunk's annotated frames
+            done.json                   the input's result, written last
+
+Every file is written atomically, and a chunk counts once its state (or done.json) exists,
+so a kill at any instant leaves a consistent folder: `--resume` redoes at most one chunk.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import state as state_codec
+from .atomic import OutputError, atomic_path, remove_stale_temps, write_text
+
+
+class UsageError(ValueError):
+    """A problem with the command itself (outputs, resume): nothing was processed."""
+
+
+@dataclass
+class WorkItem:
+    """One input of a run: where it is in the run's order and where its outputs go."""
+
+    index: int
+    source: Path
+    key: str
+    annotate: Path | None = None
+
+
+def item_key(path: Path) -> str:
+    """Identity of an input for resume: its resolved path, size and modification time."""
+    try:
+        st = path.stat()
+        ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError as e:
+        ident = f"{path.resolve()}|{type(e).__name__}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Resume:
+    """Where a video continues: after `chunk`, at frame index `next_index`."""
+
+    chunk: int
+    next_index: int
+    processed: int
+    frames: int
+    faces: int
+    state: dict[str, Any]
+
+
+def work_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.emobatch")
+
+
+class ItemStore:
+    """The on-disk progress of one input (usable from any process that sees the folder)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.dir = Path(folder)
+
+    def _write(self, fn, path: Path, *args) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fn(path, *args)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+
+    def part(self, chunk: int) -> Path:
+        return self.dir / f"part-{chunk:05d}.parquet"
+
+    def segment(self, chunk: int) -> Path:
+        return self.dir / f"seg-{chunk:05d}.mp4"
+
+    def write_chunk(self, chunk: int, table: pa.Table, resume: Resume | None) -> None:
+        """The rows of a chunk, then (for a checkpoint) the state that makes it count."""
+        self._write(_write_parquet, self.part(chunk), table)
+        if resume is not None:
+            self._write(write_text, self.dir / f"state-{chunk:05d}.json",
+                        state_codec.dumps(asdict(resume)))
+
+    def resume_point(self) -> Resume | None:
+        """The last checkpoint whose rows and state are both on disk."""
+        for path in sorted(self.dir.glob("state-*.json"), reverse=True):
+            r = Resume(**state_codec.loads(path.read_text()))
+            if self.part(r.chunk).is_file():
+                return r
+        return None
+
+    def parts(self, upto: int | None = None) -> list[Path]:
+        """Part files in chunk order (of the chunks that count, when `upto` is given)."""
+        parts = sorted(self.dir.glob("part-*.parquet"))
+        return [p for p in parts if upto is None or int(p.stem[5:]) <= upto]
+
+    def segments(self, upto: int) -> list[Path]:
+        return [p for p in sorted(self.dir.glob("seg-*.mp4")) if int(p.stem[4:]) <= upto]
+
+    def drop_after(self, chunk: int) -> None:
+        """Forget chunks after `chunk` (left by a run killed or interrupted inside them)."""
+        for pattern in ("part-*.parquet", "seg-*.mp4", "state-*.json"):
+            for p in self.dir.glob(pattern):
+                if int(p.stem.split("-")[1]) > chunk:
+                    p.unlink(missing_ok=True)
+
+    def finish(self, result: dict[str, Any], chunks: int) -> None:
+        self._write(write_text, self.dir / "done.json",
+                    json.dumps({"result": result, "chunks": chunks}))
+
+    def done(self) -> tuple[dict[str, Any], int] | None:
+        """(result, number of chunks) of a finished input, else None."""
+        path = self.dir / "done.json"
+        if not path.is_file():
+            return None
+        d = json.loads(path.read_text())
+        return d["result"], d["chunks"]
+
+    def finished_parts(self) -> list[Path]:
+        """The rows to publish for this input: all of a finished one, else its checkpoints."""
+        done = self.done()
+        if done is not None:
+            return self.parts(done[1] - 1)
+        r = self.resume_point()
+        return self.parts(r.chunk) if r else []
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+class RunStore:
+    """The run folder beside `out`: a lock, a manifest, and an ItemStore per input."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.dir = work_dir(self.out)
+        self._lock_fd: int | None = None
+
+    def item(self, item: WorkItem) -> ItemStore:
+        return ItemStore(self.dir / "items" / item.key)
+
+    def open(self, fingerprint: str, resume: bool, describe: dict[str, Any]) -> bool:
+        """Lock the folder and check it against this run; True if there is progress to reuse.
+
+        Raises UsageError: another live run holds it; an unfinished run is there and
+        `resume` is False; or its settings/weights differ from this run's.
+        """
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        except OSError as e:
+            raise OutputError(f"cannot create {self.dir}: {e.strerror or e}") from e
+        manifest = self.dir / "manifest.json"
+        try:
+            if manifest.is_file():
+                old = json.loads(manifest.read_text())
+                if not resume:
+                    raise UsageError(
+                        f"an unfinished run left its progress for {self.out} in {self.dir} "
+                        f"(started {old.get('started', '?')}): add --resume to continue it, "
+                        f"or delete that folder to start over")
+                if old.get("fingerprint") != fingerprint:
+                    raise UsageError(
+                        f"--resume: the settings or weights differ from those of the run being "
+                        f"resumed ({_diff(old.get('settings', {}), describe.get('settings', {}))}); "
+                        f"rerun with the same ones, or delete {self.dir} to start over")
+                found = True
+            else:
+                write_text(manifest, json.dumps({"fingerprint": fingerprint, **describe}, indent=1))
+                found = False
+        except BaseException:
+            self.release()
+            raise
+        remove_stale_temps(self.dir)
+        for sub in (self.dir / "items").glob("*"):
+            remove_stale_temps(sub)
+        return found
+
+    def _lock(self) -> None:
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                pid = (self.dir / "lock").read_text().strip() or "?"
+                raise UsageError(f"another emobatch run (pid {pid}) is writing {self.out}; "
+                                 f"wait for it or choose another --out") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def remove(self) -> None:
+        """The run is published: its folder goes (the lock last, while still held)."""
+        shutil.rmtree(self.dir / "items", ignore_errors=True)
+        (self.dir / "manifest.json").unlink(missing_ok=True)
+        (self.dir / "lock").unlink(missing_ok=True)
+        self.release()
+        try:
+            self.dir.rmdir()
+        except OSError:
+            pass
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "weights"
