@@ -223,7 +223,7 @@ def test_fit_folder_layout(folder_run):
 
 
 def test_fit_init_warm_restart_records_provenance(fer_folder, folder_run, tmp_path):
-    """--init starts from earlier weights (a run continued in another session) and the
+    """--init starts from earlier weights (a run continued on another day) and the
     exported config says which weights, by sha256 and command, it started from."""
     from emobatch.weights import load_weights
     from training.fit import get_args_parser, main

@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--init", default=None, metavar="WEIGHTS.pt",
                    help="start from these weights (same --arch) with a fresh schedule: a warm "
-                        "restart that continues an earlier run, e.g. one from another session")
+                        "restart that continues an earlier run, e.g. one trained on another day")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from CKPT (default: <ckpt-dir>/checkpoint.pt)")
     return p
