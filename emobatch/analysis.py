@@ -35,6 +35,8 @@ def clean(df: pd.DataFrame) -> pd.DataFrame:
     Adds `kind` ('video' when the source has times, else 'image') and `dt` (seconds the row's
     frame stands for; NaN for images). face and track become nullable integers.
     """
+    df = df.copy(deep=False)
+    df.attrs = {}  # pandas deep-copies attrs (the run metadata) at every step otherwise
     order = {s: i for i, s in enumerate(pd.unique(df["source"]))}
     out = (df.assign(_order=df["source"].map(order), face=df["face"].astype("Int64"),
                      track=df["track"].astype("Int64"))
@@ -222,8 +224,9 @@ def episodes(df: pd.DataFrame, raw: bool = False, min_duration: float = 0.5,
 
 
 def resample(df: pd.DataFrame, bins: int = 400, raw: bool = False) -> pd.DataFrame:
-    """Video probabilities averaged (weighted by dt) in `bins` equal time bins per source,
-    per track: for plotting an hour as a few hundred points.
+    """Video probabilities averaged (weighted by dt) in `bins` equal time bins per source
+    (fewer for a clip of fewer frames: a bin is never shorter than the median frame
+    spacing), per track: for plotting an hour as a few hundred points.
 
     Columns: source, track, t0, t1 (bin start and end, seconds), frames (rows in the bin),
     then the 7 probability columns (the smoothed or raw ones, named without `_raw`). Bins
@@ -231,18 +234,21 @@ def resample(df: pd.DataFrame, bins: int = 400, raw: bool = False) -> pd.DataFra
     """
     faces = _faces(clean(df), raw)
     faces = faces[faces["kind"] == "video"]
-    end = (faces["t_sec"] + faces["dt"]).groupby(faces["source"], sort=False).transform("max")
-    width = (end / bins).where(end > 0, 1.0)
-    b = np.minimum((faces["t_sec"] / width).astype(int), bins - 1)
+    src = faces["source"]
+    end = (faces["t_sec"] + faces["dt"]).groupby(src, sort=False).transform("max")
+    frame_dt = faces["dt"].groupby(src, sort=False).transform("median")
+    # never narrower than a frame: a short clip gets a bin per frame, not empty bins between
+    width = np.maximum(end / bins, frame_dt).where(end > 0, 1.0)
+    b = np.minimum(np.floor(faces["t_sec"] / width + 1e-6).astype(int), bins - 1)
     cols = prob_columns(raw)
     w = faces["w"].clip(lower=1e-9)
     wp = faces[cols].mul(w, axis=0).set_axis(list(EMOTIONS), axis=1)
-    keys = [faces["source"], faces["track"], b.rename("bin")]
+    keys = [src, faces["track"], b.rename("bin")]
     sums = wp.assign(_w=w).groupby(keys, sort=False, dropna=False).sum()
     out = sums[list(EMOTIONS)].div(sums["_w"], axis=0)
     out.insert(0, "frames", faces.groupby(keys, sort=False, dropna=False).size())
     out = out.reset_index()
-    bw = out["source"].map(width.groupby(faces["source"], sort=False).first())
+    bw = out["source"].map(width.groupby(src, sort=False).first())
     out.insert(2, "t0", out.pop("bin") * bw)
     out.insert(3, "t1", out["t0"] + bw)
     return out.sort_values(["source", "track", "t0"], kind="stable").reset_index(drop=True)

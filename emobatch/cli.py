@@ -69,7 +69,36 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (tcp://host:8786); needs emobatch[dask]")
     r.add_argument("--quiet", action="store_true", help="no progress display")
+    add_report_parser(sub)
     return p
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    """`emobatch report RESULTS [--out report.html]`: the offline HTML report."""
+    r = sub.add_parser("report", help="write an offline HTML report of a timeline")
+    r.add_argument("results", type=Path, help="a timeline written by emobatch run (.parquet/.csv)")
+    r.add_argument("--out", type=Path, default=None,
+                   help="the HTML file (default: <results stem>.report.html beside it)")
+    r.add_argument("--annotate", type=Path, default=None, metavar="DIR",
+                   help="the run's --annotate folder: its MP4s play in the page")
+    r.add_argument("--no-thumbnails", action="store_true",
+                   help="no face pictures in the page (privacy)")
+    r.add_argument("--raw", action="store_true",
+                   help="analyse the per-frame *_raw probabilities instead of the smoothed")
+    r.add_argument("--min-episode", type=float, default=0.5, metavar="SEC",
+                   help="shorter emotion spans merge into their neighbour")
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if not a.results.is_file():
+        console.print(f"[red]emobatch: no such timeline: {a.results}", soft_wrap=True)
+        return 2
+    out = write_report(a.results, a.out, annotate_dir=a.annotate,
+                       thumbnails=not a.no_thumbnails, raw=a.raw, min_episode=a.min_episode)
+    console.print(f"report: {out}", soft_wrap=True, highlight=False)
+    return 0
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
@@ -214,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.command == "run":
             return cmd_run(a)
+        if a.command == "report":
+            return cmd_report(a)
     except Exception as e:  # setup failures (weights, device, usage): one line, no traceback
         from .weights import WeightsError
 

@@ -1,0 +1,518 @@
+"""The offline HTML report of a timeline (`emobatch report RESULTS [--out report.html]`).
+
+One self-contained file: inline CSS, inline SVG plots, a few lines of inline JavaScript and
+face thumbnails as data URIs; the page fetches nothing (its Content-Security-Policy forbids
+it). Every figure comes from `emobatch.analysis` (summaries, episodes, binned series) and
+the run metadata: this module only lays them out and reads thumbnails from the inputs.
+
+Annotated MP4s are linked, not inlined: an hour of video as a data URI would make a
+gigabyte page. The `<video>` points at the MP4 by a path relative to the report, so the
+report works where it was written, or moved together with the annotated folder; without
+the MP4 the page still works, minus playback.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from . import analysis
+from .types import EMOTIONS
+
+PLOT_BINS = 400          # points per track plot: an hour reads as well as a minute
+MAX_PLOTTED_TRACKS = 12  # per video, the longest on screen; the others are in the tables
+MAX_EPISODE_ROWS = 300   # per video, the longest episodes, shown in time order
+MAX_PHOTO_FACES = 400    # gallery and table
+THUMB_PX = 64            # thumbnail height
+SEEK_GAP = 5.0           # s: thumbnails further apart than this are reached by seeking
+_ESC = html.escape
+
+
+@dataclass
+class ReportData:
+    """What the report shows, all from emobatch.analysis."""
+
+    meta: dict[str, Any]
+    sources: pd.DataFrame    # summarize(by="source") with coverage's columns
+    tracks: pd.DataFrame     # summarize(by="track")
+    episodes: pd.DataFrame
+    series: pd.DataFrame     # resample(bins=PLOT_BINS)
+    faces: pd.DataFrame      # best_faces: a row per video track, every photo face
+    raw: bool = False
+
+
+def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> ReportData:
+    """Run the analysis functions the report shows on a timeline."""
+    cov = analysis.coverage(df)
+    sources = analysis.summarize(df, by="source", raw=raw).merge(
+        cov[["source", "frames", "frames_with_face", "duration_s", "max_faces", "tracks"]]
+        .rename(columns={"frames": "frames_total"}), on="source")
+    return ReportData(meta=dict(df.attrs.get("emobatch") or {}), sources=sources,
+                      tracks=analysis.summarize(df, raw=raw),
+                      episodes=analysis.episodes(df, raw=raw, min_duration=min_episode),
+                      series=analysis.resample(df, bins=PLOT_BINS, raw=raw),
+                      faces=analysis.best_faces(df), raw=raw)
+
+
+def write_report(timeline: str | Path, out: str | Path | None = None, *,
+                 annotate_dir: str | Path | None = None, thumbnails: bool = True,
+                 raw: bool = False, min_episode: float = 0.5) -> Path:
+    """Write the HTML report of a timeline (.parquet/.csv) atomically; returns its path.
+
+    out: default `<timeline stem>.report.html` beside the timeline. annotate_dir: where the
+    run's annotated outputs are (default: the metadata's `annotate`, if any); its MP4s are
+    embedded by relative path. thumbnails=False leaves every face picture out (privacy).
+    raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
+    """
+    from . import read_timeline
+    from .atomic import atomic_write
+
+    timeline = Path(timeline)
+    out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
+    data = analyse(read_timeline(timeline), raw, min_episode)
+    ann = annotate_dir if annotate_dir is not None else data.meta.get("annotate")
+    videos = find_annotated(data.sources["source"], ann, data.meta, out.parent)
+    thumbs = make_thumbnails(data) if thumbnails else {}
+    page = render(data, videos, thumbs, title=timeline.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    return out
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def find_annotated(sources: Iterable[str], annotate_dir: str | Path | None,
+                   meta: dict[str, Any], report_dir: Path) -> dict[str, str]:
+    """source -> URL of its annotated MP4 relative to report_dir, for those that exist.
+
+    The metadata's `annotated` map (source -> path) wins; else the MP4 is looked up in
+    annotate_dir by annotate.annotated_name's file name, the candidate sharing the most
+    parent folders with the source winning (names mirror the inputs below the folder).
+    """
+    from .annotate import annotated_name, is_video
+
+    known = {s: Path(p) for s, p in (meta.get("annotated") or {}).items() if p}
+    index: dict[str, list[Path]] = {}
+    if annotate_dir is not None and Path(annotate_dir).is_dir():
+        for folder, _, files in os.walk(annotate_dir):
+            for name in files:
+                index.setdefault(name, []).append(Path(folder, name))
+    urls = {}
+    for src in sources:
+        if not is_video(Path(src)):
+            continue
+        cands = [known[src]] if src in known else index.get(
+            annotated_name(Path(src), None, Path(".")).name, [])
+        parents = Path(src).parent.parts[::-1]
+        cands = sorted((c for c in cands if c.is_file()), key=lambda c: -_common_prefix(
+            c.parent.parts[::-1], parents))
+        if cands:
+            rel = os.path.relpath(cands[0].resolve(), report_dir.resolve())
+            urls[src] = quote(Path(rel).as_posix())
+    return urls
+
+
+def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """How many leading items a and b share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _read_video_frames(path: Path, times: list[float]) -> dict[float, np.ndarray]:
+    """Upright RGB frames at the given t_sec (as in the timeline): one forward decoding pass
+    that seeks over gaps longer than SEEK_GAP s, so a thumbnail per track costs about a
+    keyframe interval of decoding, not the whole video."""
+    import av
+
+    from .sources import _upright
+
+    frames: dict[float, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        origin, tb = stream.start_time or 0, stream.time_base
+        decoded, at = None, -math.inf
+        for t in sorted(set(times)):
+            if decoded is None or t - at > SEEK_GAP:
+                container.seek(origin + int(t / tb), stream=stream, backward=True)
+                decoded = container.decode(stream)
+            for frame in decoded:
+                if frame.pts is None:
+                    continue
+                at = float((frame.pts - origin) * tb)
+                if at >= t - 1e-3:
+                    frames[t] = _upright(frame)
+                    break
+    return frames
+
+
+def _crop(image: np.ndarray, row: pd.Series) -> str:
+    """The face box of row (15% margin), THUMB_PX high, as a JPEG data URI."""
+    import cv2
+
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(row[c]) for c in ("x1", "y1", "x2", "y2"))
+    mx, my = 0.15 * (x2 - x1), 0.15 * (y2 - y1)
+    x1, y1 = max(int(x1 - mx), 0), max(int(y1 - my), 0)
+    x2, y2 = min(int(math.ceil(x2 + mx)), w), min(int(math.ceil(y2 + my)), h)
+    face = image[y1:y2, x1:x2]
+    size = (max(1, round(THUMB_PX * face.shape[1] / max(face.shape[0], 1))), THUMB_PX)
+    face = cv2.resize(face, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def _thumb_key(row: pd.Series) -> tuple[str, str]:
+    """(source, 't<track>' for a video track or 'f<face>' for a photo face)."""
+    if row["kind"] == "video":
+        return row["source"], f"t{'' if pd.isna(row['track']) else int(row['track'])}"
+    return row["source"], f"f{int(row['face'])}"
+
+
+def make_thumbnails(data: ReportData) -> dict[tuple[str, str], str]:
+    """Thumbnails (data URIs) of the plotted tracks of each video and of the photos' faces
+    (up to MAX_PHOTO_FACES), keyed by _thumb_key; inputs that can't be read are skipped."""
+    from .sources import InputError, read_image
+
+    plotted = {_thumb_key(r) for _, r in _plotted(data.tracks).iterrows()}
+    video = data.faces[data.faces["kind"] == "video"]
+    faces = pd.concat([video[[_thumb_key(r) in plotted for _, r in video.iterrows()]],
+                       data.faces[data.faces["kind"] == "image"].head(MAX_PHOTO_FACES)])
+    thumbs = {}
+    for source, rows in faces.groupby("source", sort=False):
+        try:
+            if rows["kind"].iloc[0] == "video":
+                images = _read_video_frames(Path(source), rows["t_sec"].tolist())
+                pics = [images.get(t) for t in rows["t_sec"]]
+            else:
+                pics = [read_image(Path(source)).image] * len(rows)
+        except (InputError, OSError, ValueError, IndexError):
+            continue
+        for (_, row), pic in zip(rows.iterrows(), pics):
+            if pic is not None:
+                thumbs[_thumb_key(row)] = _crop(pic, row)
+    return thumbs
+
+
+def _plotted(tracks: pd.DataFrame) -> pd.DataFrame:
+    """The video tracks that get a plot: the MAX_PLOTTED_TRACKS longest on screen per video."""
+    video = tracks[tracks["kind"] == "video"]
+    return (video.sort_values("time_s", ascending=False, kind="stable")
+            .groupby("source", sort=False).head(MAX_PLOTTED_TRACKS))
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _hex(emotion: str) -> str:
+    from .annotate import PALETTE
+
+    return "#%02x%02x%02x" % PALETTE.get(emotion, (128, 128, 128))
+
+
+def _t(t: float) -> str:
+    """Seconds as m:ss.s (h:mm:ss from an hour); '-' for NaN."""
+    if t is None or pd.isna(t):
+        return "-"
+    m, s = divmod(float(t), 60)
+    return f"{int(m // 60)}:{int(m % 60):02d}:{s:04.1f}" if m >= 60 else f"{int(m)}:{s:04.1f}"
+
+
+def _pct(x: float) -> str:
+    return "-" if pd.isna(x) else f"{100 * x:.0f}%"
+
+
+def _num(x: float, fmt: str = ".2f") -> str:
+    return "-" if pd.isna(x) else format(x, fmt)
+
+
+def _chip(emotion: Any) -> str:
+    if not isinstance(emotion, str):
+        return "-"
+    return f'<span class="chip" style="background:{_hex(emotion)}">{_ESC(emotion)}</span>'
+
+
+def _track(track: Any) -> str:
+    return "-" if pd.isna(track) else f"#{int(track)}"
+
+
+def _table(headers: list[str], rows: list[str], cls: str = "") -> str:
+    head = "".join(f"<th>{_ESC(h)}</th>" for h in headers)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _tr(cells: list[str], attrs: str = "") -> str:
+    return f"<tr{attrs}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _mix(row: pd.Series) -> str:
+    """The emotion mix (share_<e>) as a stacked bar, percentages in its tooltip."""
+    parts, tip = [], []
+    for e in EMOTIONS:
+        share = row.get(f"share_{e}")
+        if isinstance(share, float) and share > 0:
+            parts.append(f'<i style="width:{100 * share:.1f}%;background:{_hex(e)}"></i>')
+            tip.append(f"{e} {100 * share:.0f}%")
+    return f'<span class="mix" title="{_ESC(", ".join(tip))}">{"".join(parts)}</span>'
+
+
+def _thumb(uri: str | None) -> str:
+    return f'<img class="thumb" alt="face" src="{uri}">' if uri else ""
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _area_svg(series: pd.DataFrame, dur: float) -> str:
+    """Stacked step areas of the 7 probabilities over time (viewBox 1000 x 100); layers
+    painted from the top of the stack down, gaps where the track is away left empty."""
+    x0 = series["t0"].to_numpy() / dur * 1000
+    x1 = series["t1"].to_numpy() / dur * 1000
+    starts = np.flatnonzero(np.r_[True, np.abs(x0[1:] - x1[:-1]) > 1e-6])
+    ends = np.r_[starts[1:], len(x0)]
+    cum = np.cumsum(series[list(EMOTIONS)].to_numpy(np.float64), axis=1)
+    paths = []
+    for k in range(len(EMOTIONS) - 1, -1, -1):
+        y = np.round(100 * (1 - cum[:, k] / np.maximum(cum[:, -1], 1e-9)), 1)
+        d = "".join(f"M{x0[a]:.1f} 100" + "".join(f"V{y[i]:g}H{x1[i]:.1f}" for i in range(a, b))
+                    + "V100Z" for a, b in zip(starts, ends))
+        paths.append(f'<path fill="{_hex(EMOTIONS[k])}" d="{d}"/>')
+    return ('<svg class="area" viewBox="0 0 1000 100" preserveAspectRatio="none" role="img">'
+            + "".join(paths) + "</svg>")
+
+
+def _episode_svg(eps: pd.DataFrame, dur: float) -> str:
+    """One coloured bar per episode; a click seeks to its onset."""
+    rects = "".join(
+        f'<rect x="{r.onset_s / dur * 1000:.1f}" width="{max(r.duration_s / dur * 1000, 0.5):.1f}" '
+        f'height="10" fill="{_hex(r.emotion)}" data-t="{r.onset_s:.3f}"><title>'
+        f'{_ESC(r.emotion)} {_t(r.onset_s)}-{_t(r.offset_s)}, peak {r.peak_prob:.2f} at '
+        f'{_t(r.peak_s)}</title></rect>' for r in eps.itertuples())
+    return ('<svg class="eps" viewBox="0 0 1000 10" preserveAspectRatio="none">'
+            + rects + "</svg>")
+
+
+def _axis(dur: float) -> str:
+    """Time ticks under the plots (HTML, so labels are not stretched with the SVGs)."""
+    step = next((s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+                 if dur / s <= 10), 7200)
+    ticks = np.arange(0, dur + 1e-9, step)
+    return '<div class="axis">' + "".join(
+        f'<span style="left:{100 * t / dur:.2f}%">{_t(t)}</span>' for t in ticks) + "</div>"
+
+
+def _track_plot(tr: pd.Series, series: pd.DataFrame, eps: pd.DataFrame, dur: float,
+                thumb: str | None) -> str:
+    """One track: thumbnail and label, then its probability areas and episode bar."""
+    label = (f'<div class="who">{_thumb(thumb)}<b>{_track(tr["track"])}</b>'
+             f'<small>{_t(tr["time_s"])} on screen</small>{_chip(tr["dominant"])}</div>')
+    return (f'<div class="trow">{label}<div class="chart"><div class="ph"></div>'
+            f'{_area_svg(series, dur)}{_episode_svg(eps, dur)}</div></div>')
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _of(df: pd.DataFrame, source: str, track: Any = None) -> pd.DataFrame:
+    """Rows of df for one source (and one track; <NA> matches <NA>)."""
+    rows = df[df["source"] == source]
+    if track is None:
+        return rows
+    return rows[rows["track"].isna()] if pd.isna(track) else rows[rows["track"] == track]
+
+
+def _summary_table(tracks: pd.DataFrame, thumbs: dict, source: str) -> str:
+    rows = [_tr([_thumb(thumbs.get(_thumb_key(r))), _track(r["track"]), _t(r["time_s"]),
+                 f'{_t(r["first_s"])}-{_t(r["last_s"])}', _pct(r["coverage"]),
+                 _chip(r["dominant"]), _mix(r), _num(r["mean_confidence"])],
+                f' data-t="{r["first_s"]:.3f}"') for _, r in tracks.iterrows()]
+    return _table(["", "track", "on screen", "seen", "coverage", "dominant", "emotion mix",
+                   "mean confidence"], rows, "summary")
+
+
+def _episode_table(eps: pd.DataFrame) -> str:
+    note = ""
+    if len(eps) > MAX_EPISODE_ROWS:
+        note = (f'<p class="note">The {MAX_EPISODE_ROWS} longest of {len(eps)} episodes; all '
+                f'are in emobatch.episodes(df).</p>')
+        eps = eps.nlargest(MAX_EPISODE_ROWS, "duration_s").sort_index()
+    rows = [_tr([_track(r.track), _chip(r.emotion), _t(r.onset_s), _t(r.offset_s),
+                 f"{r.duration_s:.1f} s", _t(r.peak_s), f"{r.peak_prob:.2f}", f"{r.mean_prob:.2f}"],
+                f' data-t="{r.onset_s:.3f}"') for r in eps.itertuples()]
+    return note + _table(["track", "emotion", "onset", "offset", "duration", "peak at", "peak p",
+                          "mean p"], rows, "episodes")
+
+
+def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
+                   thumbs: dict) -> str:
+    source = src["source"]
+    dur = float(src["duration_s"]) if src["duration_s"] > 0 else 1.0
+    tracks, eps = _of(data.tracks, source), _of(data.episodes, source)
+    plots = [_track_plot(tr, _of(data.series, source, tr["track"]),
+                         _of(eps, source, tr["track"]), dur, thumbs.get(_thumb_key(tr)))
+             for _, tr in _plotted(tracks).iterrows()]
+    more = len(tracks) - len(plots)
+    player = (f'<video controls preload="metadata" src="{_ESC(url)}"></video>' if url else
+              '<p class="note">No annotated video found (run with --annotate, or give '
+              'emobatch report --annotate DIR).</p>')
+    head = (f'<h2 id="v{i}" title="{_ESC(source)}">{_ESC(Path(source).name)}</h2>'
+            f'<p>{_t(src["duration_s"])} · {src["frames_total"]} frames · faces in '
+            f'{_pct(src["coverage"])} of them · {len(tracks)} tracks · mix {_mix(src)}</p>')
+    body = (f'<div class="plots">{"".join(plots)}<div class="trow"><div class="who"></div>'
+            f'{_axis(dur)}</div></div>' if plots else '<p class="note">No faces found.</p>')
+    if more > 0:
+        body += f'<p class="note">{more} shorter tracks are in the tables only.</p>'
+    tables = (f"<h3>Tracks</h3>{_summary_table(tracks, thumbs, source)}"
+              f"<h3>Episodes</h3>{_episode_table(eps)}" if len(tracks) else "")
+    return (f'<section class="video" data-dur="{dur:.3f}">{head}{player}'
+            f'<p class="now">t = <span>0:00.0</span> (click a plot, an episode or a row to '
+            f'seek)</p>{body}{tables}</section>')
+
+
+def _photo_section(data: ReportData, thumbs: dict) -> str:
+    faces = data.faces[data.faces["kind"] == "image"]
+    cols = analysis.prob_columns(data.raw)
+    note = (f'<p class="note">The first {MAX_PHOTO_FACES} of {len(faces)} faces.</p>'
+            if len(faces) > MAX_PHOTO_FACES else "")
+    faces = faces.head(MAX_PHOTO_FACES)
+    cards, rows = [], []
+    for _, r in faces.iterrows():
+        probs = r[cols].to_numpy(np.float64)
+        k = int(probs.argmax())
+        uri = thumbs.get(_thumb_key(r))
+        if uri:
+            cards.append(f'<figure>{_thumb(uri)}<figcaption>{_chip(EMOTIONS[k])} '
+                         f'{probs[k]:.2f}</figcaption></figure>')
+        rows.append(_tr([_thumb(uri), _ESC(Path(r["source"]).name), str(int(r["face"])),
+                         _chip(EMOTIONS[k]), f"{probs[k]:.2f}",
+                         ", ".join(f"{EMOTIONS[j]} {probs[j]:.2f}" for j in probs.argsort()[::-1][1:3])]))
+    no_face = data.sources[(data.sources["kind"] == "image") & (data.sources["faces"] == 0)]
+    empty = (f'<p class="note">No face in: {_ESC(", ".join(Path(s).name for s in no_face["source"]))}</p>'
+             if len(no_face) else "")
+    gallery = f'<div class="gallery">{"".join(cards)}</div>' if cards else ""
+    return (f'<section class="photos"><h2 id="photos">Photos</h2>{note}{gallery}'
+            + _table(["", "photo", "face", "emotion", "p", "next"], rows, "faces")
+            + f"{empty}</section>")
+
+
+def _overview(data: ReportData, sections: dict[str, str]) -> str:
+    m = data.meta
+    s = m.get("settings") or {}
+    facts = {"files": m.get("files", len(data.sources)), "frames": m.get("frames"),
+             "faces": m.get("faces"), "errors": len(m.get("errors") or []),
+             "run time": f'{m["seconds"]:.1f} s' if "seconds" in m else None,
+             "emobatch": m.get("emobatch_version"), "device": m.get("device"),
+             "weights": f'{Path(str(m.get("weights"))).name} ({str(m.get("weights_sha256"))[:12]}…, '
+                        f'{m.get("arch")})' if m.get("weights") else None,
+             "TTA photos / videos": f'{m.get("tta")} / {m.get("tta_video")}' if "tta" in m else None,
+             "quality": s.get("quality"), "every": s.get("every"),
+             "smoothing τ": s.get("smooth_tau"), "tracking": s.get("track"),
+             "probabilities": "per-frame (*_raw)" if data.raw else "smoothed"}
+    dl = "".join(f"<dt>{_ESC(k)}</dt><dd>{_ESC(str(v))}</dd>" for k, v in facts.items()
+                 if v is not None)
+    rows = [_tr([f'<a href="#{sections[r["source"]]}">{_ESC(Path(r["source"]).name)}</a>'
+                 if r["source"] in sections else _ESC(Path(r["source"]).name), r["kind"],
+                 str(r["frames_total"]), _t(r["duration_s"]), _pct(r["coverage"]), str(r["faces"]),
+                 str(r["tracks"]), _chip(r["dominant"]), _mix(r)]) for _, r in data.sources.iterrows()]
+    errors = [_tr([_ESC(str(e.get("source"))), _ESC(str(e.get("error")))]) for e in m.get("errors") or []]
+    return ('<section class="overview"><h2>Run</h2><dl>' + dl + "</dl><h3>Files</h3>"
+            + _table(["file", "kind", "frames", "duration", "coverage", "faces", "tracks",
+                      "dominant", "emotion mix"], rows, "sources")
+            + (("<h3>Errors</h3>" + _table(["file", "error"], errors, "errors")) if errors else "")
+            + "</section>")
+
+
+def render(data: ReportData, videos: dict[str, str], thumbs: dict[tuple[str, str], str],
+           title: str = "timeline") -> str:
+    """The report page: overview, one section per video, the photos; a complete HTML string."""
+    vids = data.sources[data.sources["kind"] == "video"].reset_index(drop=True)
+    sections = {r["source"]: f"v{i}" for i, r in vids.iterrows()}
+    sections |= {s: "photos" for s in data.sources.loc[data.sources["kind"] == "image", "source"]}
+    body = [_overview(data, sections)]
+    body += [_video_section(i, r, data, videos.get(r["source"]), thumbs) for i, r in vids.iterrows()]
+    if (data.sources["kind"] == "image").any():
+        body.append(_photo_section(data, thumbs))
+    legend = "".join(_chip(e) for e in EMOTIONS)
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<title>emobatch report: {_ESC(title)}</title><style>{_CSS}</style></head><body>'
+            f'<header><h1>emobatch report <small>{_ESC(title)}</small></h1>'
+            f'<div class="legend">{legend}</div></header>{"".join(body)}'
+            f'<script>{_JS}</script></body></html>\n')
+
+
+# Nothing may be fetched but the linked annotated MP4s (media-src) and inline data.
+_CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+        "img-src data:; media-src 'self' file: data: blob:")
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px 40px;color:#222}
+header{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:6px 0;z-index:2}
+h1{font-size:20px;margin:4px 0}h1 small{color:#777;font-weight:normal}h2{margin:28px 0 4px}
+.legend .chip{margin-right:4px}
+.chip{display:inline-block;padding:0 6px;border-radius:8px;color:#000;font-size:12px}
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#666}dd{margin:0}
+table{border-collapse:collapse;margin:6px 0;font-size:13px}
+th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
+tr[data-t]{cursor:pointer}tr[data-t]:hover{background:#f3f6ff}
+.mix{display:inline-flex;width:140px;height:12px;background:#eee;vertical-align:middle}
+.mix i{display:block;height:100%}
+.thumb{height:40px;border-radius:3px;vertical-align:middle}
+video{display:block;width:100%;max-width:720px;max-height:405px;background:#000}
+.plots{margin-top:6px}.trow{display:flex;align-items:center;margin:3px 0}
+.who{width:190px;flex:none;display:flex;align-items:center;gap:6px;font-size:12px}
+.who small{color:#666}
+.chart{position:relative;flex:1;cursor:crosshair}
+.area{display:block;width:100%;height:48px;background:#f4f4f4}
+.eps{display:block;width:100%;height:8px;margin-top:1px}.eps rect{cursor:pointer}
+.ph{position:absolute;top:0;bottom:0;width:2px;background:#000;left:0;pointer-events:none}
+.axis{position:relative;flex:1;height:16px;font-size:11px;color:#666}
+.axis span{position:absolute;transform:translateX(-50%)}
+.note,.now{color:#666;font-size:12px}
+.gallery{display:flex;flex-wrap:wrap;gap:8px}
+figure{margin:0;text-align:center;font-size:12px}figure .thumb{height:64px}
+"""
+
+# Seeking: a click on a plot goes to that time, on an episode or a table row to its onset.
+_JS = """
+document.querySelectorAll('section.video').forEach(function (sec) {
+  var video = sec.querySelector('video'), dur = +sec.dataset.dur;
+  var now = sec.querySelector('.now span');
+  function fmt(t) { var m = Math.floor(t / 60), s = (t - 60 * m).toFixed(1);
+    return m + ':' + (s < 10 ? '0' : '') + s; }
+  function show(t) {
+    sec.querySelectorAll('.ph').forEach(function (p) { p.style.left = (100 * t / dur) + '%'; });
+    now.textContent = fmt(t);
+  }
+  function seek(t) { if (video) { video.currentTime = t; } show(t); }
+  sec.querySelectorAll('.chart').forEach(function (c) {
+    c.addEventListener('click', function (e) {
+      var t = e.target.closest('[data-t]');
+      if (t) { seek(+t.dataset.t); return; }
+      var r = c.getBoundingClientRect();
+      seek(Math.max(0, Math.min(1, (e.clientX - r.left) / r.width)) * dur);
+    });
+  });
+  sec.querySelectorAll('tr[data-t]').forEach(function (row) {
+    row.addEventListener('click', function () { seek(+row.dataset.t); });
+  });
+  if (video) { video.addEventListener('timeupdate', function () { show(video.currentTime); }); }
+});
+"""
