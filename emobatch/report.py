@@ -477,7 +477,7 @@ tr[data-t]{cursor:pointer}tr[data-t]:hover{background:#f3f6ff}
 .thumb{height:40px;border-radius:3px;vertical-align:middle}
 video{display:block;width:100%;max-width:720px;max-height:405px;background:#000}
 .plots{margin-top:6px}.trow{display:flex;align-items:center;margin:3px 0}
-.who{width:190px;flex:none;display:flex;align-items:center;gap:6px;font-size:12px}
+.who{width:215px;flex:none;display:flex;align-items:center;gap:6px;font-size:12px}
 .who small{color:#666}
 .chart{position:relative;flex:1;cursor:crosshair}
 .area{display:block;width:100%;height:48px;background:#f4f4f4}
