@@ -295,7 +295,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
 
     A bad input becomes an error result, never an exception; an output that cannot be
     written raises OutputError; Ctrl-C (and SIGTERM, see the CLI) keeps the rows processed
-    so far in an uncounted part, for the `.partial` timeline, and re-raises.
+    so far in the store's tail, for the `.partial` timeline, and re-raises.
     """
     done = store.done()
     if done is not None:
@@ -337,7 +337,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
         raise
     except (KeyboardInterrupt, SystemExit):
         ann.abort()
-        store.write_chunk(chunk, rows.take(), None)  # for the .partial timeline only
+        store.write_tail(rows.take())
         raise
     except Exception as e:  # an unexpected failure on one file must not end the run
         res.error = f"{type(e).__name__}: {e}"
@@ -454,14 +454,15 @@ def _publish(out: Path, items: Sequence[WorkItem], store, meta: dict[str, Any],
     done = [results[it.index] for it in items if it.index in results]
     meta = meta | {"files": len(items), "frames": sum(r.frames for r in done),
                    "faces": sum(r.faces for r in done), "seconds": round(seconds, 3),
-                   "resumed_inputs": sum(r.resumed_from is not None for r in done)}
+                   "resumed_inputs": sum(r.resumed_from is not None for r in done),
+                   "results": [r.to_dict() for r in done]}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
     try:
         with TimelineSink(final, meta, labels=meta["labels"]) as sink:
             for item in items:
                 istore = store.item(item)
-                for part in (istore.parts() if partial else istore.finished_parts()):
+                for part in (istore.partial_parts() if partial else istore.finished_parts()):
                     sink.write_table(pq.read_table(part))
                 res = results.get(item.index)
                 if res is not None and res.error:

@@ -6,6 +6,7 @@
         manifest.json                   settings fingerprint (settings + weights sha256)
         items/<key>/                    one folder per input; key = path, size, mtime
             part-00000.parquet          the rows of each chunk (a video's checkpoint interval)
+            tail.parquet                rows after the last checkpoint, left by Ctrl-C/SIGTERM
             state-00000.json            the per-video state after that chunk (the resume point)
             seg-00000.mp4               that chunk's annotated frames
             done.json                   the input's result, written last
@@ -98,6 +99,16 @@ class ItemStore:
             self._write(write_text, self.dir / f"state-{chunk:05d}.json",
                         state_codec.dumps(asdict(resume)))
 
+    def write_tail(self, table: pa.Table) -> None:
+        """Rows after the last checkpoint of an interrupted input: for the `.partial`
+        timeline only (a resumed run computes them again)."""
+        self._write(_write_parquet, self.dir / "tail.parquet", table)
+
+    def partial_parts(self) -> list[Path]:
+        """Everything this input wrote: finished chunks, then its interrupted tail."""
+        tail = self.dir / "tail.parquet"
+        return self.parts() + ([tail] if tail.is_file() and self.done() is None else [])
+
     def resume_point(self) -> Resume | None:
         """The last checkpoint whose rows and state are both on disk."""
         for path in sorted(self.dir.glob("state-*.json"), reverse=True):
@@ -120,6 +131,7 @@ class ItemStore:
             for p in self.dir.glob(pattern):
                 if int(p.stem.split("-")[1]) > chunk:
                     p.unlink(missing_ok=True)
+        (self.dir / "tail.parquet").unlink(missing_ok=True)
 
     def finish(self, result: dict[str, Any], chunks: int) -> None:
         self._write(write_text, self.dir / "done.json",

@@ -1,0 +1,278 @@
+"""Resume after a kill, workers and Dask: the timeline is identical to an uninterrupted run.
+
+Kills happen at exact points of the real code: the run is started in a subprocess by a
+script that wraps one store/sink method to SIGKILL (or SIGTERM) its own process after the
+Nth call, so "between files", "inside a video" and "during the final write" are hit
+deterministically; one test kills at a random moment instead.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, SAMPLE, shared_path
+
+CLIP = SAMPLE / "astronaut_clip.mp4"
+PHOTO = SAMPLE / "astronaut.jpg"
+# 0.5 s of the 2 s, 15 fps sample clip: a checkpoint every 8 frames, 4 chunks a clip
+RUN_ARGS = ("--checkpoint-every", "0.5", "--quiet")
+
+KILLER = """
+import os, signal, sys
+from emobatch import sinks, store
+target, calls, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
+owner, name = {"finish": (store.ItemStore, "finish"),
+               "chunk": (store.ItemStore, "write_chunk"),
+               "publish": (sinks.TimelineSink, "write_table")}[target]
+original, count = getattr(owner, name), [0]
+def wrapped(*args, **kwargs):
+    result = original(*args, **kwargs)
+    count[0] += 1
+    if count[0] == calls:
+        os.kill(os.getpid(), sig)
+    return result
+setattr(owner, name, wrapped)
+from emobatch.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emobatch", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def cli_killed_at(target: str, calls: int, *args, sig: str = "SIGKILL") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILLER, target, str(calls), sig, *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A photo and two clips (a, b): three inputs, two of them videos of 4 chunks."""
+    d = tmp_path_factory.mktemp("inputs")
+    shutil.copy(PHOTO, d / "0_photo.jpg")
+    shutil.copy(CLIP, d / "a_clip.mp4")
+    shutil.copy(CLIP, d / "b_clip.mp4")
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory) -> tuple[pd.DataFrame, Path]:
+    """The uninterrupted run: its timeline and annotate folder."""
+    d = tmp_path_factory.mktemp("reference")
+    r = cli("run", inputs, "--out", d / "r.parquet", "--annotate", d / "ann", *RUN_ARGS)
+    assert r.returncode == 0, r.stderr
+    return pd.read_parquet(d / "r.parquet"), d / "ann"
+
+
+def frame_times(mp4: Path) -> list[int]:
+    with av.open(str(mp4)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        return [f.pts for f in c.decode(video=0)]
+
+
+def assert_same_run(out: Path, ann: Path, reference) -> None:
+    df, ref_ann = reference
+    pd.testing.assert_frame_equal(pd.read_parquet(out), df)
+    errors = pd.read_csv(out.with_name(f"{out.stem}.errors.csv"))
+    assert errors.empty
+    for name in ("a_clip.mp4", "b_clip.mp4"):  # complete: every frame once, same times
+        assert frame_times(ann / name) == frame_times(ref_ann / name)
+    assert (ann / "0_photo.jpg").is_file()
+    assert not out.with_name(f".{out.name}.emobatch").exists()  # the run's folder is gone
+    assert not list(out.parent.rglob("*.emobatch-tmp"))
+
+
+@pytest.mark.parametrize("target,calls", [
+    ("finish", 2),    # between files: the photo and clip a are done
+    ("chunk", 3),     # inside clip a, after its second checkpoint (the photo is 1 chunk)
+    ("chunk", 8),     # inside clip b, after its third checkpoint (a clip is 4 chunks)
+    ("publish", 2),   # during the final write of the timeline
+])
+def test_sigkill_then_resume_is_identical(inputs, reference, tmp_path, target, calls):
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = cli_killed_at(target, calls, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert not out.exists()  # nothing half-written under the final name
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(out, ann, reference)
+
+
+def test_resume_continues_mid_video_and_skips_finished_inputs(inputs, reference, tmp_path):
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    cli_killed_at("chunk", 8, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
+    assert r.returncode == 0, r.stderr
+    import emobatch
+
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["resumed_inputs"] == 1  # clip b continued after its third checkpoint
+    results = {Path(r["source"]).name: r for r in meta["results"]}
+    assert results["b_clip.mp4"]["resumed_from"] == 24 and results["b_clip.mp4"]["frames"] == 30
+
+
+def test_sigterm_keeps_finished_work_for_resume(inputs, reference, tmp_path):
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = cli_killed_at("chunk", 4, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS,
+                      sig="SIGTERM")
+    assert r.returncode == 143, r.stderr
+    assert "terminated" in r.stderr and "--resume" in r.stderr
+    partial = pd.read_parquet(tmp_path / "r.partial.parquet")
+    df = reference[0]
+    # the photo and clip a's rows so far, exactly as in the full run
+    pd.testing.assert_frame_equal(partial, df.iloc[:len(partial)].reset_index(drop=True))
+    assert len(partial) >= 1 + 8 and not out.exists()
+    assert not list(tmp_path.rglob("*.emobatch-tmp"))
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(out, ann, reference)
+    assert not (tmp_path / "r.partial.parquet").exists()  # superseded by the full timeline
+
+
+def test_unfinished_run_is_never_mixed_in_silently(inputs, tmp_path):
+    out = tmp_path / "r.parquet"
+    cli_killed_at("finish", 1, "run", inputs, "--out", out, *RUN_ARGS)
+    r = cli("run", inputs, "--out", out, *RUN_ARGS)
+    assert r.returncode == 2 and "--resume" in r.stderr and "delete" in r.stderr
+    assert not out.exists()
+
+
+def test_resume_refuses_other_settings(inputs, tmp_path):
+    out = tmp_path / "r.parquet"
+    cli_killed_at("finish", 1, "run", inputs, "--out", out, *RUN_ARGS)
+    state = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    r = cli("run", inputs, "--out", out, "--resume", "--every", "2", *RUN_ARGS)
+    assert r.returncode == 2 and "differ" in r.stderr and "every" in r.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == state  # untouched
+
+
+def test_random_kill_inside_a_long_video(tmp_path):
+    video = shared_path("media", "videos", "face_recognition_short_hamilton_clip.mp4")
+    args = ("--checkpoint-every", "2", "--quiet")
+    full = tmp_path / "full.parquet"
+    assert cli("run", video, "--out", full, *args).returncode == 0
+    out = tmp_path / "k.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "emobatch", "run", str(video), "--out",
+                             str(out), *args], cwd=ROOT, stderr=subprocess.DEVNULL)
+    items = tmp_path / ".k.parquet.emobatch" / "items"
+    deadline = time.monotonic() + 300
+    while not list(items.glob("*/state-00001.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)  # somewhere inside the third chunk
+    proc.kill()
+    proc.wait()
+    assert cli("run", video, "--out", out, "--resume", *args).returncode == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full))
+
+
+def test_two_workers_equal_one(inputs, reference, tmp_path):
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--workers", "2", *RUN_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert "summary" in r.stderr
+    assert_same_run(out, ann, reference)
+
+
+def test_dask_local_cluster_equals_one_process(inputs, reference, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    import emobatch
+
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster:
+        emobatch.run(inputs, out=out, annotate=ann, scheduler=cluster.scheduler_address,
+                     checkpoint_every=0.5)
+    assert_same_run(out, ann, reference)
+    assert emobatch.read_timeline(out).attrs["emobatch"]["runner"] == "dask"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_dask_cluster_survives_a_killed_worker(inputs, reference, tmp_path):
+    pytest.importorskip("distributed")
+    import psutil
+
+    dask_cli = Path(sys.executable).with_name("dask")
+    if not dask_cli.exists():
+        pytest.skip("the dask command is not installed")
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(6):
+        shutil.copy(CLIP, many / f"clip{i}.mp4")
+    single = tmp_path / "single.parquet"
+    assert cli("run", many, "--out", single, *RUN_ARGS).returncode == 0
+
+    addr = f"tcp://127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port",
+                               addr.rsplit(":", 1)[1], "--dashboard-address", ":0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(dask_cli), "worker", addr, "--nthreads", "1",
+                                           "--nworkers", "1", "--dashboard-address", ":0"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        out = tmp_path / "r.parquet"
+        run = subprocess.Popen([sys.executable, "-m", "emobatch", "run", str(many), "--out",
+                                str(out), "--scheduler", addr, *RUN_ARGS], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+        items = tmp_path / ".r.parquet.emobatch" / "items"
+        deadline = time.monotonic() + 300
+        while not list(items.glob("*/done.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victims = psutil.Process(procs[1].pid).children(recursive=True)
+        assert victims, "the dask worker process runs under its nanny"
+        for v in victims:
+            v.kill()  # SIGKILL the worker mid-run; its nanny starts a new one
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(single))
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_stage_states_round_trip_exactly():
+    from emobatch import state
+    from emobatch.smooth import Smoother
+    from emobatch.track import Tracker
+    from emobatch.types import FaceBatch
+
+    rng = np.random.default_rng(0)
+    tracker, smoother = Tracker(), Smoother(0.3)
+    for t in range(5):
+        xy = np.array([[10, 10, 50, 60], [100, 20, 140, 70]], np.float32) + t * 1.7
+        p = rng.random((2, 7)).astype(np.float32)
+        p /= p.sum(1, keepdims=True)
+        faces = FaceBatch(xy, np.array([0.99, 0.97], np.float32), np.zeros((2, 5, 2), np.float32),
+                          probs=p, probs_raw=p)
+        faces = smoother.smooth(tracker.track(faces, t / 30), t / 30)
+    t2, s2 = Tracker(), Smoother(0.3)
+    t2.load_state_dict(state.loads(state.dumps(tracker.state_dict())))
+    s2.load_state_dict(state.loads(state.dumps(smoother.state_dict())))
+    nxt = FaceBatch(xy + 2, np.array([0.99, 0.97], np.float32), np.zeros((2, 5, 2), np.float32),
+                    probs=p, probs_raw=p)
+    a = smoother.smooth(tracker.track(nxt, 5 / 30), 5 / 30)
+    b = s2.smooth(t2.track(nxt, 5 / 30), 5 / 30)
+    assert np.array_equal(a.track, b.track) and np.array_equal(a.probs, b.probs)
