@@ -64,7 +64,8 @@ def main() -> None:
     p.add_argument("--annotate", type=Path, required=True, help="that run's --annotate folder")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--keep", type=Path, default=None, help="write the files here, not to a temp folder")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="write the files here, not to a temp folder")
     a = p.parse_args()
     src = Path(emobatch.read_timeline(a.timeline)["source"].iloc[0])
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,20 +73,23 @@ def main() -> None:
         (d / "ann").mkdir(parents=True, exist_ok=True)
         long_video = d / f"long_{src.name}"
         reps = repeat_video(src, long_video, a.minutes)
-        repeat_video(annotated_name(src, None, a.annotate), annotated_name(long_video, None, d / "ann"),
-                     a.minutes)
+        repeat_video(annotated_name(src, None, a.annotate),
+                     annotated_name(long_video, None, d / "ann"), a.minutes)
         timeline = long_timeline(a.timeline, long_video, d / "long.parquet", reps)
         rows = len(emobatch.read_timeline(timeline))
         out = d / "report.html"
         kw = {"annotate_dir": d / "ann"}
         with_thumbs = best_time(lambda: write_report(timeline, out, **kw), a.repeat)
         size = out.stat().st_size
-        without = best_time(lambda: write_report(timeline, d / "plain.html", thumbnails=False, **kw),
-                            a.repeat)
-        print(f"{reps} repeats, {rows} rows, {coverage(emobatch.read_timeline(timeline)).iloc[0]['duration_s']:.1f} s of video")
+        without = best_time(
+            lambda: write_report(timeline, d / "plain.html", thumbnails=False, **kw), a.repeat)
+        seconds = coverage(emobatch.read_timeline(timeline)).iloc[0]["duration_s"]
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{reps} repeats, {rows} rows, {seconds:.1f} s of video")
         print(f"report: {with_thumbs:.2f} s with thumbnails, {without:.2f} s without; "
               f"{size / 1e3:.0f} kB ({(d / 'plain.html').stat().st_size / 1e3:.0f} kB without "
-              f"thumbnails); peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+              f"thumbnails); peak RSS {rss:.0f} MB (torch included: long_video_memory imports "
+              f"the pipeline)")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,8 @@ def _track_episodes(g: pd.DataFrame, cols: list[str], margin: float, min_duratio
     for a, b, _ in _runs(state, t, dt, max_gap):
         p = probs[a:b, state[a]]
         peak = a + int(p.argmax())
-        rows.append({"emotion": EMOTIONS[state[a]], "onset_s": t[a], "offset_s": t[b - 1] + dt[b - 1],
+        rows.append({"emotion": EMOTIONS[state[a]], "onset_s": t[a],
+                     "offset_s": t[b - 1] + dt[b - 1],
                      "peak_s": t[peak], "peak_prob": p.max(), "mean_prob": p.mean(),
                      "frames": b - a, "onset_frame": frame[a], "offset_frame": frame[b - 1]})
     return rows
@@ -254,12 +255,11 @@ def resample(df: pd.DataFrame, bins: int = 400, raw: bool = False) -> pd.DataFra
     return out.sort_values(["source", "track", "t0"], kind="stable").reset_index(drop=True)
 
 
-def best_faces(df: pd.DataFrame) -> pd.DataFrame:
+def best_faces(df: pd.DataFrame, raw: bool = False) -> pd.DataFrame:
     """The row to show for each track of a video (largest box x det_score^8, so a big but
     doubtful detection loses to a clear one) and every face row of a photo: for
-    thumbnails. Columns of the cleaned timeline."""
-    faces = clean(df)
-    faces = faces[faces["face"].notna()]
+    thumbnails. Columns of the cleaned timeline, plus label and p (its probability)."""
+    faces = _faces(clean(df), raw)
     score = ((faces["x2"] - faces["x1"]) * (faces["y2"] - faces["y1"])
              * faces["det_score"].astype(np.float64) ** 8)
     video = faces["kind"] == "video"

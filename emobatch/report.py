@@ -60,7 +60,7 @@ def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> Re
                       tracks=analysis.summarize(df, raw=raw),
                       episodes=analysis.episodes(df, raw=raw, min_duration=min_episode),
                       series=analysis.resample(df, bins=PLOT_BINS, raw=raw),
-                      faces=analysis.best_faces(df), raw=raw)
+                      faces=analysis.best_faces(df, raw=raw), raw=raw)
 
 
 def write_report(timeline: str | Path, out: str | Path | None = None, *,
@@ -254,7 +254,8 @@ def _track(track: Any) -> str:
 
 def _table(headers: list[str], rows: list[str], cls: str = "") -> str:
     head = "".join(f"<th>{_ESC(h)}</th>" for h in headers)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
 
 
 def _tr(cells: list[str], attrs: str = "") -> str:
@@ -393,44 +394,56 @@ def _photo_section(data: ReportData, thumbs: dict) -> str:
     faces = faces.head(MAX_PHOTO_FACES)
     cards, rows = [], []
     for _, r in faces.iterrows():
-        probs = r[cols].to_numpy(np.float64)
-        k = int(probs.argmax())
         uri = thumbs.get(_thumb_key(r))
         if uri:
-            cards.append(f'<figure>{_thumb(uri)}<figcaption>{_chip(EMOTIONS[k])} '
-                         f'{probs[k]:.2f}</figcaption></figure>')
+            cards.append(f'<figure>{_thumb(uri)}<figcaption>{_chip(r["label"])} '
+                         f'{r["p"]:.2f}</figcaption></figure>')
+        probs = r[cols].to_numpy(np.float64)
+        runners_up = ", ".join(f"{EMOTIONS[j]} {probs[j]:.2f}" for j in probs.argsort()[-2:-4:-1])
         rows.append(_tr([_thumb(uri), _ESC(Path(r["source"]).name), str(int(r["face"])),
-                         _chip(EMOTIONS[k]), f"{probs[k]:.2f}",
-                         ", ".join(f"{EMOTIONS[j]} {probs[j]:.2f}" for j in probs.argsort()[::-1][1:3])]))
+                         _chip(r["label"]), f'{r["p"]:.2f}', runners_up]))
     no_face = data.sources[(data.sources["kind"] == "image") & (data.sources["faces"] == 0)]
-    empty = (f'<p class="note">No face in: {_ESC(", ".join(Path(s).name for s in no_face["source"]))}</p>'
-             if len(no_face) else "")
+    names = ", ".join(Path(s).name for s in no_face["source"])
+    empty = f'<p class="note">No face in: {_ESC(names)}</p>' if names else ""
     gallery = f'<div class="gallery">{"".join(cards)}</div>' if cards else ""
     return (f'<section class="photos"><h2 id="photos">Photos</h2>{note}{gallery}'
             + _table(["", "photo", "face", "emotion", "p", "next"], rows, "faces")
             + f"{empty}</section>")
 
 
+def _run_facts(meta: dict[str, Any], raw: bool) -> dict[str, Any]:
+    """The run overview's lines from the metadata (missing entries are left out)."""
+    s = meta.get("settings") or {}
+    weights = meta.get("weights")
+    if weights:
+        weights = (f'{Path(str(weights)).name} ({str(meta.get("weights_sha256"))[:12]}…, '
+                   f'{meta.get("arch")})')
+    return {"files": meta.get("files"), "frames": meta.get("frames"), "faces": meta.get("faces"),
+            "errors": len(meta.get("errors") or []),
+            "run time": f'{meta["seconds"]:.1f} s' if "seconds" in meta else None,
+            "emobatch": meta.get("emobatch_version"), "device": meta.get("device"),
+            "weights": weights,
+            "TTA photos / videos": f'{meta["tta"]} / {meta.get("tta_video")}' if "tta" in meta
+            else None,
+            "quality": s.get("quality"), "every": s.get("every"),
+            "smoothing τ": s.get("smooth_tau"), "tracking": s.get("track"),
+            "probabilities": "per-frame (*_raw)" if raw else "smoothed"}
+
+
 def _overview(data: ReportData, sections: dict[str, str]) -> str:
-    m = data.meta
-    s = m.get("settings") or {}
-    facts = {"files": m.get("files", len(data.sources)), "frames": m.get("frames"),
-             "faces": m.get("faces"), "errors": len(m.get("errors") or []),
-             "run time": f'{m["seconds"]:.1f} s' if "seconds" in m else None,
-             "emobatch": m.get("emobatch_version"), "device": m.get("device"),
-             "weights": f'{Path(str(m.get("weights"))).name} ({str(m.get("weights_sha256"))[:12]}…, '
-                        f'{m.get("arch")})' if m.get("weights") else None,
-             "TTA photos / videos": f'{m.get("tta")} / {m.get("tta_video")}' if "tta" in m else None,
-             "quality": s.get("quality"), "every": s.get("every"),
-             "smoothing τ": s.get("smooth_tau"), "tracking": s.get("track"),
-             "probabilities": "per-frame (*_raw)" if data.raw else "smoothed"}
+    """The run (metadata), a row per input file, the errors."""
+    facts = _run_facts(data.meta, data.raw)
     dl = "".join(f"<dt>{_ESC(k)}</dt><dd>{_ESC(str(v))}</dd>" for k, v in facts.items()
                  if v is not None)
-    rows = [_tr([f'<a href="#{sections[r["source"]]}">{_ESC(Path(r["source"]).name)}</a>'
-                 if r["source"] in sections else _ESC(Path(r["source"]).name), r["kind"],
-                 str(r["frames_total"]), _t(r["duration_s"]), _pct(r["coverage"]), str(r["faces"]),
-                 str(r["tracks"]), _chip(r["dominant"]), _mix(r)]) for _, r in data.sources.iterrows()]
-    errors = [_tr([_ESC(str(e.get("source"))), _ESC(str(e.get("error")))]) for e in m.get("errors") or []]
+    rows = []
+    for _, r in data.sources.iterrows():
+        name = _ESC(Path(r["source"]).name)
+        link = f'<a href="#{sections[r["source"]]}">{name}</a>' if r["source"] in sections else name
+        rows.append(_tr([link, r["kind"], str(r["frames_total"]), _t(r["duration_s"]),
+                         _pct(r["coverage"]), str(r["faces"]), str(r["tracks"]),
+                         _chip(r["dominant"]), _mix(r)]))
+    errors = [_tr([_ESC(str(e.get("source"))), _ESC(str(e.get("error")))])
+              for e in data.meta.get("errors") or []]
     return ('<section class="overview"><h2>Run</h2><dl>' + dl + "</dl><h3>Files</h3>"
             + _table(["file", "kind", "frames", "duration", "coverage", "faces", "tracks",
                       "dominant", "emotion mix"], rows, "sources")
@@ -445,7 +458,8 @@ def render(data: ReportData, videos: dict[str, str], thumbs: dict[tuple[str, str
     sections = {r["source"]: f"v{i}" for i, r in vids.iterrows()}
     sections |= {s: "photos" for s in data.sources.loc[data.sources["kind"] == "image", "source"]}
     body = [_overview(data, sections)]
-    body += [_video_section(i, r, data, videos.get(r["source"]), thumbs) for i, r in vids.iterrows()]
+    body += [_video_section(i, r, data, videos.get(r["source"]), thumbs)
+             for i, r in vids.iterrows()]
     if (data.sources["kind"] == "image").any():
         body.append(_photo_section(data, thumbs))
     legend = "".join(_chip(e) for e in EMOTIONS)
@@ -463,7 +477,8 @@ _CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inlin
         "img-src data:; media-src 'self' file: data: blob:")
 
 _CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px 40px;color:#222}
+body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px 40px;
+color:#222}
 header{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:6px 0;z-index:2}
 h1{font-size:20px;margin:4px 0}h1 small{color:#777;font-weight:normal}h2{margin:28px 0 4px}
 .legend .chip{margin-right:4px}

@@ -56,7 +56,8 @@ class Browser:
         self._next_id = 0
         threading.Thread(target=self._read, daemon=True).start()
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        attached = self.call("Target.attachToTarget", targetId=target, flatten=True)
+        self.session = attached["sessionId"]
         for domain in ("Page", "Runtime", "Network", "Log"):
             self.call(f"{domain}.enable", session=self.session)
         self.call("Emulation.setDeviceMetricsOverride", session=self.session, width=width,
@@ -125,10 +126,12 @@ class Browser:
             m, p = ev.get("method"), ev.get("params", {})
             if m == "Runtime.exceptionThrown":
                 out.append(f"exception: {p['exceptionDetails']}")
-            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning", "assert"):
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning",
+                                                                         "assert"):
                 out.append(f"console.{p['type']}: {p.get('args')}")
             elif m == "Log.entryAdded" and p["entry"].get("level") in ("error", "warning"):
-                out.append(f"log {p['entry']['level']}: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+                entry = p["entry"]
+                out.append(f"log {entry['level']}: {entry.get('text')} {entry.get('url', '')}")
         return out
 
     def requests(self) -> list[str]:

@@ -144,10 +144,14 @@ def test_resumed_or_distributed_output_gives_the_same_answers(two_faces: pd.Data
     photo = _timeline([_row("a.jpg", 0, None, 0, None, _probs("sad"))])
     df = pd.concat([two_faces, photo], ignore_index=True)
     # parts concatenated in another order, with the rows at a part's edge written twice
-    messy = pd.concat([df.iloc[30:], df.iloc[:33]], ignore_index=True).sample(frac=1, random_state=0)
+    messy = pd.concat([df.iloc[30:], df.iloc[:33]], ignore_index=True).sample(frac=1,
+                                                                                random_state=0)
+
+    def by_source(out: pd.DataFrame) -> pd.DataFrame:
+        return out.sort_values("source", kind="stable").reset_index(drop=True)
+
     for fn in (coverage, summarize, episodes):
-        pd.testing.assert_frame_equal(fn(messy).sort_values("source", kind="stable").reset_index(drop=True),
-                                      fn(df).sort_values("source", kind="stable").reset_index(drop=True))
+        pd.testing.assert_frame_equal(by_source(fn(messy)), by_source(fn(df)))
 
 
 def test_csv_and_parquet_timelines_agree(two_faces: pd.DataFrame, tmp_path) -> None:
@@ -162,7 +166,8 @@ def test_csv_and_parquet_timelines_agree(two_faces: pd.DataFrame, tmp_path) -> N
 
 
 def _flicker_track() -> pd.DataFrame:
-    """25 fps: happy 0-49 (peak 0.95 at frame 30), sad 50-51 (a flicker), happy 52-99, sad 100-199."""
+    """25 fps: happy 0-49 (peak 0.95 at frame 30), sad 50-51 (a flicker), happy 52-99,
+    sad 100-199."""
     labels = ["happy"] * 50 + ["sad"] * 2 + ["happy"] * 48 + ["sad"] * 100
     rows = _track_video(labels)
     rows[30].update(_probs("happy", 0.95))
@@ -177,7 +182,8 @@ def test_episodes_merge_flickers_shorter_than_min_duration() -> None:
     assert list(ep["duration_s"]) == pytest.approx([4.0, 4.0])
     assert list(ep["onset_frame"]) == [0, 100] and list(ep["offset_frame"]) == [99, 199]
     assert list(ep["frames"]) == [100, 100]
-    assert ep.iloc[0]["peak_s"] == pytest.approx(1.2) and ep.iloc[0]["peak_prob"] == pytest.approx(0.95)
+    assert ep.iloc[0]["peak_s"] == pytest.approx(1.2)
+    assert ep.iloc[0]["peak_prob"] == pytest.approx(0.95)
     assert ep.iloc[1]["peak_prob"] == pytest.approx(0.8)
 
 
@@ -227,7 +233,8 @@ def test_episodes_on_raw_columns() -> None:
     df = _timeline(rows)
     assert list(episodes(df)["emotion"]) == ["neutral"]
     ep = episodes(df, raw=True)
-    assert list(ep["emotion"]) == ["neutral", "angry"] and ep.iloc[1]["onset_s"] == pytest.approx(1.0)
+    assert list(ep["emotion"]) == ["neutral", "angry"]
+    assert ep.iloc[1]["onset_s"] == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- resample & best faces
@@ -236,7 +243,8 @@ def test_episodes_on_raw_columns() -> None:
 def test_resample_means_per_bin() -> None:
     labels = ["happy"] * 60 + ["sad"] * 40
     r = resample(_timeline(_track_video(labels, fps=10)), bins=4)
-    assert list(r["t0"]) == pytest.approx([0, 2.5, 5, 7.5]) and list(r["frames"]) == [25, 25, 25, 25]
+    assert list(r["t0"]) == pytest.approx([0, 2.5, 5, 7.5])
+    assert list(r["frames"]) == [25, 25, 25, 25]
     assert list(r["happy"]) == pytest.approx([0.8, 0.8, (10 * 0.8 + 15 * 0.2 / 6) / 25, 0.2 / 6])
 
 

@@ -61,7 +61,8 @@ def test_report_of_a_synthetic_video(tmp_path: Path) -> None:
 
 
 def test_an_hour_stays_small(tmp_path: Path) -> None:
-    out = write_report(_synthetic(tmp_path / "t.parquet", 3600, tracks=2, fps=5), tmp_path / "r.html")
+    timeline = _synthetic(tmp_path / "t.parquet", 3600, tracks=2, fps=5)
+    out = write_report(timeline, tmp_path / "r.html")
     page = out.read_text()
     for path in re.findall(r'<path fill="#[0-9a-f]{6}" d="([^"]*)"', page):
         assert path.count("H") <= PLOT_BINS
@@ -140,7 +141,8 @@ def test_real_run_report_in_chromium(tmp_path_factory: pytest.TempPathFactory,
     assert counts["thumbs"] >= 1 + 5  # the video's track and the group photo's faces
     # the video plays: clicks on an episode, a table row and the plot seek it
     ready = browser.js("""new Promise(r => { const v = document.querySelector('video');
-        if (v.readyState >= 1) r(v.readyState); else v.onloadedmetadata = () => r(v.readyState); })""")
+        if (v.readyState >= 1) r(v.readyState);
+        else v.onloadedmetadata = () => r(v.readyState); })""")
     assert ready >= 1
     seek = """(sel => { const el = document.querySelector(sel);
         el.dispatchEvent(new MouseEvent('click', {bubbles: true, clientX: %s}));
@@ -149,7 +151,8 @@ def test_real_run_report_in_chromium(tmp_path_factory: pytest.TempPathFactory,
     assert onset > 0 and now == pytest.approx(onset, abs=0.05)
     now, onset = browser.js(seek % 0 + "('table.episodes tbody tr:first-child')")
     assert now == pytest.approx(onset, abs=0.05)
-    box = browser.js("(r => [r.left, r.width])(document.querySelector('.chart').getBoundingClientRect())")
+    box = browser.js("(r => [r.left, r.width])"
+                     "(document.querySelector('.chart').getBoundingClientRect())")
     dur = browser.js("+document.querySelector('section.video').dataset.dur")
     now, _ = browser.js(seek % (box[0] + box[1] / 2) + "('.chart')")
     assert now == pytest.approx(dur / 2, abs=0.1)
