@@ -338,7 +338,7 @@ def _of(df: pd.DataFrame, source: str, track: Any = None) -> pd.DataFrame:
     return rows[rows["track"].isna()] if pd.isna(track) else rows[rows["track"] == track]
 
 
-def _summary_table(tracks: pd.DataFrame, thumbs: dict, source: str) -> str:
+def _summary_table(tracks: pd.DataFrame, thumbs: dict) -> str:
     rows = [_tr([_thumb(thumbs.get(_thumb_key(r))), _track(r["track"]), _t(r["time_s"]),
                  f'{_t(r["first_s"])}-{_t(r["last_s"])}', _pct(r["coverage"]),
                  _chip(r["dominant"]), _mix(r), _num(r["mean_confidence"])],
@@ -379,7 +379,7 @@ def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
             f'{_axis(dur)}</div></div>' if plots else '<p class="note">No faces found.</p>')
     if more > 0:
         body += f'<p class="note">{more} shorter tracks are in the tables only.</p>'
-    tables = (f"<h3>Tracks</h3>{_summary_table(tracks, thumbs, source)}"
+    tables = (f"<h3>Tracks</h3>{_summary_table(tracks, thumbs)}"
               f"<h3>Episodes</h3>{_episode_table(eps)}" if len(tracks) else "")
     return (f'<section class="video" data-dur="{dur:.3f}">{head}{player}'
             f'<p class="now">t = <span>0:00.0</span> (click a plot, an episode or a row to '
