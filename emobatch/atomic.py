@@ -116,14 +116,16 @@ def _owner_alive(name: str) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | Path, target_name: str | None = None) -> list[Path]:
-    """Delete emobatch temp files in `folder` (of `target_name` only, if given) whose process
-    is gone; returns what was removed. Other processes' live temp files are left alone."""
+def remove_stale_temps(folder: str | Path, target_name: str | None = None,
+                       recursive: bool = False) -> list[Path]:
+    """Delete emobatch temp files in `folder` (of `target_name` only, if given; in its
+    subfolders too if `recursive`) whose process is gone; returns what was removed. Live
+    processes' temp files are left alone."""
     folder = Path(folder)
     prefix = f".{target_name}." if target_name else "."
     removed = []
     try:
-        entries = list(folder.iterdir())
+        entries = list(folder.rglob(f"*{TEMP_SUFFIX}") if recursive else folder.iterdir())
     except OSError:
         return removed
     for p in entries:

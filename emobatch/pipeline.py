@@ -387,8 +387,10 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     from .atomic import remove_stale_temps
     from .outputs import check_outputs, plan_items
     from .runners import make_runner
+    from .sinks import errors_path, meta_path, partial_path
     from .sources import discover_inputs
     from .store import RunStore
+    from .weights import default_weights_path, sha256_of
 
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
@@ -399,15 +401,24 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     found = discover_inputs(inputs)
     check_outputs(out, ann_dir, inputs, found.files)
     items, renamed = plan_items(found.files, inputs, ann_dir)
-    pipe = FacePipeline(settings)
     summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
                          unreadable=[(str(f), r) for f, r in found.unreadable])
     store = RunStore(out)
-    store.open(settings.fingerprint(pipe.classifier.sha256), resume,
-               {"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "settings": settings.as_metadata(), "inputs": [str(p) for p in inputs]})
-    remove_stale_temps(out.parent, out.name)
-    runner = make_runner(pipe, workers, scheduler)
+    weights = settings.weights or default_weights_path()
+    # locked before the model loads: a second run on the same `out` is refused at once
+    resumed = store.open(settings.fingerprint(sha256_of(weights)), resume,
+                         {"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                          "settings": settings.as_metadata(), "inputs": [str(p) for p in inputs]})
+    try:
+        for name in (out, errors_path(out), meta_path(out), partial_path(out)):
+            remove_stale_temps(out.parent, name.name)
+        if ann_dir is not None:
+            remove_stale_temps(ann_dir, recursive=True)
+        pipe = FacePipeline(settings)
+        runner = make_runner(pipe, workers, scheduler)
+    except BaseException:
+        store.remove() if not resumed else store.release()
+        raise
     meta = pipe.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
                               "labels": list(pipe.classifier.labels),
                               "skipped": summary.skipped, "annotated_renamed": renamed}
@@ -458,6 +469,10 @@ def _publish(out: Path, items: Sequence[WorkItem], store, meta: dict[str, Any],
                    "results": [r.to_dict() for r in done]}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
+    lost = [it.source for it in items if not partial and store.item(it).done() is None]
+    if lost:
+        raise OutputError(f"the run's folder {store.dir} lost the results of {lost[0]} "
+                          f"(removed during the run?); run again")
     try:
         with TimelineSink(final, meta, labels=meta["labels"]) as sink:
             for item in items:

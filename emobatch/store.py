@@ -81,7 +81,7 @@ class ItemStore:
 
     def _write(self, fn, path: Path, *args) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(exist_ok=True)  # never re-creates a run folder that was removed
             fn(path, *args)
         except OSError as e:
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
@@ -180,7 +180,7 @@ class RunStore:
         `resume` is False; or its settings/weights differ from this run's.
         """
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "items").mkdir(parents=True, exist_ok=True)
             self._lock()
         except OSError as e:
             raise OutputError(f"cannot create {self.dir}: {e.strerror or e}") from e
@@ -205,9 +205,7 @@ class RunStore:
         except BaseException:
             self.release()
             raise
-        remove_stale_temps(self.dir)
-        for sub in (self.dir / "items").glob("*"):
-            remove_stale_temps(sub)
+        remove_stale_temps(self.dir, recursive=True)
         return found
 
     def _lock(self) -> None:

@@ -26,24 +26,7 @@ PHOTO = SAMPLE / "astronaut.jpg"
 # 0.5 s of the 2 s, 15 fps sample clip: a checkpoint every 8 frames, 4 chunks a clip
 RUN_ARGS = ("--checkpoint-every", "0.5", "--quiet")
 
-KILLER = """
-import os, signal, sys
-from emobatch import sinks, store
-target, calls, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
-owner, name = {"finish": (store.ItemStore, "finish"),
-               "chunk": (store.ItemStore, "write_chunk"),
-               "publish": (sinks.TimelineSink, "write_table")}[target]
-original, count = getattr(owner, name), [0]
-def wrapped(*args, **kwargs):
-    result = original(*args, **kwargs)
-    count[0] += 1
-    if count[0] == calls:
-        os.kill(os.getpid(), sig)
-    return result
-setattr(owner, name, wrapped)
-from emobatch.cli import main
-sys.exit(main(sys.argv[4:]))
-"""
+HOOKS = Path(__file__).with_name("fault_hooks.py")
 
 
 def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -52,7 +35,7 @@ def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def cli_killed_at(target: str, calls: int, *args, sig: str = "SIGKILL") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", KILLER, target, str(calls), sig, *map(str, args)],
+    return subprocess.run([sys.executable, str(HOOKS), target, str(calls), sig, *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

@@ -1,0 +1,46 @@
+"""Run `emobatch` with a fault injected at an exact point of the real code (for tests).
+
+    python tests/fault_hooks.py TARGET CALLS ACTION emobatch-args...
+
+After the CALLS-th call of TARGET (finish: an input's result stored; chunk: a chunk of rows
+stored; publish: a part copied into the final timeline), ACTION happens in the running
+process: SIGKILL or SIGTERM to itself, rmtree:PATH (the output folder vanishes), or
+sleep:SECONDS (the run holds still there, alive).
+"""
+import os
+import shutil
+import signal
+import sys
+import time
+
+from emobatch import sinks, store
+
+TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "write_chunk"),
+           "publish": (sinks.TimelineSink, "write_table")}
+
+
+def main() -> int:
+    target, calls, action = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    owner, name = TARGETS[target]
+    original, count = getattr(owner, name), [0]
+
+    def wrapped(*args, **kwargs):
+        result = original(*args, **kwargs)
+        count[0] += 1
+        if count[0] == calls:
+            if action.startswith("rmtree:"):
+                shutil.rmtree(action.split(":", 1)[1])
+            elif action.startswith("sleep:"):
+                time.sleep(float(action.split(":", 1)[1]))
+            else:
+                os.kill(os.getpid(), getattr(signal, action))
+        return result
+
+    setattr(owner, name, wrapped)
+    from emobatch.cli import main as cli_main
+
+    return cli_main(sys.argv[4:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

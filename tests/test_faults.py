@@ -1,0 +1,231 @@
+"""Fault injection on the output side: for each fault, the exit status and message, no file
+under a final name that does not read back completely, no original input modified, no temp
+file left behind, and the finished rows where the message says."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import emobatch
+from conftest import ROOT, SAMPLE
+
+CLIP = SAMPLE / "astronaut_clip.mp4"
+PHOTO = SAMPLE / "astronaut.jpg"
+HOOKS = Path(__file__).with_name("fault_hooks.py")
+FAST = ("--every", "3", "--quiet")
+
+
+def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emobatch", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def no_temp_files(*folders: Path) -> bool:
+    return not any(list(f.rglob("*.emobatch-tmp")) for f in folders if f.exists())
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(PHOTO, d / "photo.jpg")
+    shutil.copy(CLIP, d / "clip.mp4")
+    return d
+
+
+@pytest.fixture()
+def untouched(inputs):
+    """Fails the test if any input file changed."""
+    before = checksums(inputs)
+    yield
+    assert checksums(inputs) == before, "an original input was modified"
+
+
+@pytest.fixture()
+def mount(tmp_path):
+    """mount(options) -> a fresh tmpfs mounted with those options; skips where the test
+    cannot mount (not root, no mount namespace)."""
+    mounted = []
+
+    def _mount(options: str) -> Path:
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield _mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def test_disk_full_mid_run_then_resume(inputs, untouched, mount, tmp_path):
+    full = tmp_path / "ref.parquet"
+    assert cli("run", inputs, "--out", full, *FAST).returncode == 0
+    disk = mount("size=96k")
+    out, ann = disk / "r.parquet", disk / "ann"
+    r = cli("run", inputs, "--out", out, "--annotate", ann, *FAST)
+    assert r.returncode == 3, r.stderr
+    assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and no_temp_files(disk)
+    # room again: --resume finishes from what was kept, and nothing was lost
+    subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *FAST)
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full))
+    assert (ann / "clip.mp4").is_file() and (ann / "photo.jpg").is_file()
+    assert no_temp_files(disk)
+
+
+def test_read_only_output_folder_refused_before_any_work(inputs, untouched, mount):
+    ro = mount("ro,size=1m")
+    r = cli("run", inputs, "--out", ro / "r.parquet", *FAST)
+    assert r.returncode == 2 and "cannot write in" in r.stderr
+    r = cli("run", inputs, "--out", inputs.parent / "r.parquet", "--annotate", ro / "ann", *FAST)
+    assert r.returncode == 2 and "--annotate" in r.stderr
+    assert not (inputs.parent / "r.parquet").exists()
+
+
+@pytest.mark.parametrize("case", ["out_is_dir", "parent_is_file", "out_is_input",
+                                  "annotate_is_input_dir", "annotate_inside_input",
+                                  "annotate_contains_input"])
+def test_unsafe_outputs_refused_before_any_work(inputs, tmp_path, case):
+    (tmp_path / "afile").write_text("x")
+    out, ann = tmp_path / "r.parquet", None
+    walked = [inputs]
+    if case == "out_is_dir":
+        out = tmp_path / "adir.parquet"
+        out.mkdir()
+    elif case == "parent_is_file":
+        out = tmp_path / "afile" / "r.parquet"
+    elif case == "out_is_input":
+        (inputs / "old.csv").write_text("keep me")
+        out, walked = inputs / "old.csv", [inputs, inputs / "old.csv"]
+    elif case == "annotate_is_input_dir":
+        ann = inputs
+    elif case == "annotate_inside_input":
+        ann = inputs / "annotated"
+    elif case == "annotate_contains_input":
+        ann = tmp_path
+    before = checksums(tmp_path)
+    args = ["--annotate", ann] if ann else []
+    r = cli("run", *walked, "--out", out, *args, *FAST)
+    assert r.returncode == 2, r.stderr
+    assert "emobatch:" in r.stderr and "Traceback" not in r.stderr
+    assert checksums(tmp_path) == before  # nothing written anywhere
+    assert not (inputs / "annotated").exists()
+
+
+def test_annotated_name_collisions_are_renamed_and_reported(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(CLIP, d / "x.avi")        # annotated as x.avi.mp4 ...
+    shutil.copy(CLIP, d / "x.avi.mp4")    # ... which is also this one's own name
+    before = checksums(d)
+    ann = tmp_path / "ann"
+    r = cli("run", d, "--out", tmp_path / "r.parquet", "--annotate", ann, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in ann.iterdir()) == ["x.avi.mp4", "x.avi~2.mp4"]
+    assert "annotated name taken" in r.stderr and "x.avi~2.mp4" in r.stderr
+    meta = emobatch.read_timeline(tmp_path / "r.parquet").attrs["emobatch"]
+    assert meta["annotated_renamed"] == {str(d / "x.avi.mp4"): str(ann / "x.avi~2.mp4")}
+    assert checksums(d) == before
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_lives(inputs, untouched, tmp_path):
+    out = tmp_path / "r.parquet"
+    # the first run holds still for 8 s after its first input, alive and holding the lock
+    first = subprocess.Popen([sys.executable, str(HOOKS), "finish", "1", "sleep:8", "run",
+                              str(inputs), "--out", str(out), *FAST], cwd=ROOT,
+                             stderr=subprocess.PIPE, text=True)
+    done = tmp_path / ".r.parquet.emobatch" / "items"
+    deadline = time.monotonic() + 120
+    while not list(done.glob("*/done.json")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = cli("run", inputs, "--out", out, *FAST)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and "another emobatch run" in second.stderr, second.stderr
+    df = pd.read_parquet(out)  # the first run's timeline, complete
+    assert df["source"].str.endswith("clip.mp4").sum() >= 9 and no_temp_files(tmp_path)
+    # a dead run holds no lock: after a SIGKILL the next run may take over (with --resume)
+    r = subprocess.run([sys.executable, str(HOOKS), "finish", "1", "SIGKILL", "run", str(inputs),
+                        "--out", str(out), *FAST], cwd=ROOT, capture_output=True, timeout=600)
+    assert r.returncode < 0
+    assert cli("run", inputs, "--out", out, "--resume", *FAST).returncode == 0
+
+
+def test_output_folder_removed_mid_run(inputs, untouched, tmp_path):
+    outdir = tmp_path / "results"
+    r = subprocess.run([sys.executable, str(HOOKS), "finish", "1", f"rmtree:{outdir}", "run",
+                        str(inputs), "--out", str(outdir / "r.parquet"), *FAST], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 3, r.stderr
+    assert "cannot write" in r.stderr and "Traceback" not in r.stderr
+    assert not (outdir / "r.parquet").exists()
+
+
+def test_sigterm_from_outside(inputs, untouched, tmp_path):
+    out = tmp_path / "r.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "emobatch", "run", str(inputs), "--out",
+                             str(out), "--every", "1", "--checkpoint-every", "0.5", "--quiet"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    items = tmp_path / ".r.parquet.emobatch" / "items"
+    deadline = time.monotonic() + 120
+    while not list(items.glob("*/state-00000.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    partial = pd.read_parquet(tmp_path / "r.partial.parquet")  # reads back completely
+    assert len(partial) >= 8 and not out.exists() and no_temp_files(tmp_path)  # clip first
+
+
+def test_stale_temp_files_of_a_dead_run_are_removed(inputs, tmp_path):
+    from emobatch.atomic import TEMP_SUFFIX, temp_path
+
+    out = tmp_path / "r.parquet"
+    dead = out.with_name(temp_path(out).name.replace(f"-{os.getpid()}-", "-999999999-"))
+    dead.write_bytes(b"half a parquet file")
+    alive = temp_path(out)  # this test's own process: alive, so not the run's to remove
+    alive.write_bytes(b"x")
+    assert dead.name.endswith(TEMP_SUFFIX)
+    assert cli("run", inputs, "--out", out, *FAST).returncode == 0
+    assert not dead.exists() and alive.exists()
+    alive.unlink()
+
+
+@pytest.mark.parametrize("args", [["--every", "0"], ["--batch-size", "0"],
+                                  ["--detect-scale", "0"], ["--thresholds", "2", "2", "2"],
+                                  ["--min-score", "5"], ["--smooth", "-1"], ["--workers", "0"],
+                                  ["--checkpoint-every", "0"], ["--detect-every", "0"]])
+def test_usage_errors_exit_2_before_any_work(inputs, tmp_path, args):
+    out = tmp_path / "r.parquet"
+    r = cli("run", inputs, "--out", out, *args)
+    assert r.returncode == 2 and "must be" in r.stderr, (args, r.stderr)
+    assert sorted(tmp_path.iterdir()) == [inputs]
+
+
+@pytest.mark.parametrize("kwargs", [{"every": 0}, {"quality": "bogus"}, {"detect_every": 0},
+                                    {"min_score": 1.5}, {"thresholds": (0.6, 0.7, -1)},
+                                    {"tta": "sideways"}, {"workers": 0}])
+def test_api_validates_before_any_work(tmp_path, kwargs):
+    with pytest.raises(ValueError):
+        emobatch.run(PHOTO, out=tmp_path / "r.parquet", **kwargs)
+    assert list(tmp_path.iterdir()) == []
