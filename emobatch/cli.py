@@ -31,7 +31,10 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                    help="write annotated MP4s / images here (names mirror the inputs)")
     r.add_argument("--blur-faces", action="store_true",
-                   help="blur the faces in annotated outputs (for sharing)")
+                   help="blur the faces in annotated outputs (for sharing); the --report then "
+                        "shows no face thumbnails")
+    r.add_argument("--report", type=Path, default=None, metavar="HTML",
+                   help="also write the offline HTML report (see emobatch report)")
     r.add_argument("--device", default=d("device"), choices=list(DEVICES))
     r.add_argument("--batch-size", type=int, default=d("batch_size"), help="faces per classifier batch")
     r.add_argument("--min-face-size", type=int, default=d("min_face_size"),
@@ -234,6 +237,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     print_summary(summary)
     console.print(f"timeline: {summary.out}  errors: {errors_path(summary.out)}"
                   + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
+    if a.report is not None:
+        from .report import write_report
+
+        html = write_report(summary.out, a.report, annotate_dir=a.annotate,
+                            thumbnails=not a.blur_faces)
+        console.print(f"report: {html}", soft_wrap=True, highlight=False)
     return 1 if summary.errors or summary.unreadable else 0
 
 

@@ -421,7 +421,8 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
         raise
     meta = pipe.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
                               "labels": list(pipe.classifier.labels),
-                              "skipped": summary.skipped, "annotated_renamed": renamed}
+                              "skipped": summary.skipped, "annotated_renamed": renamed,
+                              "annotate": str(ann_dir) if ann_dir else None}
     results: dict[int, SourceResult] = {}
     t0 = time.perf_counter()
     try:
@@ -466,7 +467,8 @@ def _publish(out: Path, items: Sequence[WorkItem], store, meta: dict[str, Any],
     meta = meta | {"files": len(items), "frames": sum(r.frames for r in done),
                    "faces": sum(r.faces for r in done), "seconds": round(seconds, 3),
                    "resumed_inputs": sum(r.resumed_from is not None for r in done),
-                   "results": [r.to_dict() for r in done]}
+                   "results": [r.to_dict() for r in done],
+                   "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated}}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
     lost = [it.source for it in items if not partial and store.item(it).done() is None]

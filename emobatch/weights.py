@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_path, write_text
 from .models import build_model
 from .types import EMOTIONS
 
@@ -60,12 +59,10 @@ def save_weights(model: nn.Module, config: dict[str, Any], path: str | Path) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {"labels": list(EMOTIONS), **config}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save({"config": config, "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"config": config, "state_dict": state}, tmp)
     digest = sha256_of(path)
-    path.with_suffix(".json").write_text(json.dumps({**config, "sha256": digest}, indent=2) + "\n")
+    write_text(path.with_suffix(".json"), json.dumps({**config, "sha256": digest}, indent=2) + "\n")
     return digest
 
 

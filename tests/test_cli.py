@@ -56,3 +56,24 @@ def test_bad_knobs_rejected(tmp_path):
         r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", tmp_path / "r.parquet", *args)
         assert r.returncode != 0 and "must be" in r.stderr, args
         assert not (tmp_path / "r.parquet").exists()
+
+
+def test_run_writes_report_and_blurs_faces(tmp_path):
+    import cv2
+    import numpy as np
+
+    out, ann, html = tmp_path / "r.parquet", tmp_path / "ann", tmp_path / "report.html"
+    r = emobatch_cli("run", SAMPLE, "--out", out, "--annotate", ann, "--blur-faces",
+                     "--report", html, "--every", "5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    page = html.read_text()
+    assert "astronaut_clip.mp4" in page and "<img" not in page  # blurred run: no thumbnails
+    df = pd.read_parquet(out)
+    x1, y1, x2, y2 = df[df["source"].str.endswith(".jpg")][["x1", "y1", "x2", "y2"]].iloc[0]
+    dx, dy = (x2 - x1) * 0.15, (y2 - y1) * 0.15  # inside the drawn box lines
+    x1, y1, x2, y2 = int(x1 + dx), int(y1 + dy), int(x2 - dx), int(y2 - dy)
+    detail = [cv2.Laplacian(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)[y1:y2, x1:x2], cv2.CV_64F).var()
+              for p in (SAMPLE / "astronaut.jpg", ann / "astronaut.jpg")]
+    assert detail[1] < 0.2 * detail[0]  # the face in the annotated copy is unrecognisable
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["settings"]["blur_faces"] and meta["annotated"]

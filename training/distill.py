@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from emobatch.atomic import atomic_write
 from emobatch.classify import Classifier
 from emobatch.weights import LoadedModel, load_weights, sha256_of
 from .ensemble import model_probs
@@ -58,9 +59,8 @@ def cached_teacher_probs(paths: Sequence[str | Path], images: np.ndarray, cache_
             if str(z["key"]) == key.hexdigest():
                 return z["probs"], [provenance(load_weights(p), p) for p in paths]
     probs, teachers = teacher_probs(paths, images, device, amp)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, key=key.hexdigest(), probs=probs)
-    tmp.replace(cache)
+    with atomic_write(cache) as fh:
+        np.savez(fh, key=key.hexdigest(), probs=probs)
     return probs, teachers
 
 

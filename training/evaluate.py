@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from emobatch.atomic import atomic_write, write_text
 from emobatch.classify import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.device import amp_dtype, select_device
@@ -234,7 +235,8 @@ def plot_confusion(cm: np.ndarray | list, labels: Sequence[str], path: str | Pat
     ax.set_ylabel("true (support)")
     ax.set_title(title or "Confusion matrix (row-normalised)")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png")
 
 
 def plot_calibration(bins_before: list[dict], path: str | Path, ece_before: float,
@@ -264,7 +266,8 @@ def plot_calibration(bins_before: list[dict], path: str | Path, ece_before: floa
             edgecolor="k")
     axh.set(xlabel="top-label confidence", ylabel="images")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png")
 
 
 def _read_history(history_csv: str | Path) -> dict[str, np.ndarray]:
@@ -309,7 +312,8 @@ def plot_curves(history_csv: str | Path, path: str | Path) -> None:
     ax_l.set_title("Loss per epoch")
     ax_a.set_title("Accuracy per epoch")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png")
 
 
 # ----------------------------------------------------------------------------- main
@@ -387,7 +391,7 @@ def format_report(r: dict[str, Any]) -> str:
 def write_report(report: dict[str, Any], path: str | Path) -> None:
     """Write a report as indented JSON, creating its folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    write_text(path, json.dumps(report, indent=2) + "\n")
     log.info("wrote %s", path)
 
 
@@ -446,7 +450,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         plot_confusion(m["confusion_matrix"], EMOTIONS, out_dir / "confusion_matrix.png", title)
         cm = np.asarray(m["confusion_matrix"])
         rows = cm.sum(1, keepdims=True)
-        (out_dir / "confusion_matrix.json").write_text(json.dumps({
+        write_text(out_dir / "confusion_matrix.json", json.dumps({
             "labels": list(EMOTIONS), "rows": "true", "columns": "predicted",
             "counts": m["confusion_matrix"],
             "row_normalised": np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0).round(4).tolist(),
@@ -455,7 +459,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         bins_before = reliability(probs, labels)
         plot_calibration(bins_before, out_dir / "calibration.png", m["ece"], bins_after, ece_after, t,
                          title=f"Reliability on {split_name} (n={m['n']}, tta {tta})")
-        (out_dir / "calibration.json").write_text(json.dumps({
+        write_text(out_dir / "calibration.json", json.dumps({
             "n_bins": ECE_BINS, "ece_before": m["ece"], "ece_after": ece_after,
             "nll_before": m["nll"],
             "nll_after": report["temperature_scaling"]["nll_after"] if t is not None else None,

@@ -11,7 +11,6 @@ import argparse
 import csv
 import logging
 import math
-import os
 import shlex
 import sys
 import time
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from emobatch.atomic import atomic_path, atomic_write
 from emobatch.classify import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.device import amp_dtype, autocast, select_device
@@ -167,20 +167,17 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, d
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
     if not history:
         return
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_write(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)
-    os.replace(tmp, path)
 
 
 def _out_path(out: str) -> Path:
