@@ -24,6 +24,7 @@ from scipy.optimize import linear_sum_assignment
 
 from emobatch.config import TTA_MODES, Settings
 from emobatch.detect import Detector
+from emobatch.memory import limit_heap_growth
 from emobatch.pipeline import FacePipeline
 from emobatch.sinks import TimelineSink
 from emobatch.sources import iter_video
@@ -87,6 +88,7 @@ def main() -> None:
     s = Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
                  detect_scale=a.detect_scale, full_res_every=a.full_res_every, tta=a.tta,
                  weights=a.weights)
+    limit_heap_growth()  # as the CLI does where a process starts
     pipe = FacePipeline(s)
     fps_default, got = timed_run(pipe, a.video)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

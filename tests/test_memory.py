@@ -22,3 +22,15 @@ def test_release_free_memory_returns_freed_heap_pages():
     blocks = [np.ones(8 << 20, np.uint8) for _ in range(8)]
     del blocks[:-1]
     assert release_free_memory()
+
+
+def test_malloc_tuning_only_where_a_process_starts():
+    """A library user's process (a notebook, a Dask worker) keeps its own malloc settings: the
+    pipeline does not change them; the CLI and emobatch's own worker processes do."""
+    import subprocess
+
+    code = ("from emobatch import memory; from emobatch.config import Settings; "
+            "from emobatch.pipeline import FacePipeline; FacePipeline(Settings(device='cpu')); "
+            "print(memory._done)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
