@@ -105,8 +105,6 @@ def _owner_alive(name: str) -> bool:
         return True  # not ours to judge
     if host != _HOST:
         return True  # another machine's (a shared folder): leave it
-    if pid_n == os.getpid():
-        return False
     try:
         os.kill(pid_n, 0)
     except ProcessLookupError:

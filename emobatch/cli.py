@@ -221,7 +221,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     prog = RichProgress(a.quiet, settings.every)
     try:
         summary = run_files(a.inputs, a.out, a.annotate, settings, prog, resume=a.resume,
-                            workers=workers, scheduler=a.scheduler)
+                            workers=workers, scheduler=a.scheduler, report=a.report)
     except KeyboardInterrupt as e:
         prog.stop()
         console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}: "
@@ -230,19 +230,18 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 143 if isinstance(e, Terminated) else 130
     except OutputError as e:
         prog.stop()
-        console.print(f"[red]emobatch: {e}", soft_wrap=True, highlight=False)
+        kept = work_dir(a.out)
+        hint = (f"; finished work is kept in {kept}: fix this and rerun with --resume"
+                if kept.is_dir() and "--resume" not in str(e) else "")
+        console.print(f"[red]emobatch: {e}{hint}", soft_wrap=True, highlight=False)
         return 3
     finally:
         prog.stop()
     print_summary(summary)
     console.print(f"timeline: {summary.out}  errors: {errors_path(summary.out)}"
                   + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
-    if a.report is not None:
-        from .report import write_report
-
-        html = write_report(summary.out, a.report, annotate_dir=a.annotate,
-                            thumbnails=not a.blur_faces)
-        console.print(f"report: {html}", soft_wrap=True, highlight=False)
+    if summary.report is not None:
+        console.print(f"report: {summary.report}", soft_wrap=True, highlight=False)
     return 1 if summary.errors or summary.unreadable else 0
 
 

@@ -81,7 +81,7 @@ class Settings:
              or (_is_int(self.full_res_every) and self.full_res_every >= 0),
              "full_res_every must be an integer >= 0"),
             (self.smooth_tau >= 0, "smooth_tau (--smooth) must be >= 0 seconds"),
-            (self.checkpoint_every > 0, "checkpoint_every must be > 0 seconds"),
+            (0 < self.checkpoint_every < float("inf"), "checkpoint_every must be > 0 seconds"),
             (self.weights is None or self.weights.is_file(),
              f"weights file not found: {self.weights}"),
         ]
@@ -108,12 +108,14 @@ class Settings:
         d["thresholds"] = list(self.thresholds)
         return d
 
-    def fingerprint(self, weights_sha256: str) -> str:
-        """What a resumed run must match: every setting that changes the rows, and the
-        weights by content (their path may differ)."""
+    def fingerprint(self, weights_sha256: str, **context: Any) -> str:
+        """What a resumed run must match: every setting that changes the rows, the weights by
+        content (their path may differ), and `context` (e.g. the resolved device and
+        precision, the annotate folder)."""
         d = self.as_metadata()
         d.pop("weights")
         d["weights_sha256"] = weights_sha256
+        d.update(context)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

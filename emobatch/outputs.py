@@ -43,8 +43,9 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path],
-                  files: Sequence[Path]) -> None:
-    """UsageError unless the timeline and the annotate folder can be written safely."""
+                  files: Sequence[Path], report: Path | None = None) -> None:
+    """UsageError unless the timeline, the report and the annotate folder can be written
+    safely: none of them an input or where another output goes."""
     try:
         timeline_format(out)
     except ValueError as e:
@@ -53,9 +54,16 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.parquet'}")
     _probe_writable(out.parent, "--out")
     sources = {Path(f).resolve() for f in files}
-    for written in (out, errors_path(out), meta_path(out), partial_path(out)):
+    timeline_files = (out, errors_path(out), meta_path(out), partial_path(out))
+    for written in timeline_files:
         if written.resolve() in sources:
             raise UsageError(f"--out would overwrite the input {written}")
+    if report is not None:
+        if report.resolve() in sources | {f.resolve() for f in timeline_files}:
+            raise UsageError(f"--report {report} would overwrite an input or the timeline")
+        if report.is_dir():
+            raise UsageError(f"--report {report} is a folder; give a file name such as report.html")
+        _probe_writable(report.parent, "--report")
     if annotate is None:
         return
     if annotate.exists() and not annotate.is_dir():
@@ -63,11 +71,12 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
     ann = annotate.resolve()
     for item in inputs:
         p = Path(item).resolve()
-        folder = p if p.is_dir() else p.parent
-        if p.is_dir() and (_inside(ann, folder) or _inside(folder, ann)):
-            raise UsageError(f"--annotate {annotate} overlaps the input folder {item}: annotated "
-                             f"copies would overwrite or mix with the originals; choose a "
-                             f"folder outside the inputs")
+        # a walked folder may not overlap it at all; a file's own folder may not be it
+        clash = (_inside(ann, p) or _inside(p, ann)) if p.is_dir() else ann == p.parent
+        if clash:
+            raise UsageError(f"--annotate {annotate} overlaps the input folder of {item}: "
+                             f"annotated copies would overwrite or mix with the originals; "
+                             f"choose a folder outside the inputs")
     if _inside(work_dir(out.resolve()), ann):
         raise UsageError("--annotate must not contain the run's own folder")
     _probe_writable(annotate, "--annotate")

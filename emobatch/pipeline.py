@@ -81,6 +81,7 @@ class RunSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    report: Path | None = None
 
     @property
     def frames(self) -> int:
@@ -247,6 +248,7 @@ class _Annotation:
                 write_image(self.path, img)
                 return
             if self.writer is None:
+                self.store.dir.mkdir(exist_ok=True)  # never re-creates a removed run folder
                 self.fps = self.fps or video_info(frame.source).fps or 25.0
                 self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
                                           img.shape[1], img.shape[0])
@@ -356,25 +358,26 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
 def run(inputs: str | Path | Sequence[str | Path], out: str | Path | None = None,
         annotate: str | Path | None = None, settings: Settings | None = None,
         progress: ProgressFn | None = None, *, resume: bool = False, workers: int | str = 1,
-        scheduler: Any = None, **kwargs: Any):
+        scheduler: Any = None, report: str | Path | None = None, **kwargs: Any):
     """Process images and videos into an emotion timeline.
 
     out: a .parquet or .csv path -> returns that Path (written atomically); None -> returns
     a pandas DataFrame (errors in df.attrs['errors']). Keyword arguments set Settings fields
     (validated: a bad value raises ValueError before any work). resume: continue the
     unfinished run at `out`; workers: processes (int or "auto"); scheduler: a Dask
-    scheduler address or distributed.Client.
+    scheduler address or distributed.Client; report: also write the HTML report there.
     """
     settings = settings or Settings(**kwargs)
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     summary = run_files(inputs, out, annotate, settings, progress, resume=resume,
-                        workers=workers, scheduler=scheduler)
+                        workers=workers, scheduler=scheduler, report=report)
     return summary.out if out is not None else _as_dataframe(summary)
 
 
 def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: str | Path | None,
               settings: Settings, progress: ProgressFn | None = None, *, resume: bool = False,
-              workers: int | str = 1, scheduler: Any = None) -> RunSummary:
+              workers: int | str = 1, scheduler: Any = None,
+              report: str | Path | None = None) -> RunSummary:
     """The run behind the CLI and run(): returns the per-source results.
 
     Raises UsageError (a ValueError) before any work for unusable outputs, a live run on the
@@ -384,12 +387,15 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     import datetime
     import tempfile
 
+    import torch
+
     from .atomic import remove_stale_temps
     from .outputs import check_outputs, plan_items
     from .runners import make_runner
     from .sinks import errors_path, meta_path, partial_path
     from .sources import discover_inputs
     from .store import RunStore
+    from .device import amp_dtype, select_device
     from .weights import default_weights_path, sha256_of
 
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
@@ -399,14 +405,20 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
     ann_dir = Path(annotate) if annotate is not None else None
     found = discover_inputs(inputs)
-    check_outputs(out, ann_dir, inputs, found.files)
+    report = Path(report) if report is not None else None
+    check_outputs(out, ann_dir, inputs, found.files, report)
     items, renamed = plan_items(found.files, inputs, ann_dir)
     summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
                          unreadable=[(str(f), r) for f, r in found.unreadable])
     store = RunStore(out)
     weights = settings.weights or default_weights_path()
+    device = select_device(settings.device)
+    fingerprint = settings.fingerprint(
+        sha256_of(weights), device=str(device), precision=str(amp_dtype(device, settings.amp)),
+        annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
+        torch=torch.__version__)
     # locked before the model loads: a second run on the same `out` is refused at once
-    resumed = store.open(settings.fingerprint(sha256_of(weights)), resume,
+    resumed = store.open(fingerprint, resume,
                          {"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                           "settings": settings.as_metadata(), "inputs": [str(p) for p in inputs]})
     try:
@@ -450,6 +462,11 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     summary.seconds = time.perf_counter() - t0
     _publish(out, items, store, meta, results, summary, summary.seconds)
     store.remove()
+    if report is not None:
+        from .report import write_report
+
+        summary.report = write_report(out, report, annotate_dir=ann_dir,
+                                      thumbnails=not settings.blur_faces)
     summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
     return summary
 
@@ -471,7 +488,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store, meta: dict[str, Any],
                    "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated}}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
-    lost = [it.source for it in items if not partial and store.item(it).done() is None]
+    lost = [it.source for it in items if not partial and not store.item(it).complete()]
     if lost:
         raise OutputError(f"the run's folder {store.dir} lost the results of {lost[0]} "
                           f"(removed during the run?); run again")
@@ -480,7 +497,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store, meta: dict[str, Any],
             for item in items:
                 istore = store.item(item)
                 for part in (istore.partial_parts() if partial else istore.finished_parts()):
-                    sink.write_table(pq.read_table(part))
+                    sink.write_table(_with_source(pq.read_table(part), item.source))
                 res = results.get(item.index)
                 if res is not None and res.error:
                     sink.add_error(res.source, res.error, res.frames)
@@ -493,6 +510,14 @@ def _publish(out: Path, items: Sequence[WorkItem], store, meta: dict[str, Any],
         for stale in (partial_path(out),):
             _remove_timeline(stale)
     return final
+
+
+def _with_source(table, source: Path):
+    """Rows as this run names their input (a resumed run may spell the path differently)."""
+    import pyarrow as pa
+
+    i = table.schema.get_field_index("source")
+    return table.set_column(i, "source", pa.array([str(source)] * table.num_rows, pa.string()))
 
 
 def _remove_timeline(path: Path) -> None:

@@ -14,10 +14,13 @@ rows in input order from the run's store, so the timeline is the same whichever 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import secrets
 import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -25,10 +28,11 @@ from typing import Any, Iterator, Protocol, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import OutputError
 from .config import Settings
 from .memory import limit_heap_growth
 from .pipeline import FacePipeline, ProgressFn, SourceResult, process_item
-from .store import ItemStore, RunStore, WorkItem
+from .store import ItemStore, RunStore, UsageError, WorkItem
 
 
 class Runner(Protocol):
@@ -90,6 +94,7 @@ def _orphan_check(event: str, info: dict) -> None:
 
 
 def _worker_item(item: WorkItem, store_dir: str) -> SourceResult:
+    _orphan_check("start", {})
     return process_item(_worker["pipe"], item, ItemStore(Path(store_dir)), _orphan_check)
 
 
@@ -111,7 +116,12 @@ class ProcessRunner:
             futures = {pool.submit(_worker_item, item, str(store.item(item).dir)): item
                        for item in items}
             for fut in as_completed(futures):
-                yield futures[fut], fut.result()
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    raise OutputError("a worker process died (killed by the system? out of "
+                                      "memory?); the run stopped") from None
+                yield futures[fut], res
         except BaseException:
             # Ctrl-C / SIGTERM / an output error: stop the workers now; what they finished
             # is in the store
@@ -158,28 +168,39 @@ class DaskRunner:
         except ImportError:
             raise ValueError("--scheduler needs Dask: pip install 'emobatch[dask]'") from None
         self.settings = settings
-        self.client = (scheduler if isinstance(scheduler, distributed.Client)
-                       else distributed.Client(scheduler, timeout="20s"))
+        try:
+            self.client = (scheduler if isinstance(scheduler, distributed.Client)
+                           else distributed.Client(scheduler, timeout="60s"))
+        except (OSError, TimeoutError) as e:
+            raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
         self._own = self.client is not scheduler
 
     def run(self, items: Sequence[WorkItem], store: RunStore,
             progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
         from distributed import as_completed as dask_completed
 
+        run_id = secrets.token_hex(4)  # two runs sharing a cluster never share a task
         try:
-            futures = {self.client.submit(dask_item, item, self.settings, pure=False,
-                                          key=f"emobatch-{item.index}-{item.key}"): item
+            # workers start elsewhere: they get absolute paths (rows keep the given ones)
+            futures = {self.client.submit(dask_item, _absolute(item), self.settings, pure=False,
+                                          key=f"emobatch-{run_id}-{item.index}"): item
                        for item in items}
             for fut, (result, table) in dask_completed(list(futures), with_results=True):
                 item = futures[fut]
                 istore = store.item(item)
                 istore.drop_after(-1)
                 istore.write_chunk(0, table, None)
+                result["source"] = str(item.source)
                 istore.finish(result, 1)
                 yield item, SourceResult.from_dict(result)
         finally:
             if self._own:
                 self.client.close()
+
+
+def _absolute(item: WorkItem) -> WorkItem:
+    return dataclasses.replace(item, source=item.source.absolute(),
+                               annotate=item.annotate and item.annotate.absolute())
 
 
 def make_runner(pipe: FacePipeline, workers: int | str = 1, scheduler: Any = None) -> Runner:

@@ -84,7 +84,10 @@ class RowBuffer:
 
     def take(self) -> pa.Table:
         """The rows so far (the buffer is emptied)."""
-        table = pa.Table.from_pydict(self._cols, schema=self.schema)
+        # a Ctrl-C/SIGTERM raised inside add() leaves some columns a frame longer: keep the
+        # complete frames only (the interrupted one is not counted as done either)
+        n = min(len(c) for c in self._cols.values())
+        table = pa.Table.from_pydict({k: c[:n] for k, c in self._cols.items()}, schema=self.schema)
         self._cols = {name: [] for name in self.schema.names}
         self.rows = 0
         return table

@@ -109,9 +109,13 @@ class ItemStore:
         tail = self.dir / "tail.parquet"
         return self.parts() + ([tail] if tail.is_file() and self.done() is None else [])
 
+    def _chunks(self, pattern: str) -> list[Path]:
+        """Files of one kind in chunk order (by number: names stop sorting past 99,999)."""
+        return sorted(self.dir.glob(pattern), key=lambda p: int(p.stem.split("-")[1]))
+
     def resume_point(self) -> Resume | None:
         """The last checkpoint whose rows and state are both on disk."""
-        for path in sorted(self.dir.glob("state-*.json"), reverse=True):
+        for path in reversed(self._chunks("state-*.json")):
             r = Resume(**state_codec.loads(path.read_text()))
             if self.part(r.chunk).is_file():
                 return r
@@ -119,11 +123,11 @@ class ItemStore:
 
     def parts(self, upto: int | None = None) -> list[Path]:
         """Part files in chunk order (of the chunks that count, when `upto` is given)."""
-        parts = sorted(self.dir.glob("part-*.parquet"))
+        parts = self._chunks("part-*.parquet")
         return [p for p in parts if upto is None or int(p.stem[5:]) <= upto]
 
     def segments(self, upto: int) -> list[Path]:
-        return [p for p in sorted(self.dir.glob("seg-*.mp4")) if int(p.stem[4:]) <= upto]
+        return [p for p in self._chunks("seg-*.mp4") if int(p.stem[4:]) <= upto]
 
     def drop_after(self, chunk: int) -> None:
         """Forget chunks after `chunk` (left by a run killed or interrupted inside them)."""
@@ -144,6 +148,11 @@ class ItemStore:
             return None
         d = json.loads(path.read_text())
         return d["result"], d["chunks"]
+
+    def complete(self) -> bool:
+        """Finished, with every chunk's rows on disk."""
+        done = self.done()
+        return done is not None and len(self.parts(done[1] - 1)) == done[1]
 
     def finished_parts(self) -> list[Path]:
         """The rows to publish for this input: all of a finished one, else its checkpoints."""
@@ -202,6 +211,9 @@ class RunStore:
             else:
                 write_text(manifest, json.dumps({"fingerprint": fingerprint, **describe}, indent=1))
                 found = False
+        except OSError as e:
+            self.remove()
+            raise OutputError(f"cannot write {manifest}: {e.strerror or e}") from e
         except BaseException:
             self.release()
             raise
@@ -209,16 +221,24 @@ class RunStore:
         return found
 
     def _lock(self) -> None:
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        path = self.dir / "lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    pid = path.read_text().strip() or "?"
+                    raise UsageError(f"another emobatch run (pid {pid}) is writing {self.out}; "
+                                     f"wait for it or choose another --out") from None
+                raise
+            try:  # a run that just finished may have removed the file we locked: lock anew
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                (self.dir / "items").mkdir(parents=True, exist_ok=True)
             os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                pid = (self.dir / "lock").read_text().strip() or "?"
-                raise UsageError(f"another emobatch run (pid {pid}) is writing {self.out}; "
-                                 f"wait for it or choose another --out") from None
-            raise
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd

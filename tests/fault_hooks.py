@@ -3,9 +3,10 @@
     python tests/fault_hooks.py TARGET CALLS ACTION emobatch-args...
 
 After the CALLS-th call of TARGET (finish: an input's result stored; chunk: a chunk of rows
-stored; publish: a part copied into the final timeline), ACTION happens in the running
-process: SIGKILL or SIGTERM to itself, rmtree:PATH (the output folder vanishes), or
-sleep:SECONDS (the run holds still there, alive).
+and its checkpoint stored; part: a chunk's rows stored, its checkpoint not yet; publish: a
+part copied into the final timeline), ACTION happens in the running process: SIGKILL or
+SIGTERM to itself, rmtree:PATH (the output folder vanishes), or waitfor:PATH (the run holds
+still there, alive, until PATH exists).
 """
 import os
 import shutil
@@ -16,7 +17,7 @@ import time
 from emobatch import sinks, store
 
 TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "write_chunk"),
-           "publish": (sinks.TimelineSink, "write_table")}
+           "part": (store, "_write_parquet"), "publish": (sinks.TimelineSink, "write_table")}
 
 
 def main() -> int:
@@ -30,8 +31,10 @@ def main() -> int:
         if count[0] == calls:
             if action.startswith("rmtree:"):
                 shutil.rmtree(action.split(":", 1)[1])
-            elif action.startswith("sleep:"):
-                time.sleep(float(action.split(":", 1)[1]))
+            elif action.startswith("waitfor:"):
+                flag, deadline = action.split(":", 1)[1], time.monotonic() + 300
+                while not os.path.exists(flag) and time.monotonic() < deadline:
+                    time.sleep(0.05)
             else:
                 os.kill(os.getpid(), getattr(signal, action))
         return result

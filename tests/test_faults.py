@@ -88,7 +88,7 @@ def test_disk_full_mid_run_then_resume(inputs, untouched, mount, tmp_path):
     subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
     r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *FAST)
     assert r.returncode == 0, r.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full))
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full), check_exact=True)
     assert (ann / "clip.mp4").is_file() and (ann / "photo.jpg").is_file()
     assert no_temp_files(disk)
 
@@ -104,7 +104,8 @@ def test_read_only_output_folder_refused_before_any_work(inputs, untouched, moun
 
 @pytest.mark.parametrize("case", ["out_is_dir", "parent_is_file", "out_is_input",
                                   "annotate_is_input_dir", "annotate_inside_input",
-                                  "annotate_contains_input"])
+                                  "annotate_contains_input", "annotate_is_a_file_inputs_folder",
+                                  "report_is_out", "report_is_input"])
 def test_unsafe_outputs_refused_before_any_work(inputs, tmp_path, case):
     (tmp_path / "afile").write_text("x")
     out, ann = tmp_path / "r.parquet", None
@@ -123,8 +124,16 @@ def test_unsafe_outputs_refused_before_any_work(inputs, tmp_path, case):
         ann = inputs / "annotated"
     elif case == "annotate_contains_input":
         ann = tmp_path
-    before = checksums(tmp_path)
+    elif case == "annotate_is_a_file_inputs_folder":
+        (inputs / "clip.avi").write_bytes(CLIP.read_bytes())
+        (inputs / "clip.avi.mp4").write_text("a file of the user's, not an input")
+        walked, ann = [inputs / "clip.avi"], inputs
     args = ["--annotate", ann] if ann else []
+    if case == "report_is_out":
+        args = ["--report", out]
+    elif case == "report_is_input":
+        args = ["--report", inputs / "photo.jpg"]
+    before = checksums(tmp_path)
     r = cli("run", *walked, "--out", out, *args, *FAST)
     assert r.returncode == 2, r.stderr
     assert "emobatch:" in r.stderr and "Traceback" not in r.stderr
@@ -149,21 +158,23 @@ def test_annotated_name_collisions_are_renamed_and_reported(tmp_path):
 
 
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_lives(inputs, untouched, tmp_path):
-    out = tmp_path / "r.parquet"
-    # the first run holds still for 8 s after its first input, alive and holding the lock
-    first = subprocess.Popen([sys.executable, str(HOOKS), "finish", "1", "sleep:8", "run",
-                              str(inputs), "--out", str(out), *FAST], cwd=ROOT,
+    out, go_on = tmp_path / "r.parquet", tmp_path / "go-on"
+    # the first run holds still after its first input, alive and holding the lock, until
+    # the second one has been answered
+    first = subprocess.Popen([sys.executable, str(HOOKS), "finish", "1", f"waitfor:{go_on}",
+                              "run", str(inputs), "--out", str(out), *FAST], cwd=ROOT,
                              stderr=subprocess.PIPE, text=True)
     done = tmp_path / ".r.parquet.emobatch" / "items"
     deadline = time.monotonic() + 120
     while not list(done.glob("*/done.json")) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     second = cli("run", inputs, "--out", out, *FAST)
+    go_on.touch()
     _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 2 and "another emobatch run" in second.stderr, second.stderr
     df = pd.read_parquet(out)  # the first run's timeline, complete
-    assert df["source"].str.endswith("clip.mp4").sum() >= 9 and no_temp_files(tmp_path)
+    assert df["source"].str.endswith("clip.mp4").sum() >= 9 and no_temp_files(inputs.parent)
     # a dead run holds no lock: after a SIGKILL the next run may take over (with --resume)
     r = subprocess.run([sys.executable, str(HOOKS), "finish", "1", "SIGKILL", "run", str(inputs),
                         "--out", str(out), *FAST], cwd=ROOT, capture_output=True, timeout=600)

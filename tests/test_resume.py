@@ -23,8 +23,9 @@ from conftest import ROOT, SAMPLE, shared_path
 
 CLIP = SAMPLE / "astronaut_clip.mp4"
 PHOTO = SAMPLE / "astronaut.jpg"
-# 0.5 s of the 2 s, 15 fps sample clip: a checkpoint every 8 frames, 4 chunks a clip
-RUN_ARGS = ("--checkpoint-every", "0.5", "--quiet")
+# 0.4 s of the 2 s, 15 fps sample clip: a checkpoint every 6 frames (not a multiple of the
+# 8-frame classifier batch), the last one on the last frame: 6 chunks a clip, the last empty
+RUN_ARGS = ("--checkpoint-every", "0.4", "--quiet")
 
 HOOKS = Path(__file__).with_name("fault_hooks.py")
 
@@ -64,13 +65,18 @@ def frame_times(mp4: Path) -> list[int]:
         return [f.pts for f in c.decode(video=0)]
 
 
+def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
 def assert_same_run(out: Path, ann: Path, reference) -> None:
     df, ref_ann = reference
-    pd.testing.assert_frame_equal(pd.read_parquet(out), df)
+    same_rows(pd.read_parquet(out), df)
     errors = pd.read_csv(out.with_name(f"{out.stem}.errors.csv"))
     assert errors.empty
     for name in ("a_clip.mp4", "b_clip.mp4"):  # complete: every frame once, same times
-        assert frame_times(ann / name) == frame_times(ref_ann / name)
+        times = frame_times(ann / name)
+        assert times == frame_times(ref_ann / name) and len(set(times)) == 30
     assert (ann / "0_photo.jpg").is_file()
     assert not out.with_name(f".{out.name}.emobatch").exists()  # the run's folder is gone
     assert not list(out.parent.rglob("*.emobatch-tmp"))
@@ -79,7 +85,8 @@ def assert_same_run(out: Path, ann: Path, reference) -> None:
 @pytest.mark.parametrize("target,calls", [
     ("finish", 2),    # between files: the photo and clip a are done
     ("chunk", 3),     # inside clip a, after its second checkpoint (the photo is 1 chunk)
-    ("chunk", 8),     # inside clip b, after its third checkpoint (a clip is 4 chunks)
+    ("chunk", 10),    # inside clip b, after its third checkpoint (a clip is 6 chunks)
+    ("part", 4),      # inside clip a, its third chunk's rows written, its checkpoint not
     ("publish", 2),   # during the final write of the timeline
 ])
 def test_sigkill_then_resume_is_identical(inputs, reference, tmp_path, target, calls):
@@ -94,7 +101,7 @@ def test_sigkill_then_resume_is_identical(inputs, reference, tmp_path, target, c
 
 def test_resume_continues_mid_video_and_skips_finished_inputs(inputs, reference, tmp_path):
     out, ann = tmp_path / "r.parquet", tmp_path / "ann"
-    cli_killed_at("chunk", 8, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
+    cli_killed_at("chunk", 10, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
     r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
     assert r.returncode == 0, r.stderr
     import emobatch
@@ -102,7 +109,7 @@ def test_resume_continues_mid_video_and_skips_finished_inputs(inputs, reference,
     meta = emobatch.read_timeline(out).attrs["emobatch"]
     assert meta["resumed_inputs"] == 1  # clip b continued after its third checkpoint
     results = {Path(r["source"]).name: r for r in meta["results"]}
-    assert results["b_clip.mp4"]["resumed_from"] == 24 and results["b_clip.mp4"]["frames"] == 30
+    assert results["b_clip.mp4"]["resumed_from"] == 18 and results["b_clip.mp4"]["frames"] == 30
 
 
 def test_sigterm_keeps_finished_work_for_resume(inputs, reference, tmp_path):
@@ -114,8 +121,8 @@ def test_sigterm_keeps_finished_work_for_resume(inputs, reference, tmp_path):
     partial = pd.read_parquet(tmp_path / "r.partial.parquet")
     df = reference[0]
     # the photo and clip a's rows so far, exactly as in the full run
-    pd.testing.assert_frame_equal(partial, df.iloc[:len(partial)].reset_index(drop=True))
-    assert len(partial) >= 1 + 8 and not out.exists()
+    same_rows(partial, df.iloc[:len(partial)].reset_index(drop=True))
+    assert len(partial) >= 1 + 18 and not out.exists()
     assert not list(tmp_path.rglob("*.emobatch-tmp"))
     r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
     assert r.returncode == 0, r.stderr
@@ -154,9 +161,25 @@ def test_random_kill_inside_a_long_video(tmp_path):
         time.sleep(0.05)
     time.sleep(0.7)  # somewhere inside the third chunk
     proc.kill()
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
     assert cli("run", video, "--out", out, "--resume", *args).returncode == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full))
+    same_rows(pd.read_parquet(out), pd.read_parquet(full))
+    import emobatch
+
+    (result,) = emobatch.read_timeline(out).attrs["emobatch"]["results"]
+    assert result["resumed_from"] >= 2 * 60  # continued after its second checkpoint
+
+
+def test_resume_with_every_n(inputs, tmp_path):
+    args = ("--every", "2", *RUN_ARGS)  # checkpoints every 3 processed frames
+    full = tmp_path / "full.parquet"
+    assert cli("run", inputs, "--out", full, *args).returncode == 0
+    out = tmp_path / "r.parquet"
+    assert cli_killed_at("chunk", 4, "run", inputs, "--out", out, *args).returncode < 0
+    assert cli("run", inputs, "--out", out, "--resume", *args).returncode == 0
+    df = pd.read_parquet(out)
+    same_rows(df, pd.read_parquet(full))
+    assert sorted(df[df.source.str.endswith("a_clip.mp4")].frame.unique()) == list(range(0, 30, 2))
 
 
 def test_two_workers_equal_one(inputs, reference, tmp_path):
@@ -175,7 +198,7 @@ def test_dask_local_cluster_equals_one_process(inputs, reference, tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster:
         emobatch.run(inputs, out=out, annotate=ann, scheduler=cluster.scheduler_address,
-                     checkpoint_every=0.5)
+                     checkpoint_every=0.4)
     assert_same_run(out, ann, reference)
     assert emobatch.read_timeline(out).attrs["emobatch"]["runner"] == "dask"
 
@@ -225,7 +248,7 @@ def test_real_dask_cluster_survives_a_killed_worker(inputs, reference, tmp_path)
             v.kill()  # SIGKILL the worker mid-run; its nanny starts a new one
         _, err = run.communicate(timeout=600)
         assert run.returncode == 0, err
-        pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(single))
+        same_rows(pd.read_parquet(out), pd.read_parquet(single))
     finally:
         for p in procs[::-1]:
             p.terminate()
