@@ -22,7 +22,7 @@ _ANALYSIS = ("coverage", "episodes", "resample", "summarize")
 def __getattr__(name: str):
     # Lazy: `import emobatch` stays fast; torch and MTCNN load only when a run starts.
     if name == "run":
-        from .pipeline import run
+        from .batch import run
         return run
     if name == "Settings":
         from .config import Settings

@@ -211,7 +211,7 @@ def _on_sigterm(signum, frame) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     from .atomic import OutputError
     from .memory import limit_heap_growth
-    from .pipeline import run_files
+    from .batch import run_files
     from .sinks import errors_path, partial_path
     from .store import work_dir
 

@@ -60,7 +60,6 @@ def test_bad_knobs_rejected(tmp_path):
 
 def test_run_writes_report_and_blurs_faces(tmp_path):
     import cv2
-    import numpy as np
 
     out, ann, html = tmp_path / "r.parquet", tmp_path / "ann", tmp_path / "report.html"
     r = emobatch_cli("run", SAMPLE, "--out", out, "--annotate", ann, "--blur-faces",

@@ -9,7 +9,8 @@ import emobatch
 from conftest import SAMPLE, shared_path
 from emobatch.config import Settings
 from emobatch.outputs import annotation_root
-from emobatch.pipeline import FacePipeline, run_files
+from emobatch.batch import run_files
+from emobatch.pipeline import FacePipeline
 from emobatch.sinks import errors_path, read_metadata
 
 CLIP = SAMPLE / "astronaut_clip.mp4"

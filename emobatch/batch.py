@@ -1,0 +1,231 @@
+"""A run over many inputs: check the outputs, lock and open the run's store, let a runner
+process the inputs, publish the timeline from the stores in input order.
+
+`run()` is the Python API, `run_files()` the run behind it and the CLI.
+"""
+from __future__ import annotations
+
+import datetime
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .atomic import OutputError, remove_stale_temps
+from .config import Settings
+from .outputs import check_outputs, plan_items
+from .pipeline import FacePipeline, ProgressFn, SourceResult
+from .sinks import TimelineSink, errors_path, meta_path, partial_path
+from .sources import discover_inputs
+from .store import RunStore, WorkItem
+
+
+@dataclass
+class RunSummary:
+    results: list[SourceResult] = field(default_factory=list)
+    seconds: float = 0.0
+    out: Path | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.results)
+
+    @property
+    def faces(self) -> int:
+        return sum(r.faces for r in self.results)
+
+    @property
+    def errors(self) -> list[SourceResult]:
+        return [r for r in self.results if r.error]
+
+
+def run(inputs: str | Path | Sequence[str | Path], out: str | Path | None = None,
+        annotate: str | Path | None = None, settings: Settings | None = None,
+        progress: ProgressFn | None = None, *, resume: bool = False, workers: int | str = 1,
+        scheduler: Any = None, report: str | Path | None = None, **kwargs: Any):
+    """Process images and videos into an emotion timeline.
+
+    out: a .parquet or .csv path -> returns that Path (written atomically); None -> returns
+    a pandas DataFrame (errors in df.attrs['errors']). Keyword arguments set Settings fields
+    (validated: a bad value raises ValueError before any work). resume: continue the
+    unfinished run at `out`; workers: processes (int or "auto"); scheduler: a Dask
+    scheduler address or distributed.Client; report: also write the HTML report there.
+    """
+    settings = settings or Settings(**kwargs)
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    summary = run_files(inputs, out, annotate, settings, progress, resume=resume,
+                        workers=workers, scheduler=scheduler, report=report)
+    return summary.out if out is not None else _as_dataframe(summary)
+
+
+def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: str | Path | None,
+              settings: Settings, progress: ProgressFn | None = None, *, resume: bool = False,
+              workers: int | str = 1, scheduler: Any = None,
+              report: str | Path | None = None) -> RunSummary:
+    """The run behind the CLI and run(): returns the per-source results.
+
+    Raises UsageError (a ValueError) before any work for unusable outputs, a live run on the
+    same `out`, or an unfinished one without `resume`; OutputError when an output cannot be
+    written mid-run (finished work stays in the run's folder for `resume`).
+    """
+    from .runners import make_runner
+
+    if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
+    inputs = list(inputs)
+    tmpdir = tempfile.TemporaryDirectory() if out is None else None
+    out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
+    ann_dir = Path(annotate) if annotate is not None else None
+    report = Path(report) if report is not None else None
+    found = discover_inputs(inputs)
+    check_outputs(out, ann_dir, inputs, found.files, report)
+    items, renamed = plan_items(found.files, inputs, ann_dir)
+    summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
+                         unreadable=[(str(f), r) for f, r in found.unreadable])
+    store = RunStore(out)
+    # locked before the model loads: a second run on the same `out` is refused at once
+    resumed = store.open(_fingerprint(settings, ann_dir), resume, {
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "settings": settings.as_metadata(), "inputs": [str(p) for p in inputs]})
+    try:
+        _remove_stale_temps(out, ann_dir)
+        pipe = FacePipeline(settings)
+        runner = make_runner(pipe, workers, scheduler)
+    except BaseException:
+        store.remove() if not resumed else store.release()
+        raise
+    meta = pipe.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
+                              "labels": list(pipe.classifier.labels),
+                              "skipped": summary.skipped, "annotated_renamed": renamed,
+                              "annotate": str(ann_dir) if ann_dir else None}
+    t0 = time.perf_counter()
+    results: dict[int, SourceResult] = {}
+    try:
+        _execute(items, store, runner, progress, results, found.files)
+    except (KeyboardInterrupt, SystemExit):
+        _publish(out, items, store, meta, results, summary, time.perf_counter() - t0, partial=True)
+        store.release()
+        raise
+    except BaseException:
+        store.release()
+        raise
+    summary.results = [results[it.index] for it in items]
+    summary.seconds = time.perf_counter() - t0
+    _publish(out, items, store, meta, results, summary, summary.seconds)
+    store.remove()
+    if report is not None:
+        from .report import write_report
+
+        summary.report = write_report(out, report, annotate_dir=ann_dir,
+                                      thumbnails=not settings.blur_faces)
+    summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
+    return summary
+
+
+def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
+    """What a resumed run must match, computed without loading the model."""
+    import torch
+
+    from .device import amp_dtype, select_device
+    from .weights import default_weights_path, sha256_of
+
+    device = select_device(settings.device)
+    return settings.fingerprint(
+        sha256_of(settings.weights or default_weights_path()), device=str(device),
+        precision=str(amp_dtype(device, settings.amp)),
+        annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
+        torch=torch.__version__)
+
+
+def _remove_stale_temps(out: Path, ann_dir: Path | None) -> None:
+    """Temp files that killed runs left beside the timeline and under --annotate."""
+    for name in (out, errors_path(out), meta_path(out), partial_path(out)):
+        remove_stale_temps(out.parent, name.name)
+    if ann_dir is not None:
+        remove_stale_temps(ann_dir, recursive=True)
+
+
+def _execute(items: Sequence[WorkItem], store: RunStore, runner, progress: ProgressFn | None,
+             results: dict[int, SourceResult], files: Sequence[Path]) -> None:
+    """Fill `results` (by item index): inputs an earlier run finished, then the runner's."""
+    if progress:
+        progress("start", {"files": files})
+    for item in items:
+        done = store.item(item).done()
+        if done is not None:
+            results[item.index] = SourceResult.from_dict(done[0])
+            if progress:
+                progress("done", {"result": results[item.index], "resumed": True})
+    pending = [it for it in items if it.index not in results]
+    for item, res in runner.run(pending, store, progress):
+        results[item.index] = res
+        if progress:
+            progress("done", {"result": res, "streamed": runner.name == "serial"})
+
+
+def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[str, Any],
+             results: dict[int, SourceResult], summary: RunSummary, seconds: float,
+             partial: bool = False) -> Path:
+    """Write the timeline (or `.partial` timeline) from the stores, in input order."""
+    import pyarrow.parquet as pq
+
+    final = partial_path(out) if partial else out
+    done = [results[it.index] for it in items if it.index in results]
+    meta = meta | {"files": len(items), "frames": sum(r.frames for r in done),
+                   "faces": sum(r.faces for r in done), "seconds": round(seconds, 3),
+                   "resumed_inputs": sum(r.resumed_from is not None for r in done),
+                   "results": [r.to_dict() for r in done],
+                   "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated}}
+    if partial:
+        meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
+    lost = [it.source for it in items if not partial and not store.item(it).complete()]
+    if lost:
+        raise OutputError(f"the run's folder {store.dir} lost the results of {lost[0]} "
+                          f"(removed during the run?); run again")
+    try:
+        with TimelineSink(final, meta, labels=meta["labels"]) as sink:
+            for item in items:
+                istore = store.item(item)
+                for part in (istore.partial_parts() if partial else istore.finished_parts()):
+                    sink.write_table(_with_source(pq.read_table(part), item.source))
+                res = results.get(item.index)
+                if res is not None and res.error:
+                    sink.add_error(res.source, res.error, res.frames)
+            for folder, reason in summary.unreadable:
+                sink.add_error(folder, f"folder not read: {reason}", 0)
+    except OSError as e:
+        raise OutputError(f"cannot write {final}: {e.strerror or e}; the finished work is kept "
+                          f"in {store.dir}: fix this and rerun with --resume") from e
+    if not partial:
+        for stale in (partial_path(out),):
+            _remove_timeline(stale)
+    return final
+
+
+def _with_source(table, source: Path):
+    """Rows as this run names their input (a resumed run may spell the path differently)."""
+    import pyarrow as pa
+
+    i = table.schema.get_field_index("source")
+    return table.set_column(i, "source", pa.array([str(source)] * table.num_rows, pa.string()))
+
+
+def _remove_timeline(path: Path) -> None:
+    """A superseded `.partial` timeline and its sidecars (the complete one now holds them)."""
+    for p in (path, errors_path(path), meta_path(path)):
+        p.unlink(missing_ok=True)
+
+
+def _as_dataframe(summary: RunSummary):
+    import pandas as pd
+
+    df = pd.read_parquet(summary.out)
+    df.attrs["errors"] = [{"source": str(r.source), "error": r.error} for r in summary.errors]
+    summary.tmpdir.cleanup()
+    return df
