@@ -373,7 +373,7 @@ def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
               'emobatch report --annotate DIR).</p>')
     head = (f'<h2 id="v{i}" title="{_ESC(source)}">{_ESC(Path(source).name)}</h2>'
             f'<p>{_t(src["duration_s"])} · {src["frames_total"]} frames · faces in '
-            f'{_pct(src["coverage"])} of them · {len(tracks)} tracks · mix {_mix(src)}</p>')
+            f'{_pct(src["coverage"])} of them · {src["tracks"]} tracks · mix {_mix(src)}</p>')
     body = (f'<div class="plots">{"".join(plots)}<div class="trow"><div class="who"></div>'
             f'{_axis(dur)}</div></div>' if plots else '<p class="note">No faces found.</p>')
     if more > 0:
