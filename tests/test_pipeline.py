@@ -144,3 +144,28 @@ def test_huge_still_detected_on_a_downscaled_copy(monkeypatch, pipe):
     from emobatch.track import iou_matrix
     assert iou_matrix(small.xyxy, full.xyxy)[0, 0] > 0.7  # boxes in full-resolution pixels
     assert np.abs(small.landmarks - full.landmarks).max() < 6
+
+
+def test_skipped_files_and_unreadable_folders_reach_the_summary_and_errors(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    root = tmp_path / "in"
+    (root / "locked").mkdir(parents=True)
+    shutil.copy(PHOTO, root / "photo.jpg")
+    (root / "notes.txt").write_text("x")
+    (root / "locked" / "hidden.jpg").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # root reads every folder: simulate one it may not list
+        if not isinstance(path, int) and Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "r.parquet"
+    s = run_files([root], out, None, Settings(device="cpu"))
+    assert s.skipped == {".txt": 1} and s.unreadable == [(str(root / "locked"), "Permission denied")]
+    errs = pd.read_csv(errors_path(out))
+    assert errs["error"].tolist() == ["folder not read: Permission denied"]
+    assert read_metadata(out)["skipped"] == {".txt": 1}
