@@ -115,10 +115,11 @@ def _owner_alive(name: str) -> bool:
 
 
 def remove_stale_temps(folder: str | Path, target_name: str | None = None,
-                       recursive: bool = False) -> list[Path]:
+                       recursive: bool = False, any_owner: bool = False) -> list[Path]:
     """Delete emobatch temp files in `folder` (of `target_name` only, if given; in its
     subfolders too if `recursive`) whose process is gone; returns what was removed. Live
-    processes' temp files are left alone."""
+    processes' temp files are left alone, unless `any_owner`: for names only the holder of
+    a run's lock writes, where another host's (a container's) leftovers count as dead too."""
     folder = Path(folder)
     prefix = f".{target_name}." if target_name else "."
     removed = []
@@ -127,7 +128,8 @@ def remove_stale_temps(folder: str | Path, target_name: str | None = None,
     except OSError:
         return removed
     for p in entries:
-        if p.name.startswith(prefix) and p.name.endswith(TEMP_SUFFIX) and not _owner_alive(p.name):
+        if (p.name.startswith(prefix) and p.name.endswith(TEMP_SUFFIX)
+                and (any_owner or not _owner_alive(p.name))):
             try:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 removed.append(p)

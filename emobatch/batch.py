@@ -144,9 +144,10 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
 
 
 def _remove_stale_temps(out: Path, ann_dir: Path | None) -> None:
-    """Temp files that killed runs left beside the timeline and under --annotate."""
+    """Temp files that killed runs left beside the timeline (only the holder of its lock
+    writes those) and under --annotate (which other runs may share)."""
     for name in (out, errors_path(out), meta_path(out), partial_path(out)):
-        remove_stale_temps(out.parent, name.name)
+        remove_stale_temps(out.parent, name.name, any_owner=True)
     if ann_dir is not None:
         remove_stale_temps(ann_dir, recursive=True)
 

@@ -217,7 +217,7 @@ class RunStore:
         except BaseException:
             self.release()
             raise
-        remove_stale_temps(self.dir, recursive=True)
+        remove_stale_temps(self.dir, recursive=True, any_owner=True)  # ours: we hold the lock
         return found
 
     def _lock(self) -> None:

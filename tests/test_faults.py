@@ -211,15 +211,23 @@ def test_sigterm_from_outside(inputs, untouched, tmp_path):
 def test_stale_temp_files_of_a_dead_run_are_removed(inputs, tmp_path):
     from emobatch.atomic import TEMP_SUFFIX, temp_path
 
-    out = tmp_path / "r.parquet"
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    ann.mkdir()
     dead = out.with_name(temp_path(out).name.replace(f"-{os.getpid()}-", "-999999999-"))
     dead.write_bytes(b"half a parquet file")
-    alive = temp_path(out)  # this test's own process: alive, so not the run's to remove
-    alive.write_bytes(b"x")
+    container = out.with_name(f".r.parquet.otherhost-12-abcd{TEMP_SUFFIX}")  # another host's
+    container.write_bytes(b"x")
+    dead_ann = ann / dead.name.replace(".r.parquet.", ".clip.mp4.")
+    dead_ann.write_bytes(b"half an mp4")
+    alive_ann = temp_path(ann / "photo.jpg")  # this test's process: alive, may share --annotate
+    alive_ann.write_bytes(b"x")
     assert dead.name.endswith(TEMP_SUFFIX)
-    assert cli("run", inputs, "--out", out, *FAST).returncode == 0
-    assert not dead.exists() and alive.exists()
-    alive.unlink()
+    assert cli("run", inputs, "--out", out, "--annotate", ann, *FAST).returncode == 0
+    # beside --out only the lock holder writes: every leftover goes; under --annotate only
+    # those of dead processes of this host
+    assert not dead.exists() and not container.exists() and not dead_ann.exists()
+    assert alive_ann.exists()
+    alive_ann.unlink()
 
 
 @pytest.mark.parametrize("args", [["--every", "0"], ["--batch-size", "0"],
