@@ -31,6 +31,15 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
+@contextmanager
+def writing(path: str | Path, verb: str = "write") -> Iterator[None]:
+    """Turn an OSError while writing `path` into one OutputError with a clear message."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"cannot {verb} {path}: {e.strerror or e}") from e
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in `folder` durable (a no-op where directories can't be opened)."""
     try:

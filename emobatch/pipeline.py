@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .align import Aligner
 from .annotate import VideoWriter, concat_mp4, draw, write_image
-from .atomic import OutputError
+from .atomic import OutputError, writing
 from .classify import Classifier
 from .config import Settings
 from .detect import Detector
@@ -219,7 +219,7 @@ class _Annotation:
         if self.path is None:
             return
         img = draw(frame.image, faces, self.labels, blur=self.blur)
-        try:
+        with writing(f"the annotated output of {frame.source}"):
             if frame.t_sec is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 write_image(self.path, img)
@@ -230,18 +230,13 @@ class _Annotation:
                 self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
                                           img.shape[1], img.shape[0])
             self.writer.write(img, frame.t_sec)
-        except OSError as e:
-            raise OutputError(f"cannot write the annotated output of {frame.source}: "
-                              f"{e.strerror or e}") from e
 
     def end_chunk(self) -> None:
         """Publish the current segment (a checkpoint, or the end of the video)."""
         writer, self.writer = self.writer, None
         if writer is not None:
-            try:
+            with writing(writer.path):
                 writer.close()
-            except OSError as e:
-                raise OutputError(f"cannot write {writer.path}: {e.strerror or e}") from e
 
     def abort(self) -> None:
         writer, self.writer = self.writer, None
@@ -257,11 +252,9 @@ class _Annotation:
         segments = self.store.segments(last_chunk)
         if not segments:
             return None
-        try:
+        with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             concat_mp4(segments, self.path)
-        except OSError as e:
-            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         return self.path
 
 

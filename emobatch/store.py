@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import state as state_codec
-from .atomic import OutputError, atomic_path, remove_stale_temps, write_text
+from .atomic import OutputError, atomic_path, remove_stale_temps, write_text, writing
 
 
 class UsageError(ValueError):
@@ -80,11 +80,9 @@ class ItemStore:
         self.dir = Path(folder)
 
     def _write(self, fn, path: Path, *args) -> None:
-        try:
+        with writing(path):
             self.dir.mkdir(exist_ok=True)  # never re-creates a run folder that was removed
             fn(path, *args)
-        except OSError as e:
-            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
 
     def part(self, chunk: int) -> Path:
         return self.dir / f"part-{chunk:05d}.parquet"
@@ -188,11 +186,9 @@ class RunStore:
         Raises UsageError: another live run holds it; an unfinished run is there and
         `resume` is False; or its settings/weights differ from this run's.
         """
-        try:
+        with writing(self.dir, "create"):
             (self.dir / "items").mkdir(parents=True, exist_ok=True)
             self._lock()
-        except OSError as e:
-            raise OutputError(f"cannot create {self.dir}: {e.strerror or e}") from e
         manifest = self.dir / "manifest.json"
         try:
             if manifest.is_file():
