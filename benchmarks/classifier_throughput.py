@@ -1,60 +1,117 @@
-"""Classifier throughput on this machine: faces/s at batch 1 and batch 64, fp32 vs autocast,
-without and with each TTA mode, for the shipped (or a given) model as the pipeline runs it.
+"""Classifier cost per face on this machine, for each backend and TTA mode, as the pipeline runs it.
 
-    python benchmarks/classifier_throughput.py [--weights FILE] [--seconds 3] [--json OUT]
+    python benchmarks/classifier_throughput.py [--weights W.pt ...] [--seconds 3] [--json OUT]
+
+For each weights file (default: the shipped one) prints its GMACs per face (one view) and
+faces/s and ms per face at batch 1 and 64 for every backend that runs here: `torch` in fp32,
+`torch` in bf16 where the CPU runs bf16 natively, and `int8` where the weights carry a
+calibration. The fastest path at batch 64 without TTA is marked; the JSON records the
+machine (benchmarks/machine.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from emobatch.classify import inference_model, predict_probs
+from emobatch.backends import BackendUnavailable, Runtime, load_runtime
+from emobatch.classify import predict_probs
 from emobatch.config import TTA_MODES
-from emobatch.device import amp_dtype, select_device
+from emobatch.device import cpu_bf16_supported, select_device
 from emobatch.weights import load_weights
 
+from machine import machine_info
 
-def faces_per_second(model, device, dtype, batch: int, tta: str, seconds: float) -> float:
+
+def gmacs_per_face(model: nn.Module, size: int = 48) -> float:
+    """Multiply-accumulates of one forward pass on one (1, 1, size, size) face, in 1e9."""
+    total = 0
+
+    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.inference_mode():
+        model.eval()(torch.zeros(1, 1, size, size))
+    for h in handles:
+        h.remove()
+    return total / 1e9
+
+
+def faces_per_second(rt: Runtime, device: torch.device, batch: int, tta: str, seconds: float) -> float:
     crops = np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
     for _ in range(3):  # warm-up: oneDNN builds its kernels on first use
-        predict_probs(model, crops, device, dtype, batch_size=batch, tta=tta)
+        predict_probs(rt.model, crops, device, rt.dtype, batch_size=batch, tta=tta)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        predict_probs(model, crops, device, dtype, batch_size=batch, tta=tta)
+        predict_probs(rt.model, crops, device, rt.dtype, batch_size=batch, tta=tta)
         n += batch
     return n / (time.perf_counter() - t0)
 
 
+def runtimes(weights: str | None, device: torch.device) -> list[Runtime]:
+    lm = load_weights(weights, device=str(device))
+    options = [("torch", "off")]
+    if device.type == "cuda" or cpu_bf16_supported():
+        options.append(("torch", "auto"))
+    options.append(("int8", "off"))
+    out = []
+    for backend, amp in options:
+        try:
+            out.append(load_runtime(lm, device, backend, amp))
+        except BackendUnavailable as e:
+            print(f"  ({backend}: {e})")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", nargs="*", default=[None])
     p.add_argument("--device", default="auto")
     p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--json", default=None)
+    p.add_argument("--tta", nargs="*", default=list(TTA_MODES), choices=TTA_MODES)
+    p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     device = select_device(a.device)
-    lm = load_weights(a.weights, device=str(device))
-    model = inference_model(lm.model)
-    amp = amp_dtype(device, "auto")
-    rows = []
-    print(f"model {lm.config['arch']} ({sum(x.numel() for x in model.parameters()) / 1e6:.2f}M params), "
-          f"device {device}, threads {torch.get_num_threads()}")
-    for dtype in dict.fromkeys([None, amp]):
-        for tta in TTA_MODES:
-            for batch in (1, 64):
-                fps = faces_per_second(model, device, dtype, batch, tta, a.seconds)
-                rows.append({"dtype": str(dtype or "fp32").replace("torch.", ""), "tta": tta,
-                             "batch": batch, "faces_per_s": round(fps, 1),
-                             "ms_per_face": round(1000 / fps, 3)})
-                print(f"{rows[-1]['dtype']:>9} tta={tta:<7} batch={batch:<3} "
-                      f"{fps:9.1f} faces/s  {1000 / fps:7.3f} ms/face")
+    report = {**machine_info(), "device": str(device), "models": []}
+    print(f"{report['cpu_model']}, isa {report['isa']}, {report['threads']} threads, {device}")
+    for w in a.weights:
+        lm = load_weights(w, device=str(device))
+        gmacs = gmacs_per_face(lm.model.cpu())
+        entry = {"weights": str(lm.path), "weights_sha256": lm.sha256, "arch": lm.config.get("arch"),
+                 "params_m": round(sum(x.numel() for x in lm.model.parameters()) / 1e6, 2),
+                 "gmacs_per_face": round(gmacs, 3), "results": []}
+        print(f"{lm.path.name}: {entry['arch']}, {entry['params_m']}M parameters, "
+              f"{gmacs:.3f} GMACs per face (one view)")
+        for rt in runtimes(w, device):
+            for tta in a.tta:
+                for batch in (1, 64):
+                    fps = faces_per_second(rt, device, batch, tta, a.seconds)
+                    entry["results"].append({"backend": rt.name, "tta": tta, "batch": batch,
+                                             "faces_per_s": round(fps, 1),
+                                             "ms_per_face": round(1000 / fps, 3)})
+                    print(f"  {rt.name:>10} tta={tta:<7} batch={batch:<3} {fps:9.1f} faces/s "
+                          f"{1000 / fps:7.3f} ms/face")
+        plain = [r for r in entry["results"] if r["tta"] == "none" and r["batch"] == 64]
+        if plain:
+            best = min(plain, key=lambda r: r["ms_per_face"])
+            fp32 = next((r for r in plain if r["backend"] == "torch-fp32"), best)
+            entry["fastest"] = {"backend": best["backend"], "ms_per_face": best["ms_per_face"],
+                                "vs_fp32": round(fp32["ms_per_face"] / best["ms_per_face"], 2)}
+            print(f"  fastest at batch 64 without TTA: {best['backend']} {best['ms_per_face']} "
+                  f"ms/face, {entry['fastest']['vs_fp32']}x fp32")
+        report["models"].append(entry)
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"weights_sha256": lm.sha256, "results": rows}, fh, indent=2)
+        a.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

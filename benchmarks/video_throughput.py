@@ -1,17 +1,23 @@
 """Video throughput and fidelity of the default pipeline against the exhaustive reference.
 
-    python benchmarks/video_throughput.py VIDEO [--quality balanced] [--weights W.pt] [--json OUT]
+    python benchmarks/video_throughput.py VIDEO [--quality balanced] [--weights W.pt]
+        [--backend auto] [--json OUT] [--reference-cache DIR]
 
 Prints, from one run: decode-only fps; the exhaustive reference's fps (facenet-pytorch's own
-MTCNN.detect at full resolution on every frame, then align + classify, track and smooth as the
-preset does); the chosen preset's fps (annotation off, timeline written to a temporary
-Parquet); their ratios; face recall of the preset against the reference (IoU >= 0.5, one-to-one matching per frame);
-emotion agreement on matched faces (`agreement`: the reported, smoothed `emotion` of both;
-`agreement_raw`: the per-frame argmax of both); and peak RSS of the preset's run.
+MTCNN.detect at full resolution on every frame, then align, the classifier in plain fp32
+torch, track and smooth as the preset does); the chosen preset's fps with the chosen backend
+(annotation off, timeline written to a temporary Parquet); their ratios; face recall of the
+preset against the reference (IoU >= 0.5, one-to-one matching per frame); emotion agreement
+on matched faces (`agreement`: the reported, smoothed `emotion` of both; `agreement_raw`:
+the per-frame argmax of both), so agreement covers the backend's rounding too; and peak RSS
+of the preset's run. The JSON records the machine (cpu_model, isa, threads) and backend.
+--reference-cache keeps the reference's timeline (keyed by video, weights and settings) so
+that trying several settings runs the slow reference once.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import tempfile
@@ -30,6 +36,8 @@ from emobatch.sinks import TimelineSink
 from emobatch.sources import iter_video
 from emobatch.track import iou_matrix
 from emobatch.types import EMOTIONS
+
+from machine import machine_info
 
 
 def decode_fps(video: Path) -> tuple[float, int]:
@@ -72,6 +80,28 @@ def match(ref: pd.DataFrame, got: pd.DataFrame) -> tuple[int, int, int, int]:
     return n_ref, n_match, same, same_raw
 
 
+def reference(a: argparse.Namespace, s: Settings, sha256: str) -> tuple[float, pd.DataFrame, bool]:
+    """fps and timeline of the exhaustive reference: facenet-pytorch's MTCNN on every frame,
+    the classifier in fp32 torch, the same tracking and smoothing. From the cache when there."""
+    ref_s = Settings(device="cpu", quality="exhaustive", tta=a.tta, weights=a.weights,
+                     backend="torch", amp="off")
+    key = hashlib.sha256(json.dumps([str(a.video.resolve()), a.video.stat().st_size,
+                                     a.video.stat().st_mtime, sha256, ref_s.as_metadata()],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    cached = a.reference_cache / f"{a.video.stem}-{key}.parquet" if a.reference_cache else None
+    if cached is not None and cached.is_file():
+        meta = json.loads(cached.with_suffix(".json").read_text())
+        return meta["fps_reference"], pd.read_parquet(cached), True
+    pipe = FacePipeline(ref_s)
+    pipe.detector = Detector(s.min_face_size, s.thresholds, s.min_score, exact=True, backend="torch")
+    fps_ref, ref = timed_run(pipe, a.video)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        ref.to_parquet(cached)
+        cached.with_suffix(".json").write_text(json.dumps({"fps_reference": fps_ref}))
+    return fps_ref, ref, False
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", type=Path)
@@ -81,26 +111,28 @@ def main() -> None:
     p.add_argument("--full-res-every", type=int, default=None)
     p.add_argument("--tta", default=None, choices=TTA_MODES, help="for both runs")
     p.add_argument("--weights", type=Path, default=None, help="classifier for both runs (default: shipped)")
+    p.add_argument("--backend", default="auto", help="the preset's classifier backend")
+    p.add_argument("--detector-backend", default="auto", help="the preset's MTCNN backend")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--reference-cache", type=Path, default=None, metavar="DIR")
     a = p.parse_args()
 
     fps_decode, n = decode_fps(a.video)
     s = Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
                  detect_scale=a.detect_scale, full_res_every=a.full_res_every, tta=a.tta,
-                 weights=a.weights)
+                 weights=a.weights, backend=a.backend, detector_backend=a.detector_backend)
     limit_heap_growth()  # as the CLI does where a process starts
     pipe = FacePipeline(s)
     fps_default, got = timed_run(pipe, a.video)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # same classifier, tracking and smoothing; only the detection differs
-    pipe.settings = Settings(device="cpu", quality="exhaustive", tta=a.tta, weights=a.weights)
-    pipe.detector = Detector(s.min_face_size, s.thresholds, s.min_score, exact=True)
-    fps_ref, ref = timed_run(pipe, a.video)
+    machine = machine_info(pipe)
+    fps_ref, ref, ref_cached = reference(a, s, pipe.classifier.sha256)
     n_ref, n_match, same, same_raw = match(ref, got)
     res = {
-        "video": str(a.video), "frames": n, "quality": a.quality,
+        **machine, "video": str(a.video), "frames": n, "quality": a.quality,
         "weights_sha256": pipe.classifier.sha256,
         "fps_decode": round(fps_decode, 2), "fps_reference": round(fps_ref, 2),
+        "reference_from_cache": ref_cached,
         "fps_default": round(fps_default, 2),
         "speedup_vs_reference": round(fps_default / fps_ref, 2),
         "fraction_of_decode": round(fps_default / fps_decode, 3),

@@ -132,13 +132,17 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
     """What a resumed run must match, computed without loading the model."""
     import torch
 
-    from .device import amp_dtype, select_device
-    from .weights import default_weights_path, sha256_of
+    from .backends import runtime_name
+    from .device import select_device
+    from .mtcnn import resolve_net_backend
+    from .weights import default_weights_path, read_config, sha256_of
 
     device = select_device(settings.device)
+    weights = settings.weights or default_weights_path()
     return settings.fingerprint(
-        sha256_of(settings.weights or default_weights_path()), device=str(device),
-        precision=str(amp_dtype(device, settings.amp)),
+        sha256_of(weights), device=str(device),
+        precision=runtime_name(settings.backend, device, settings.amp, read_config(weights)),
+        detector=resolve_net_backend(settings.detector_backend, device),
         annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
         torch=torch.__version__)
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backends import inference_model, load_runtime
 from .config import TTA_MODES
-from .device import amp_dtype, autocast, select_device
-from .models import fold_batchnorm
+from .device import autocast, select_device
 from .preprocess import to_tensor
 from .types import FaceBatch
 from .weights import load_weights
@@ -75,23 +75,24 @@ def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
     return torch.cat(out).numpy() if out else np.zeros((0, n_cls), np.float32)
 
 
-def inference_model(model: nn.Module) -> nn.Module:
-    """The model as the product runs it: batch norm folded into the convs, channels-last."""
-    return fold_batchnorm(model).to(memory_format=torch.channels_last)
+__all__ = ["Classifier", "inference_model", "predict_probs", "tta_views"]
 
 
 class Classifier:
     """Stage: FaceBatch with crops -> FaceBatch with probs (and probs_raw, identical here)."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto",
-                 batch_size: int = 64, tta: str | None = None, amp: str = "auto") -> None:
+                 batch_size: int = 64, tta: str | None = None, amp: str = "auto",
+                 backend: str = "auto") -> None:
+        """backend: a name in emobatch.backends.BACKENDS, or 'auto' (int8 on a CPU when the
+        weights carry a calibration, else torch eager with `amp`)."""
         self.device = select_device(device)
         loaded = load_weights(weights, device=str(self.device))
-        self.model = inference_model(loaded.model)
+        runtime = load_runtime(loaded, self.device, backend, amp)
+        self.model, self.dtype, self.backend = runtime.model, runtime.dtype, runtime.name
         self.config, self.path, self.sha256 = loaded.config, loaded.path, loaded.sha256
         self.labels: list[str] = list(self.config["labels"])
         self.tta = tta if tta is not None else self.config.get("tta", "none")
-        self.dtype = amp_dtype(self.device, amp)
         self.batch_size = batch_size
 
     def predict(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:

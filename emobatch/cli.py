@@ -14,7 +14,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from . import __version__
-from .config import DEVICES, QUALITY_PRESETS, TTA_MODES, Settings
+from .config import (DEVICES, QUALITY_PRESETS, TTA_MODES, Settings, backend_choices,
+                     detector_backend_choices)
 
 console = Console(stderr=True)
 
@@ -36,6 +37,14 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", type=Path, default=None, metavar="HTML",
                    help="also write the offline HTML report (see emobatch report)")
     r.add_argument("--device", default=d("device"), choices=list(DEVICES))
+    r.add_argument("--backend", default=d("backend"), choices=list(backend_choices()),
+                   help="how the classifier runs: int8 (x86 CPUs; auto's choice there when the "
+                        "weights carry a calibration), torch (eager; bf16 where the CPU has "
+                        "it, AMP on CUDA)")
+    r.add_argument("--detector-backend", default=d("detector_backend"),
+                   choices=list(detector_backend_choices()),
+                   help="how MTCNN's networks run: openvino (auto's choice on a CPU when "
+                        "emobatch[openvino] is installed) or torch")
     r.add_argument("--batch-size", type=int, default=d("batch_size"), help="faces per classifier batch")
     r.add_argument("--min-face-size", type=int, default=d("min_face_size"),
                    help="smallest face in pixels")
@@ -112,7 +121,8 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
                     detect_every=a.detect_every, detect_scale=a.detect_scale,
                     full_res_every=a.full_res_every, track=not a.no_track,
                     smooth_tau=a.smooth, checkpoint_every=a.checkpoint_every,
-                    blur_faces=a.blur_faces)
+                    blur_faces=a.blur_faces, backend=a.backend,
+                    detector_backend=a.detector_backend)
 
 
 def workers_from_args(value: str) -> int | str:

@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .backends import BACKENDS
+from .mtcnn import NET_BACKENDS, openvino_available
+
 
 class Preset(NamedTuple):
     """How a quality level processes videos. Measured by benchmarks/video_throughput.py."""
@@ -44,6 +47,8 @@ class Settings:
     weights: Path | None = None       # None: the shipped model
     tta: str | None = None            # TTA_MODES; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
+    backend: str = "auto"             # classifier backend: auto | emobatch.backends.BACKENDS
+    detector_backend: str = "auto"    # MTCNN's networks: auto | emobatch.mtcnn.NET_BACKENDS
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)
     detect_scale: float | None = None  # full detection on a frame scaled by this (None: preset)
@@ -62,6 +67,14 @@ class Settings:
         checks = [
             (self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, not {self.amp!r}"),
+            (self.backend in backend_choices(),
+             f"backend must be one of {backend_choices()}, not {self.backend!r}"),
+            (self.detector_backend in detector_backend_choices(),
+             f"detector_backend must be one of {detector_backend_choices()}, "
+             f"not {self.detector_backend!r}"),
+            (self.detector_backend != "openvino" or openvino_available(),
+             "detector_backend openvino needs the openvino package (pip install "
+             "'emobatch[openvino]')"),
             (self.quality in QUALITY_PRESETS,
              f"quality must be one of {tuple(QUALITY_PRESETS)}, not {self.quality!r}"),
             (self.tta is None or self.tta in TTA_MODES,
@@ -128,6 +141,15 @@ class Settings:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def backend_choices() -> tuple[str, ...]:
+    """'auto' and every registered classifier backend (also ones registered by the user)."""
+    return ("auto", *BACKENDS)
+
+
+def detector_backend_choices() -> tuple[str, ...]:
+    return ("auto", *NET_BACKENDS)
 AMP_MODES = ("auto", "on", "off")
 
 

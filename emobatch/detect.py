@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from .mtcnn import CascadeMTCNN, decode_onet, load_nets, nms, square, to_input
+from .mtcnn import CascadeMTCNN, decode_onet, load_nets, nms, resolve_net_backend, square
 from .track import iou_matrix
 from .types import FaceBatch
 
@@ -18,9 +18,11 @@ class Detector:
 
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
                  min_score: float = 0.9, device: str | torch.device = "cpu",
-                 exact: bool = False) -> None:
+                 exact: bool = False, backend: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
-        compare against); the default runs the same cascade faster (emobatch.mtcnn)."""
+        compare against); the default runs the same cascade faster (emobatch.mtcnn), its
+        networks through `backend` (emobatch.mtcnn.NET_BACKENDS; auto: openvino on a CPU
+        where it is installed, else torch)."""
         self.min_score = min_score
         self.min_face_size = min_face_size
         # facenet-pytorch's own batched path stays in use on a GPU
@@ -32,7 +34,8 @@ class Detector:
             self.reference = MTCNN(keep_all=True, min_face_size=min_face_size,
                                    thresholds=list(thresholds), post_process=False,
                                    select_largest=False, device=torch.device(device))
-        self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds))
+        self.backend = resolve_net_backend(backend, device)
+        self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds), backend=self.backend)
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.
@@ -85,9 +88,8 @@ class Detector:
             return FaceBatch.empty(), np.zeros(0, np.int64)
         sq = square(np.asarray(boxes, np.float32)[:, :4], expand).round()
         crops = np.stack([_crop_resize(image, b, 48) for b in sq.astype(int)])
-        with torch.inference_mode():
-            reg, pts, prob = self.cascade.onet(to_input(crops).to(self.cascade.device))
-        reg, pts, score = reg.cpu().numpy(), pts.cpu().numpy(), prob[:, 1].cpu().numpy()
+        reg, pts, prob = self.cascade.onet(crops)
+        score = prob[:, 1]
         xyxy, lm = decode_onet(sq, reg, pts)
         faces = FaceBatch(xyxy.astype(np.float32), score.astype(np.float32), lm.astype(np.float32))
         h, w = image.shape[:2]

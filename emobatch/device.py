@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -16,9 +19,66 @@ def select_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+# instruction-set levels, lowest first, and the cpuinfo flags each needs
+ISA_LEVELS = ("generic", "avx2", "avx512", "amx")
+_ISA_FLAGS = {"avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512bw", "avx512vl"},
+              "amx": {"amx_bf16", "amx_tile"}}
+# the environment caps that torch's kernels obey, mapped to the level they allow at most
+_ATEN_CAPS = {"default": "generic", "avx2": "avx2", "avx512": "avx512"}
+
+
+def _cpuinfo() -> dict[str, str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info
+
+
+@lru_cache(maxsize=None)
+def cpu_model() -> str:
+    """The CPU's name with its family and model numbers where the name is generic (e.g.
+    'Intel(R) Xeon(R) Processor (family 6, model 143)'), as benchmarks record it."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    return name
+
+
+@lru_cache(maxsize=None)
+def cpu_isa() -> str:
+    """The widest vector ISA the CPU kernels may use here: 'amx', 'avx512', 'avx2' or
+    'generic'. Read from the CPU's flags, lowered by ATEN_CPU_CAPABILITY and
+    ONEDNN_MAX_CPU_ISA when they are set (torch and oneDNN obey them), so
+    `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` runs as an AVX2-only CPU would."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    if not flags:  # not Linux: what torch's own dispatch found
+        cap = torch.backends.cpu.get_cpu_capability().lower()
+        level = "avx512" if cap.startswith("avx512") else "avx2" if cap == "avx2" else "generic"
+    else:
+        level = "generic"
+        for isa in ISA_LEVELS[1:]:
+            if not _ISA_FLAGS[isa] <= flags:
+                break
+            level = isa
+    caps = [_ATEN_CAPS.get(os.environ.get("ATEN_CPU_CAPABILITY", "").lower(), "amx")]
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if onednn:
+        caps.append("amx" if "AMX" in onednn or onednn == "ALL" else "avx512" if "AVX512" in onednn
+                    else "avx2" if "AVX2" in onednn else "generic")
+    return min([level, *caps], key=ISA_LEVELS.index)
+
+
 @lru_cache(maxsize=None)
 def cpu_bf16_supported() -> bool:
     """True when oneDNN runs bf16 natively here (AVX512-BF16 or AMX); emulated bf16 is slower."""
+    if cpu_isa() in ("generic", "avx2"):  # also when capped: oneDNN would emulate it
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:

@@ -79,9 +79,9 @@ class FacePipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.classifier = Classifier(settings.weights, settings.device, settings.batch_size,
-                                     settings.tta, settings.amp)
+                                     settings.tta, settings.amp, settings.backend)
         self.detector = Detector(settings.min_face_size, settings.thresholds, settings.min_score,
-                                 device=self.classifier.device)
+                                 device=self.classifier.device, backend=settings.detector_backend)
         self.aligner = Aligner()
 
     def process(self, frame: Frame, scale: float = 1.0) -> FaceBatch:
@@ -180,7 +180,8 @@ class FacePipeline:
         return {"emobatch_version": __version__, "weights": str(c.path), "weights_sha256": c.sha256,
                 "arch": c.config.get("arch"), "model_metrics": c.config.get("metrics"),
                 "tta": c.tta, "tta_video": self.settings.video_tta() or c.tta,
-                "device": str(c.device), "settings": self.settings.as_metadata()}
+                "device": str(c.device), "backend": c.backend,
+                "detector_backend": self.detector.backend, "settings": self.settings.as_metadata()}
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Save and load classifier weights together with their config, offline and verified.
 
-A weights file `NAME.pt` holds {"config": {...}, "state_dict": {...}}; beside it `NAME.json`
-repeats the config and adds the file's sha256, which loading verifies.
+A weights file `NAME.pt` holds {"config": {...}, "state_dict": {...}} and, optionally,
+"int8": {...}, the calibrated activation observers of the int8 backend (emobatch.backends;
+the config's "int8" entry says how they were calibrated); beside it `NAME.json` repeats the
+config and adds the file's sha256, which loading verifies.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class LoadedModel:
     config: dict[str, Any]
     path: Path
     sha256: str
+    int8: dict[str, torch.Tensor] | None = None  # observer buffers for the int8 backend
 
 
 def sha256_of(path: Path) -> str:
@@ -53,14 +56,19 @@ def default_weights_path() -> Path:
     raise WeightsError(f"shipped weights {DEFAULT_NAME} not found in {PACKAGE_WEIGHTS_DIR} or {WEIGHTS_DIR}")
 
 
-def save_weights(model: nn.Module, config: dict[str, Any], path: str | Path) -> str:
-    """Write weights + config atomically, then the sidecar JSON with the sha256; returns it."""
+def save_weights(model: nn.Module, config: dict[str, Any], path: str | Path,
+                 int8: dict[str, torch.Tensor] | None = None) -> str:
+    """Write weights + config (+ int8 observers) atomically, then the sidecar JSON with the
+    sha256; returns it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {"labels": list(EMOTIONS), **config}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob: dict[str, Any] = {"config": config, "state_dict": state}
+    if int8:
+        blob["int8"] = {k: v.detach().cpu().contiguous() for k, v in int8.items()}
     with atomic_path(path) as tmp:
-        torch.save({"config": config, "state_dict": state}, tmp)
+        torch.save(blob, tmp)
     digest = sha256_of(path)
     write_text(path.with_suffix(".json"), json.dumps({**config, "sha256": digest}, indent=2) + "\n")
     return digest
@@ -87,4 +95,14 @@ def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedM
         raise
     except Exception as e:  # torch raises many types for a bad file
         raise WeightsError(f"cannot load weights {path}: {e}") from e
-    return LoadedModel(model.to(device).eval(), config, path, digest)
+    return LoadedModel(model.to(device).eval(), config, path, digest, blob.get("int8"))
+
+
+def read_config(path: str | Path | None = None) -> dict[str, Any]:
+    """A weights file's config without building its model: from the sidecar JSON when there
+    is one, else from the file."""
+    path = Path(path) if path is not None else default_weights_path()
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    return load_weights(path).config

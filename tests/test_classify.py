@@ -33,7 +33,7 @@ def test_empty_batch(clf):
 @pytest.mark.parametrize("tta", ["flip", "zoom", "tencrop"])
 def test_tta_is_mirror_symmetric(tta):
     """Each mode's views of a mirrored face are the mirrored views of the face."""
-    clf = Classifier(device="cpu", tta=tta, amp="off")
+    clf = Classifier(device="cpu", tta=tta, amp="off", backend="torch")
     crops = np.random.default_rng(2).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     np.testing.assert_allclose(clf.predict(crops), clf.predict(crops[:, :, ::-1].copy()), atol=1e-5)
 
@@ -54,7 +54,7 @@ def test_tta_views_count_and_geometry():
 def test_tta_agrees_however_views_are_batched(monkeypatch):
     import emobatch.classify as c
 
-    clf = Classifier(device="cpu", tta="tencrop", amp="off")
+    clf = Classifier(device="cpu", tta="tencrop", amp="off", backend="torch")
     crops = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
     together = clf.predict(crops)
     monkeypatch.setattr(c, "MAX_FORWARD", 1)  # one view per forward pass
@@ -79,9 +79,41 @@ def test_real_face_end_to_end(clf, detector, astronaut_rgb):
 
 
 def test_per_call_tta_overrides_the_default():
-    clf = Classifier(device="cpu", tta="flip", amp="off")
+    clf = Classifier(device="cpu", tta="flip", amp="off", backend="torch")
     crops = np.random.default_rng(3).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     mirrored = crops[:, :, ::-1].copy()
     plain, flipped = clf.predict(crops, "none"), clf.predict(mirrored, "none")
     np.testing.assert_allclose(clf.predict(crops), (plain + flipped) / 2, atol=1e-5)
     assert not np.allclose(plain, flipped, atol=1e-3)
+
+
+def test_int8_backend_is_the_default_on_cpu_and_exact_across_batches_and_threads():
+    """The shipped weights carry an int8 calibration, so a CPU runs int8 unless asked
+    otherwise; integer arithmetic gives the same probabilities whatever the batch or thread
+    count (bf16 does not), and they stay close to fp32's."""
+    import torch
+
+    clf = Classifier(device="cpu")
+    assert clf.backend == "int8" and clf.dtype is None
+    fp32 = Classifier(device="cpu", backend="torch", amp="off")
+    assert fp32.backend == "torch-fp32"
+    crops = np.random.default_rng(5).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    together = clf.predict(crops)
+    np.testing.assert_array_equal(np.concatenate([clf.predict(crops[i:i + 7]) for i in range(0, 40, 7)]),
+                                  together)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        np.testing.assert_array_equal(clf.predict(crops), together)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.abs(together - fp32.predict(crops)).max() < 0.15
+
+
+def test_unknown_or_unavailable_backend_is_a_clear_error():
+    import pytest as _pytest
+
+    from emobatch.config import Settings
+
+    with _pytest.raises(ValueError, match="backend must be one of"):
+        Settings(backend="tensorrt")

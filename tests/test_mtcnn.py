@@ -45,9 +45,54 @@ def test_cascade_blank_and_tiny_images(detector):
     assert len(detector.detect(np.full((10, 10, 3), 90, np.uint8))) == 0
 
 
-def test_cascade_nets_run_channels_last(detector):
-    w = detector.cascade.pnet.conv1.weight
+def test_cascade_nets_run_channels_last():
+    w = Detector(backend="torch").cascade.pnet.net.conv1.weight
     assert w.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.fixture(scope="module")
+def both():
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    return Detector(backend="torch"), Detector(backend="openvino")
+
+
+def test_openvino_nets_match_torch(both, astronaut_rgb):
+    """Each network's outputs through OpenVINO equal torch's to float rounding, on uint8 and
+    float inputs, for any batch size and input size; and do not depend on the thread count."""
+    t, o = (d.cascade for d in both)
+    assert (t.pnet.name, o.pnet.name) == ("torch", "openvino")
+    rng = np.random.default_rng(0)
+    level = np.ascontiguousarray(astronaut_rgb[::3, ::3])
+    cases = [(t.pnet, o.pnet, level[None]), (t.pnet, o.pnet, level[None, :77, :61]),
+             (t.rnet, o.rnet, rng.uniform(0, 255, (37, 24, 24, 3)).astype(np.float32)),
+             (t.onet, o.onet, rng.integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)),
+             (t.onet, o.onet, rng.uniform(0, 255, (1, 48, 48, 3)).astype(np.float32))]
+    for tn, on, x in cases:
+        for a, b in zip(tn(x), on(x)):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(b, a, atol=1e-4)
+    from emobatch.mtcnn import OpenVINONet, load_nets
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = OpenVINONet(load_nets()[1], 24)
+    finally:
+        torch.set_num_threads(threads)
+    x = cases[2][2]
+    for a, b in zip(one(x), o.rnet(x)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_openvino_cascade_finds_the_same_faces(both):
+    import cv2
+
+    p = shared_path("media", "groups", "facenet_pytorch_multiface.jpg")
+    img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+    t, o = (d.detect(img) for d in both)
+    assert len(t) == len(o) > 3
+    np.testing.assert_allclose(o.xyxy, t.xyxy, atol=0.01)
+    np.testing.assert_allclose(o.landmarks, t.landmarks, atol=0.01)
 
 
 def test_search_finds_a_face_that_moved(detector, astronaut_rgb):

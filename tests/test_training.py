@@ -541,3 +541,38 @@ def test_photos_are_detected_and_aligned_like_inference(tmp_path):
     np.testing.assert_array_equal(split.images[0], expected)
     off = load_fer(tmp_path, align="off")["PublicTest"]
     assert len(off) == 2  # plain resize keeps both
+
+
+def test_quantize_adds_int8_calibration_that_loads_exactly(fer_folder, folder_run, tmp_path):
+    """training.quantize writes the observers; the int8 backend rebuilt from them at load
+    time is the network converted right after calibration, and the float weights are kept."""
+    from emobatch.backends import BackendUnavailable, convert_int8, load_runtime, prepare_int8
+    from emobatch.preprocess import to_tensor
+    from emobatch.weights import load_weights
+    from training.quantize import calibrate, get_args_parser, main
+
+    src = folder_run / "w" / "emobatch_fer.pt"
+    out = tmp_path / "q.pt"
+    info = main(get_args_parser().parse_args(["--data", str(fer_folder), "--weights", str(src),
+                                              "--out", str(out), "--faces", "20", "--eval"]))
+    assert info["faces"] == 20 and set(info["publictest"]) == {"none", "flip", "zoom", "tencrop"}
+    before, after = load_weights(src), load_weights(out)
+    assert after.config["int8"]["faces"] == 20 and after.int8
+    for k, v in before.model.state_dict().items():
+        assert torch.equal(v, after.model.state_dict()[k])
+    with pytest.raises(BackendUnavailable, match="calibration"):
+        load_runtime(before, torch.device("cpu"), "int8")
+    assert load_runtime(before, torch.device("cpu")).name.startswith("torch-")
+
+    rt = load_runtime(after, torch.device("cpu"))  # auto: int8 for calibrated weights
+    assert rt.name == "int8"
+    imgs = load_fer(fer_folder)["Training"].images
+    pick = np.sort(np.random.default_rng(0).choice(len(imgs), 20, replace=False))
+    prepared = prepare_int8(before.model)
+    with torch.inference_mode():
+        prepared(to_tensor(imgs[pick]))
+    direct = convert_int8(prepared)
+    x = to_tensor(imgs[:9])
+    with torch.inference_mode():
+        torch.testing.assert_close(rt.model(x), direct(x), rtol=0, atol=0)
+    assert calibrate(before.model, imgs[pick], 0.5, 0.25).keys() == after.int8.keys()

@@ -40,8 +40,9 @@ import torch
 
 from emobatch.atomic import atomic_write, write_text
 from emobatch.classify import predict_probs
-from emobatch.config import TTA_MODES
-from emobatch.device import amp_dtype, select_device
+from emobatch.backends import load_runtime
+from emobatch.config import TTA_MODES, backend_choices
+from emobatch.device import select_device
 from emobatch.types import EMOTIONS
 from emobatch.weights import load_weights
 from .data import Split, TrainingError, add_align_argument, exit_on_error, load_fer
@@ -70,6 +71,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fit a temperature on this split; report ECE/NLL before and after")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--backend", default="auto", choices=list(backend_choices()),
+                   help="how the network runs, as in emobatch run (auto: int8 on a CPU for "
+                        "calibrated weights)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     add_align_argument(p)
@@ -414,7 +418,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     log.info("evaluating %s (%s) on %s %s: %d images, tta %s", loaded.path, cfg.get("arch"),
              args.data, split_name, len(split), tta)
 
-    probs = predict_probs(loaded.model, split.images, device, amp_dtype(device, args.amp),
+    runtime = load_runtime(loaded, device, args.backend, args.amp)
+    log.info("backend %s", runtime.name)
+    probs = predict_probs(runtime.model, split.images, device, runtime.dtype,
                           batch_size=args.batch_size, tta=tta,
                           mean=cfg.get("mean", 0.5), std=cfg.get("std", 0.25))
     probs = to_emotions_order(probs.astype(np.float64), cfg["labels"])
@@ -422,7 +428,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     m = metrics(probs, labels, len(EMOTIONS), EMOTIONS)
     report: dict[str, Any] = {
         **m, "tta": tta, "weights": str(loaded.path), "weights_sha256": loaded.sha256,
-        "arch": cfg.get("arch"), "split": split_name, "fer2013_split": not split.origin,
+        "arch": cfg.get("arch"), "backend": runtime.name, "split": split_name,
+        "fer2013_split": not split.origin,
         "data": str(args.data),
         "temperature_scaling": None,
     }
