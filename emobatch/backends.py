@@ -86,11 +86,21 @@ def prepare_int8(model: nn.Module) -> nn.Module:
     states saved from one call load into another."""
     from torch.ao.quantization import get_default_qconfig_mapping, quantize_fx
 
-    with warnings.catch_warnings():  # FX quantisation's notice that it moves to torchao
-        warnings.simplefilter("ignore")
-        return quantize_fx.prepare_fx(copy.deepcopy(model).eval(),
-                                      get_default_qconfig_mapping(torch.backends.quantized.engine),
-                                      (torch.zeros(1, 1, 48, 48),))
+    import torch.fx.config as fx_config
+
+    # a stack trace per traced node would import torch._dynamo: ~1.5 s of every run's start,
+    # for debugging information nobody reads here
+    emit = getattr(fx_config, "do_not_emit_stack_traces", False)
+    fx_config.do_not_emit_stack_traces = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FX quantisation's notice that it moves to torchao
+            return quantize_fx.prepare_fx(
+                copy.deepcopy(model).eval(),
+                get_default_qconfig_mapping(torch.backends.quantized.engine),
+                (torch.zeros(1, 1, 48, 48),))
+    finally:
+        fx_config.do_not_emit_stack_traces = emit
 
 
 def observer_state(prepared: nn.Module) -> dict[str, torch.Tensor]:
