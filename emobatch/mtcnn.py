@@ -137,7 +137,8 @@ class TorchNet:
 
     name = "torch"
 
-    def __init__(self, net: nn.Module, fixed_size: int | None = None) -> None:
+    def __init__(self, net: nn.Module, fixed_size: int | None = None,
+                 dtypes: tuple[str, ...] = ()) -> None:
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.device = next(net.parameters()).device
 
@@ -155,7 +156,9 @@ class OpenVINONet:
 
     name = "openvino"
 
-    def __init__(self, net: nn.Module, fixed_size: int | None = None) -> None:
+    def __init__(self, net: nn.Module, fixed_size: int | None = None,
+                 dtypes: tuple[str, ...] = ()) -> None:
+        """dtypes: input types to compile for now (~0.05-0.3 s each), not on first use."""
         import openvino as ov
 
         self._ov = ov
@@ -163,10 +166,12 @@ class OpenVINONet:
         self._config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                         "INFERENCE_NUM_THREADS": torch.get_num_threads()}
         self._compiled: dict[str, tuple] = {}
+        for dtype in dtypes:
+            self._request(np.dtype(dtype))
 
     def _request(self, dtype: np.dtype) -> tuple:
         key = np.dtype(dtype).name
-        if key not in self._compiled:  # compiled on first use: ~0.05-0.3 s each
+        if key not in self._compiled:
             ov = self._ov
             ppp = ov.preprocess.PrePostProcessor(self._model.clone())
             ppp.input().tensor().set_element_type(ov.Type.u8 if key == "uint8" else ov.Type.f32) \
@@ -237,7 +242,7 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
                     type(net).__name__)
 
 
-NET_BACKENDS: dict[str, Callable[[nn.Module, int | None], NetRunner]] = {
+NET_BACKENDS: dict[str, Callable[[nn.Module, int | None, tuple[str, ...]], NetRunner]] = {
     "torch": TorchNet, "openvino": OpenVINONet}
 
 
@@ -264,7 +269,10 @@ class CascadeMTCNN:
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, backend: str = "torch") -> None:
         make = NET_BACKENDS[backend]
-        self.pnet, self.rnet, self.onet = make(pnet, None), make(rnet, 24), make(onet, 48)
+        # the input types each network gets: pyramid levels, R-Net's float crops, O-Net's
+        # float crops (full detection) and uint8 ones (following)
+        self.pnet, self.rnet = make(pnet, None, ("uint8",)), make(rnet, 24, ("float32",))
+        self.onet = make(onet, 48, ("float32", "uint8"))
         self.backend = backend
         self.thresholds = thresholds
         self.factor = factor

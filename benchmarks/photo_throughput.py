@@ -1,0 +1,82 @@
+"""Photos: faces per second of the default backends against torch eager for both networks.
+
+    python benchmarks/photo_throughput.py DIR_OR_FILE... [--repeats 3] [--json OUT]
+
+Runs every photo through the pipeline as `emobatch run` does (detection, alignment, the
+classifier with the weights' TTA, `zoom` for the shipped model), once per configuration and
+repeat, the configurations interleaved so that a drifting machine speed hits both alike.
+Prints photos/s and faces/s per configuration, their ratio, and how often the two agree on
+the number of faces and on each matched face's top emotion.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emobatch.config import Settings
+from emobatch.filetypes import IMAGE_SUFFIXES
+from emobatch.memory import limit_heap_growth
+from emobatch.pipeline import FacePipeline
+from emobatch.sources import iter_frames
+
+from machine import machine_info
+
+CONFIGS = {"default": {}, "torch": {"backend": "torch", "detector_backend": "torch"}}
+
+
+def photos(paths: list[Path]) -> list[Path]:
+    out = []
+    for p in paths:
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        out += [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    return out
+
+
+def run_once(pipe: FacePipeline, files: list[Path]) -> tuple[float, list[np.ndarray]]:
+    """Seconds for all files, and each photo's (faces, 7) probabilities."""
+    t0, probs = time.perf_counter(), []
+    for f in files:
+        for frame, faces in pipe.frames(f):
+            probs.append(faces.probs)
+    return time.perf_counter() - t0, probs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    limit_heap_growth()
+    files = photos(a.paths)
+    pipes = {name: FacePipeline(Settings(device="cpu", **kw)) for name, kw in CONFIGS.items()}
+    for pipe in pipes.values():
+        run_once(pipe, files[:1])  # warm-up: kernels built on first use
+    secs = {name: [] for name in pipes}
+    probs = {}
+    for _ in range(a.repeats):
+        for name, pipe in pipes.items():
+            s, probs[name] = run_once(pipe, files)
+            secs[name].append(s)
+    faces = sum(len(x) for x in probs["default"])
+    same_count = sum(len(x) == len(y) for x, y in zip(probs["default"], probs["torch"]))
+    same_top = [float(np.mean(x.argmax(1) == y.argmax(1)))
+                for x, y in zip(probs["default"], probs["torch"]) if len(x) == len(y) and len(x)]
+    res = {**machine_info(pipes["default"]), "photos": len(files), "faces": faces,
+           "torch_backends": machine_info(pipes["torch"])["backend"],
+           "photos_per_s": {n: round(len(files) / float(np.median(s)), 2) for n, s in secs.items()},
+           "faces_per_s": {n: round(faces / float(np.median(s)), 2) for n, s in secs.items()},
+           "speedup_vs_torch": round(float(np.median(secs["torch"])) / float(np.median(secs["default"])), 2),
+           "same_face_count": f"{same_count}/{len(files)}",
+           "same_top_emotion": round(float(np.mean(same_top)), 4) if same_top else None}
+    print(json.dumps(res, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
