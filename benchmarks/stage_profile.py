@@ -66,19 +66,19 @@ class StageClock:
 def patch(clock: StageClock, pipe: pipeline.FacePipeline) -> None:
     """Time the stages in place (this process only)."""
     W = clock.wrap
-    sources._rgb = W("colour conversion", sources._rgb)
-    VideoDetector._scene_cut = W("scene-cut check", VideoDetector._scene_cut)
-    VideoDetector._full = W("full detection (rest)", VideoDetector._full)
-    VideoDetector._follow = W("following (rest)", VideoDetector._follow)
-    Detector.search = W("lost-face search (rest)", Detector.search)
-    CascadeMTCNN._proposals = W("P-Net stage (pyramid, NMS)", CascadeMTCNN._proposals)
-    CascadeMTCNN._refine_rnet = W("R-Net stage (crops, NMS)", CascadeMTCNN._refine_rnet)
-    CascadeMTCNN._output_onet = W("O-Net stage (crops, NMS)", CascadeMTCNN._output_onet)
-    Aligner.align = W("alignment", Aligner.align)
-    classify.predict_probs = W("classifier (rest)", classify.predict_probs)
-    Tracker.track = W("tracking", Tracker.track)
-    Smoother.smooth = W("smoothing", Smoother.smooth)
-    TimelineSink.write = W("timeline sink", TimelineSink.write)
+    stages = [(sources, "_rgb", "colour conversion"),
+              (VideoDetector, "_scene_cut", "scene-cut check"),
+              (VideoDetector, "_full", "full detection (rest)"),
+              (VideoDetector, "_follow", "following (rest)"),
+              (Detector, "search", "lost-face search (rest)"),
+              (CascadeMTCNN, "_proposals", "P-Net stage (pyramid, NMS)"),
+              (CascadeMTCNN, "_refine_rnet", "R-Net stage (crops, NMS)"),
+              (CascadeMTCNN, "_output_onet", "O-Net stage (crops, NMS)"),
+              (Aligner, "align", "alignment"), (classify, "predict_probs", "classifier (rest)"),
+              (Tracker, "track", "tracking"), (Smoother, "smooth", "smoothing"),
+              (TimelineSink, "write", "timeline sink")]
+    for owner, name, label in stages:
+        setattr(owner, name, W(label, getattr(owner, name)))
     casc = pipe.detector.cascade
     casc.pnet, casc.rnet, casc.onet = (W(name, net) for name, net in
                                        (("P-Net", casc.pnet), ("R-Net", casc.rnet), ("O-Net", casc.onet)))
