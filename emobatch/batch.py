@@ -134,7 +134,7 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
 
     from .backends import runtime_name
     from .device import select_device
-    from .mtcnn import resolve_net_backend
+    from .mtcnn import net_runtime_name
     from .weights import default_weights_path, read_config, sha256_of
 
     device = select_device(settings.device)
@@ -142,7 +142,7 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
     return settings.fingerprint(
         sha256_of(weights), device=str(device),
         precision=runtime_name(settings.backend, device, settings.amp, read_config(weights)),
-        detector=resolve_net_backend(settings.detector_backend, device),
+        detector=net_runtime_name(settings.detector_backend, device, settings.amp),
         annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
         torch=torch.__version__)
 

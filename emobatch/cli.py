@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from . import __version__
-from .config import (DEVICES, QUALITY_PRESETS, TTA_MODES, Settings, backend_choices,
+from .config import (AMP_MODES, DEVICES, QUALITY_PRESETS, TTA_MODES, Settings, backend_choices,
                      detector_backend_choices)
 
 console = Console(stderr=True)
@@ -45,6 +45,9 @@ def get_parser() -> argparse.ArgumentParser:
                    choices=list(detector_backend_choices()),
                    help="how MTCNN's networks run: openvino (auto's choice on a CPU when "
                         "emobatch[openvino] is installed) or torch")
+    r.add_argument("--amp", default=d("amp"), choices=list(AMP_MODES),
+                   help="bf16 for the torch classifier and OpenVINO's nets (auto: where the "
+                        "CPU runs it natively; AMP on CUDA); off: fp32")
     r.add_argument("--batch-size", type=int, default=d("batch_size"), help="faces per classifier batch")
     r.add_argument("--min-face-size", type=int, default=d("min_face_size"),
                    help="smallest face in pixels")
@@ -121,7 +124,7 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
                     detect_every=a.detect_every, detect_scale=a.detect_scale,
                     full_res_every=a.full_res_every, track=not a.no_track,
                     smooth_tau=a.smooth, checkpoint_every=a.checkpoint_every,
-                    blur_faces=a.blur_faces, backend=a.backend,
+                    blur_faces=a.blur_faces, backend=a.backend, amp=a.amp,
                     detector_backend=a.detector_backend)
 
 

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import torch
 
-from .mtcnn import CascadeMTCNN, decode_onet, load_nets, nms, resolve_net_backend, square
+from .mtcnn import (CascadeMTCNN, decode_onet, load_nets, net_precision, nms, resolve_net_backend,
+                    square)
 from .track import iou_matrix
 from .types import FaceBatch
 
@@ -18,11 +19,11 @@ class Detector:
 
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
                  min_score: float = 0.9, device: str | torch.device = "cpu",
-                 exact: bool = False, backend: str = "auto") -> None:
+                 exact: bool = False, backend: str = "auto", amp: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
         compare against); the default runs the same cascade faster (emobatch.mtcnn), its
         networks through `backend` (emobatch.mtcnn.NET_BACKENDS; auto: openvino on a CPU
-        where it is installed, else torch)."""
+        where it is installed, else torch), OpenVINO in bf16 where `amp` says so."""
         self.min_score = min_score
         self.min_face_size = min_face_size
         # facenet-pytorch's own batched path stays in use on a GPU
@@ -34,8 +35,12 @@ class Detector:
             self.reference = MTCNN(keep_all=True, min_face_size=min_face_size,
                                    thresholds=list(thresholds), post_process=False,
                                    select_largest=False, device=torch.device(device))
-        self.backend = resolve_net_backend(backend, device)
-        self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds), backend=self.backend)
+        resolved = resolve_net_backend(backend, device)
+        precision = net_precision(resolved, device, amp)
+        self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds), backend=resolved,
+                                    precision=precision)
+        # as emobatch.mtcnn.net_runtime_name says
+        self.backend = resolved if resolved == "torch" else f"{resolved}-{precision}"
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.

@@ -15,10 +15,13 @@ So the networks see inputs that differ by about a grey level from facenet-pytorc
 found are the same up to MTCNN's own jitter: `tests/test_mtcnn.py` checks boxes and scores on
 photos, and benchmarks/video_throughput.py measures recall against facenet-pytorch's MTCNN.
 
-The three networks run through a backend (NET_BACKENDS): `torch` (eager, channels-last) or,
-where the optional `openvino` package is installed, `openvino` (its CPU runtime fuses each
+The three networks run through a backend (NET_BACKENDS): `torch` (eager, channels-last, fp32)
+or, where the optional `openvino` package is installed, `openvino` (its CPU runtime fuses each
 convolution with its PReLU and pooling: 1.3-2.3x faster per network on 2 cores, outputs
-within ~1e-6 of torch's; the input normalisation runs inside its graph too).
+within ~1e-6 of torch's in fp32; the input normalisation runs inside its graph too). On CPUs
+that run bf16 natively (AMX, AVX512-BF16) OpenVINO runs them in bf16 unless `amp` is off:
+~1.3x faster again on the 1080p clip, recall against full MTCNN unchanged (0.96), emotion
+agreement 0.92 against 0.94 (benchmarks/video_throughput.py).
 """
 from __future__ import annotations
 
@@ -138,7 +141,8 @@ class TorchNet:
     name = "torch"
 
     def __init__(self, net: nn.Module, fixed_size: int | None = None,
-                 dtypes: tuple[str, ...] = ()) -> None:
+                 dtypes: tuple[str, ...] = (), precision: str = "f32") -> None:
+        # always fp32: torch's bf16 P-Net was measured slower (docs/experiments.md)
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.device = next(net.parameters()).device
 
@@ -157,13 +161,14 @@ class OpenVINONet:
     name = "openvino"
 
     def __init__(self, net: nn.Module, fixed_size: int | None = None,
-                 dtypes: tuple[str, ...] = ()) -> None:
-        """dtypes: input types to compile for now (~0.05-0.3 s each), not on first use."""
+                 dtypes: tuple[str, ...] = (), precision: str = "f32") -> None:
+        """dtypes: input types to compile for now (~0.05-0.3 s each), not on first use;
+        precision: 'f32' or 'bf16' (OpenVINO's inference precision)."""
         import openvino as ov
 
         self._ov = ov
         self._model = _openvino_graph(net, fixed_size)
-        self._config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+        self._config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
                         "INFERENCE_NUM_THREADS": torch.get_num_threads()}
         self._compiled: dict[str, tuple] = {}
         for dtype in dtypes:
@@ -242,7 +247,8 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
                     type(net).__name__)
 
 
-NET_BACKENDS: dict[str, Callable[[nn.Module, int | None, tuple[str, ...]], NetRunner]] = {
+# name -> runner factory (net, fixed input size or None, input dtypes to prepare, precision)
+NET_BACKENDS: dict[str, Callable[[nn.Module, int | None, tuple[str, ...], str], NetRunner]] = {
     "torch": TorchNet, "openvino": OpenVINONet}
 
 
@@ -262,13 +268,32 @@ def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
     return "openvino" if torch.device(device).type == "cpu" and openvino_available() else "torch"
 
 
+def net_precision(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
+    """'bf16' for OpenVINO where `amp` gives bf16 on a CPU (auto: natively bf16 CPUs), else
+    'f32'. `backend` is a resolved name."""
+    from .device import amp_dtype
+
+    dev = torch.device(device)
+    bf16 = dev.type == "cpu" and amp_dtype(dev, amp) == torch.bfloat16
+    return "bf16" if backend == "openvino" and bf16 else "f32"
+
+
+def net_runtime_name(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
+    """How MTCNN's networks will run, e.g. 'torch', 'openvino-f32', 'openvino-bf16' (what a
+    run's metadata and resume fingerprint record)."""
+    resolved = resolve_net_backend(backend, device)
+    return resolved if resolved == "torch" else f"{resolved}-{net_precision(resolved, device, amp)}"
+
+
 class CascadeMTCNN:
     """image (H, W, 3) uint8 RGB -> (boxes (n, 5) x1 y1 x2 y2 score, landmarks (n, 5, 2))."""
 
     def __init__(self, pnet: nn.Module, rnet: nn.Module, onet: nn.Module,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, backend: str = "torch") -> None:
-        make = NET_BACKENDS[backend]
+                 factor: float = 0.709, backend: str = "torch", precision: str = "f32") -> None:
+        def make(net: nn.Module, size: int | None, dtypes: tuple[str, ...]) -> NetRunner:
+            return NET_BACKENDS[backend](net, size, dtypes, precision)
+
         # the input types each network gets: pyramid levels, R-Net's float crops, O-Net's
         # float crops (full detection) and uint8 ones (following)
         self.pnet, self.rnet = make(pnet, None, ("uint8",)), make(rnet, 24, ("float32",))

@@ -81,7 +81,8 @@ class FacePipeline:
         self.classifier = Classifier(settings.weights, settings.device, settings.batch_size,
                                      settings.tta, settings.amp, settings.backend)
         self.detector = Detector(settings.min_face_size, settings.thresholds, settings.min_score,
-                                 device=self.classifier.device, backend=settings.detector_backend)
+                                 device=self.classifier.device, backend=settings.detector_backend,
+                                 amp=settings.amp)
         self.aligner = Aligner()
 
     def process(self, frame: Frame, scale: float = 1.0) -> FaceBatch:

@@ -76,3 +76,30 @@ def test_run_writes_report_and_blurs_faces(tmp_path):
     assert detail[1] < 0.2 * detail[0]  # the face in the annotated copy is unrecognisable
     meta = emobatch.read_timeline(out).attrs["emobatch"]
     assert meta["settings"]["blur_faces"] and meta["annotated"]
+
+
+def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
+    """--backend/--detector-backend/--amp reach the run: the metadata names the backends
+    that ran, and the plain PyTorch path finds the same face as the default one."""
+    from emobatch.device import cpu_bf16_supported
+    from emobatch.mtcnn import openvino_available
+    from emobatch.sinks import read_metadata
+
+    rows = {}
+    for name, args in (("default", []),
+                       ("torch", ["--backend", "torch", "--detector-backend", "torch", "--amp", "off"])):
+        out = tmp_path / f"{name}.parquet"
+        r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", out, "--quiet", *args)
+        assert r.returncode == 0, r.stderr
+        rows[name] = (read_metadata(out), pd.read_parquet(out))
+    torch_meta, default_meta = rows["torch"][0], rows["default"][0]
+    assert (torch_meta["backend"], torch_meta["detector_backend"]) == ("torch-fp32", "torch")
+    assert default_meta["backend"] == "int8"
+    precision = "bf16" if cpu_bf16_supported() else "f32"
+    assert default_meta["detector_backend"] == (f"openvino-{precision}" if openvino_available()
+                                                else "torch")
+    a, b = rows["default"][1], rows["torch"][1]
+    assert len(a) == len(b) == 1 and abs(a["x1"].iloc[0] - b["x1"].iloc[0]) < 2
+    assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
+    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", tmp_path / "x.parquet", "--amp", "fast")
+    assert r.returncode == 2

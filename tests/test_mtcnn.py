@@ -53,7 +53,7 @@ def test_cascade_nets_run_channels_last():
 @pytest.fixture(scope="module")
 def both():
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
-    return Detector(backend="torch"), Detector(backend="openvino")
+    return Detector(backend="torch"), Detector(backend="openvino", amp="off")
 
 
 def test_openvino_nets_match_torch(both, astronaut_rgb):
@@ -61,6 +61,7 @@ def test_openvino_nets_match_torch(both, astronaut_rgb):
     float inputs, for any batch size and input size; and do not depend on the thread count."""
     t, o = (d.cascade for d in both)
     assert (t.pnet.name, o.pnet.name) == ("torch", "openvino")
+    assert both[1].backend == "openvino-f32"
     rng = np.random.default_rng(0)
     level = np.ascontiguousarray(astronaut_rgb[::3, ::3])
     cases = [(t.pnet, o.pnet, level[None]), (t.pnet, o.pnet, level[None, :77, :61]),
@@ -108,3 +109,20 @@ def test_search_finds_a_face_that_moved(detector, astronaut_rgb):
 def test_search_finds_nothing_where_there_is_no_face(detector, astronaut_rgb):
     faces, idx = detector.search(astronaut_rgb, np.array([[380, 380, 450, 450]], np.float32))
     assert len(faces) == 0 and idx.shape == (0,)
+
+
+def test_openvino_bf16_where_native_finds_the_same_faces(both):
+    """With amp auto, a CPU with native bf16 runs OpenVINO's nets in bf16 (a CPU without it
+    in fp32); the faces are the same ones, a little displaced."""
+    import cv2
+
+    from emobatch.device import cpu_bf16_supported
+
+    auto = Detector(backend="openvino")
+    assert auto.backend == ("openvino-bf16" if cpu_bf16_supported() else "openvino-f32")
+    bf16 = Detector(backend="openvino", amp="on")
+    assert bf16.backend == "openvino-bf16"
+    img = cv2.cvtColor(cv2.imread(str(shared_path("media", "groups", "facenet_pytorch_multiface.jpg"))),
+                       cv2.COLOR_BGR2RGB)
+    ref, got = both[0].detect(img), bf16.detect(img)
+    _same_faces(got, ref, 0.85)
