@@ -21,7 +21,6 @@ from emobatch.config import Settings
 from emobatch.filetypes import IMAGE_SUFFIXES
 from emobatch.memory import limit_heap_growth
 from emobatch.pipeline import FacePipeline
-from emobatch.sources import iter_frames
 
 from machine import machine_info
 

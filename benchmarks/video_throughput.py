@@ -1,16 +1,17 @@
 """Video throughput and fidelity of the default pipeline against the exhaustive reference.
 
     python benchmarks/video_throughput.py VIDEO [--quality balanced] [--weights W.pt]
-        [--backend auto] [--json OUT] [--reference-cache DIR]
+        [--backend auto] [--detector-backend auto] [--json OUT] [--reference-cache DIR]
 
-Prints: decode-only fps and the preset's (median of --repeats runs of each, in turn); the exhaustive reference's fps (facenet-pytorch's own
-MTCNN.detect at full resolution on every frame, then align, the classifier in plain fp32
-torch, track and smooth as the preset does); the chosen preset's fps with the chosen backend
-(annotation off, timeline written to a temporary Parquet); their ratios; face recall of the
-preset against the reference (IoU >= 0.5, one-to-one matching per frame); emotion agreement
-on matched faces (`agreement`: the reported, smoothed `emotion` of both; `agreement_raw`:
-the per-frame argmax of both), so agreement covers the backend's rounding too; and peak RSS
-of the preset's run. The JSON records the machine (cpu_model, isa, threads) and backend.
+Prints: decode-only fps and the chosen preset's fps with the chosen backends (medians of
+--repeats runs of each, in turn; annotation off, timeline written to a temporary Parquet);
+the exhaustive reference's fps (facenet-pytorch's own MTCNN.detect at full resolution on
+every frame, then align, the classifier in plain fp32 torch, track and smooth as the preset
+does); their ratios; face recall of the preset against the reference (IoU >= 0.5,
+one-to-one matching per frame); emotion agreement on matched faces (`agreement`: the
+reported, smoothed `emotion` of both; `agreement_raw`: the per-frame argmax of both), so
+agreement covers the backends' rounding too; and peak RSS of the preset's run. The JSON
+records the machine (cpu_model, isa, threads) and both backends.
 --reference-cache keeps the reference's timeline (keyed by video, weights and settings) so
 that trying several settings runs the slow reference once.
 """

@@ -14,8 +14,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from . import __version__
-from .config import (AMP_MODES, DEVICES, QUALITY_PRESETS, TTA_MODES, Settings, backend_choices,
-                     detector_backend_choices)
+from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, QUALITY_PRESETS,
+                     TTA_MODES, Settings)
 
 console = Console(stderr=True)
 
@@ -37,12 +37,12 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", type=Path, default=None, metavar="HTML",
                    help="also write the offline HTML report (see emobatch report)")
     r.add_argument("--device", default=d("device"), choices=list(DEVICES))
-    r.add_argument("--backend", default=d("backend"), choices=list(backend_choices()),
+    r.add_argument("--backend", default=d("backend"), choices=list(BACKEND_NAMES),
                    help="how the classifier runs: int8 (x86 CPUs; auto's choice there when the "
                         "weights carry a calibration), torch (eager; bf16 where the CPU has "
                         "it, AMP on CUDA)")
     r.add_argument("--detector-backend", default=d("detector_backend"),
-                   choices=list(detector_backend_choices()),
+                   choices=list(DETECTOR_BACKEND_NAMES),
                    help="how MTCNN's networks run: openvino (auto's choice on a CPU when "
                         "emobatch[openvino] is installed) or torch")
     r.add_argument("--amp", default=d("amp"), choices=list(AMP_MODES),

@@ -7,9 +7,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .backends import BACKENDS
-from .mtcnn import NET_BACKENDS, openvino_available
-
 
 class Preset(NamedTuple):
     """How a quality level processes videos. Measured by benchmarks/video_throughput.py."""
@@ -72,7 +69,7 @@ class Settings:
             (self.detector_backend in detector_backend_choices(),
              f"detector_backend must be one of {detector_backend_choices()}, "
              f"not {self.detector_backend!r}"),
-            (self.detector_backend != "openvino" or openvino_available(),
+            (self.detector_backend != "openvino" or _openvino_available(),
              "detector_backend openvino needs the openvino package (pip install "
              "'emobatch[openvino]')"),
             (self.quality in QUALITY_PRESETS,
@@ -143,13 +140,30 @@ class Settings:
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# the backends that ship (the CLI's choices; the registries load torch, so they are read only
+# when settings are validated, and then also accept backends a user registered)
+BACKEND_NAMES = ("auto", "torch", "int8")
+DETECTOR_BACKEND_NAMES = ("auto", "torch", "openvino")
+
+
 def backend_choices() -> tuple[str, ...]:
-    """'auto' and every registered classifier backend (also ones registered by the user)."""
-    return ("auto", *BACKENDS)
+    """'auto' and every registered classifier backend (emobatch.backends.BACKENDS)."""
+    from .backends import BACKENDS
+
+    return tuple(dict.fromkeys(("auto", *BACKENDS)))
 
 
 def detector_backend_choices() -> tuple[str, ...]:
-    return ("auto", *NET_BACKENDS)
+    """'auto' and every registered backend of MTCNN's nets (emobatch.mtcnn.NET_BACKENDS)."""
+    from .mtcnn import NET_BACKENDS
+
+    return tuple(dict.fromkeys(("auto", *NET_BACKENDS)))
+
+
+def _openvino_available() -> bool:
+    from .mtcnn import openvino_available
+
+    return openvino_available()
 AMP_MODES = ("auto", "on", "off")
 
 

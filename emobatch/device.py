@@ -68,8 +68,8 @@ def cpu_isa() -> str:
             level = isa
     caps = [_ATEN_CAPS.get(os.environ.get("ATEN_CPU_CAPABILITY", "").lower(), "amx")]
     onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if onednn:
-        caps.append("amx" if "AMX" in onednn or onednn == "ALL" else "avx512" if "AVX512" in onednn
+    if onednn and onednn not in ("ALL", "DEFAULT"):  # those two cap nothing
+        caps.append("amx" if "AMX" in onednn else "avx512" if "AVX512" in onednn
                     else "avx2" if "AVX2" in onednn else "generic")
     return min([level, *caps], key=ISA_LEVELS.index)
 
@@ -77,7 +77,8 @@ def cpu_isa() -> str:
 @lru_cache(maxsize=None)
 def cpu_bf16_supported() -> bool:
     """True when oneDNN runs bf16 natively here (AVX512-BF16 or AMX); emulated bf16 is slower."""
-    if cpu_isa() in ("generic", "avx2"):  # also when capped: oneDNN would emulate it
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+    if x86 and cpu_isa() in ("generic", "avx2"):  # also when capped: oneDNN would emulate it
         return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

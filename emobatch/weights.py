@@ -65,8 +65,11 @@ def save_weights(model: nn.Module, config: dict[str, Any], path: str | Path,
     config = {"labels": list(EMOTIONS), **config}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob: dict[str, Any] = {"config": config, "state_dict": state}
-    if int8:
+    if int8:  # the config names a calibration if and only if one is saved
+        config.setdefault("int8", {"observers": len(int8)})
         blob["int8"] = {k: v.detach().cpu().contiguous() for k, v in int8.items()}
+    else:
+        config.pop("int8", None)
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
     digest = sha256_of(path)
@@ -95,7 +98,9 @@ def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedM
         raise
     except Exception as e:  # torch raises many types for a bad file
         raise WeightsError(f"cannot load weights {path}: {e}") from e
-    return LoadedModel(model.to(device).eval(), config, path, digest, blob.get("int8"))
+    # the config says whether there is a calibration (runs' fingerprints read it from the sidecar)
+    int8 = blob.get("int8") if config.get("int8") else None
+    return LoadedModel(model.to(device).eval(), config, path, digest, int8)
 
 
 def read_config(path: str | Path | None = None) -> dict[str, Any]:

@@ -117,3 +117,33 @@ def test_unknown_or_unavailable_backend_is_a_clear_error():
 
     with _pytest.raises(ValueError, match="backend must be one of"):
         Settings(backend="tensorrt")
+
+
+def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
+    """A run's resume fingerprint names the classifier and detector runtimes without building
+    them; the names must be those the built stages report, for every backend choice."""
+    import pytest as _pytest
+    import torch
+
+    from emobatch.backends import BackendUnavailable, int8_backend, runtime_name
+    from emobatch.config import Settings
+    from emobatch.detect import Detector
+    from emobatch.mtcnn import net_runtime_name, resolve_net_backend
+    from emobatch.weights import load_weights, read_config
+
+    cpu = torch.device("cpu")
+    for backend, amp in (("auto", "auto"), ("torch", "off"), ("torch", "auto"), ("int8", "auto")):
+        assert Classifier(device="cpu", backend=backend, amp=amp).backend == \
+            runtime_name(backend, cpu, amp, read_config())
+    for backend in ("auto", "torch"):
+        for amp in ("auto", "off"):
+            assert Detector(backend=backend, amp=amp).backend == net_runtime_name(backend, cpu, amp)
+    with _pytest.raises(BackendUnavailable, match="x86 CPUs only"):
+        int8_backend(load_weights(None), torch.device("cuda"), "off")
+    with _pytest.raises(ValueError, match="runs on the CPU"):
+        _pytest.importorskip("openvino")
+        resolve_net_backend("openvino", "cuda")
+    monkeypatch.setattr("emobatch.mtcnn.openvino_available", lambda: False)
+    with _pytest.raises(ValueError, match="needs the openvino package"):
+        Settings(detector_backend="openvino")
+    assert resolve_net_backend("auto", "cpu") == "torch"

@@ -30,10 +30,13 @@ log = logging.getLogger("training.ensemble")
 
 
 def model_probs(path: str | Path, images: np.ndarray, device: torch.device | str, amp: str,
-                tta: str | None = None, batch_size: int = 256) -> tuple[np.ndarray, Classifier]:
+                tta: str | None = None, batch_size: int = 256,
+                backend: str = "torch") -> tuple[np.ndarray, Classifier]:
     """Probabilities (N, 7) float32 in EMOTIONS order of the weights at path on uint8 images
-    (N, H, W), with the config's TTA (or tta); and the Classifier that produced them."""
-    clf = Classifier(path, device=str(device), batch_size=batch_size, tta=tta, amp=amp)
+    (N, H, W), with the config's TTA (or tta); and the Classifier that produced them. Torch
+    eager unless asked: distillation targets and ensembles of the float models."""
+    clf = Classifier(path, device=str(device), batch_size=batch_size, tta=tta, amp=amp,
+                     backend=backend)
     return to_emotions_order(clf.predict(images), clf.labels).astype(np.float32), clf
 
 
