@@ -11,6 +11,7 @@ machine (benchmarks/machine.py).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from emobatch.backends import BackendUnavailable, Runtime, load_runtime
 from emobatch.classify import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.device import cpu_bf16_supported, select_device
-from emobatch.weights import load_weights
+from emobatch.weights import LoadedModel, load_weights
 
 from machine import machine_info
 
@@ -58,8 +59,7 @@ def faces_per_second(rt: Runtime, device: torch.device, batch: int, tta: str, se
     return n / (time.perf_counter() - t0)
 
 
-def runtimes(weights: str | None, device: torch.device) -> list[Runtime]:
-    lm = load_weights(weights, device=str(device))
+def runtimes(lm: LoadedModel, device: torch.device) -> list[Runtime]:
     options = [("torch", "off")]
     if device.type == "cuda" or cpu_bf16_supported():
         options.append(("torch", "auto"))
@@ -86,13 +86,13 @@ def main() -> None:
     print(f"{report['cpu_model']}, isa {report['isa']}, {report['threads']} threads, {device}")
     for w in a.weights:
         lm = load_weights(w, device=str(device))
-        gmacs = gmacs_per_face(lm.model.cpu())
+        gmacs = gmacs_per_face(copy.deepcopy(lm.model).cpu())  # lm stays on its device
         entry = {"weights": str(lm.path), "weights_sha256": lm.sha256, "arch": lm.config.get("arch"),
                  "params_m": round(sum(x.numel() for x in lm.model.parameters()) / 1e6, 2),
                  "gmacs_per_face": round(gmacs, 3), "results": []}
         print(f"{lm.path.name}: {entry['arch']}, {entry['params_m']}M parameters, "
               f"{gmacs:.3f} GMACs per face (one view)")
-        for rt in runtimes(w, device):
+        for rt in runtimes(lm, device):
             for tta in a.tta:
                 for batch in (1, 64):
                     fps = faces_per_second(rt, device, batch, tta, a.seconds)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from emobatch.config import Settings
-from emobatch.filetypes import IMAGE_SUFFIXES
 from emobatch.memory import limit_heap_growth
 from emobatch.pipeline import FacePipeline
+from emobatch.sources import discover_inputs, kind_of
 
 from machine import machine_info
 
@@ -28,11 +28,8 @@ CONFIGS = {"default": {}, "torch": {"backend": "torch", "detector_backend": "tor
 
 
 def photos(paths: list[Path]) -> list[Path]:
-    out = []
-    for p in paths:
-        files = sorted(p.rglob("*")) if p.is_dir() else [p]
-        out += [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
-    return out
+    """The images among the inputs, found as `emobatch run` finds them."""
+    return [f for f in discover_inputs(paths).files if kind_of(f) == "image"]
 
 
 def run_once(pipe: FacePipeline, files: list[Path]) -> tuple[float, list[np.ndarray]]:

@@ -92,10 +92,6 @@ def patch(clock: StageClock, pipe: pipeline.FacePipeline) -> None:
     torch.nn.Module.__call__ = call
 
 
-def pipe_full_runs(clock: StageClock) -> int:
-    return clock.calls.get("full detection (rest)", 0)
-
-
 def serial(it: Iterator, depth: int = 0) -> Iterator:
     return it
 
@@ -135,7 +131,7 @@ def main() -> None:
     res = {**machine_info(pipe), "video": str(a.video), "quality": a.quality,
            "frames": n, "ms_per_frame": round(1000 * wall / n, 2),
            "fps_serial": round(n / wall, 2), "stages_ms_per_frame": ms, "calls_per_frame": calls,
-           "full_detections": pipe_full_runs(clock)}
+           "full_detections": clock.calls.get("full detection (rest)", 0)}
     print(json.dumps(res, indent=2))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from .mtcnn import (CascadeMTCNN, decode_onet, load_nets, net_precision, nms, resolve_net_backend,
-                    square)
+from .mtcnn import CascadeMTCNN, decode_onet, load_nets, net_runtime, nms, square
 from .track import iou_matrix
 from .types import FaceBatch
 
@@ -35,12 +34,9 @@ class Detector:
             self.reference = MTCNN(keep_all=True, min_face_size=min_face_size,
                                    thresholds=list(thresholds), post_process=False,
                                    select_largest=False, device=torch.device(device))
-        resolved = resolve_net_backend(backend, device)
-        precision = net_precision(resolved, device, amp)
+        resolved, precision, self.backend = net_runtime(backend, device, amp)
         self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds), backend=resolved,
                                     precision=precision)
-        # as emobatch.mtcnn.net_runtime_name says
-        self.backend = resolved if resolved == "torch" else f"{resolved}-{precision}"
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.

@@ -208,7 +208,7 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
 
     def conv(x, m: nn.Conv2d):
         y = op.convolution(x, const(m.weight), [1, 1], [0, 0], [0, 0], [1, 1])
-        return op.add(y, op.constant(m.bias.detach().float().cpu().numpy().reshape(1, -1, 1, 1)))
+        return op.add(y, const(m.bias.reshape(1, -1, 1, 1)))
 
     def pool(x, m: nn.MaxPool2d):
         k, st = m.kernel_size, m.stride
@@ -290,11 +290,17 @@ def net_precision(backend: str, device: str | torch.device = "cpu", amp: str = "
     return "bf16" if backend == "openvino" and bf16 else "f32"
 
 
-def net_runtime_name(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
-    """How MTCNN's networks will run, e.g. 'torch', 'openvino-f32', 'openvino-bf16' (what a
-    run's metadata and resume fingerprint record)."""
+def net_runtime(backend: str, device: str | torch.device = "cpu", amp: str = "auto"
+                ) -> tuple[str, str, str]:
+    """How MTCNN's networks will run: (registered backend, precision, name), the name being
+    what a run's metadata and resume fingerprint record, e.g. 'torch', 'openvino-bf16'."""
     resolved = resolve_net_backend(backend, device)
-    return resolved if resolved == "torch" else f"{resolved}-{net_precision(resolved, device, amp)}"
+    precision = net_precision(resolved, device, amp)
+    return resolved, precision, resolved if resolved == "torch" else f"{resolved}-{precision}"
+
+
+def net_runtime_name(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
+    return net_runtime(backend, device, amp)[2]
 
 
 class CascadeMTCNN:
@@ -310,7 +316,6 @@ class CascadeMTCNN:
         # float crops (full detection) and uint8 ones (following)
         self.pnet, self.rnet = make(pnet, None, ("uint8",)), make(rnet, 24, ("float32",))
         self.onet = make(onet, 48, ("float32", "uint8"))
-        self.backend = backend
         self.thresholds = thresholds
         self.factor = factor
 
