@@ -1,6 +1,6 @@
 """Where a video's time goes: milliseconds per frame per stage of the default pipeline.
 
-    python benchmarks/stage_profile.py VIDEO [--quality balanced] [--json OUT]
+    python benchmarks/stage_profile.py VIDEO [--quality balanced] [--classify-every N] [--json OUT]
 
 The pipeline runs with its decode thread replaced by a plain loop, so the stages run one after
 another and their times add up to the wall time (the product overlaps decoding with the rest).
@@ -101,13 +101,14 @@ def main() -> None:
     p.add_argument("video", type=Path)
     p.add_argument("--quality", default="balanced", choices=["balanced", "fast", "exhaustive"])
     p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--classify-every", type=int, default=None, help="default: the preset's")
     p.add_argument("--backend", default="auto", help="classifier backend")
     p.add_argument("--detector-backend", default="auto", help="MTCNN's networks' backend")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     limit_heap_growth()
     s = Settings(device="cpu", quality=a.quality, weights=a.weights, backend=a.backend,
-                 detector_backend=a.detector_backend)
+                 detector_backend=a.detector_backend, classify_every=a.classify_every)
     pipe = pipeline.FacePipeline(s)
     clock = StageClock()
     patch(clock, pipe)
@@ -129,6 +130,7 @@ def main() -> None:
     ms["other"] = round(1000 * wall / n - sum(ms.values()), 2)
     calls = {k: round(clock.calls[k] / n, 2) for k in ms if k in clock.calls}
     res = {**machine_info(pipe), "video": str(a.video), "quality": a.quality,
+           "classify_every": pipe.classify_every,
            "frames": n, "ms_per_frame": round(1000 * wall / n, 2),
            "fps_serial": round(n / wall, 2), "stages_ms_per_frame": ms, "calls_per_frame": calls,
            "full_detections": clock.calls.get("full detection (rest)", 0)}

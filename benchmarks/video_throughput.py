@@ -1,6 +1,7 @@
 """Video throughput and fidelity of the default pipeline against the exhaustive reference.
 
-    python benchmarks/video_throughput.py VIDEO [--quality balanced] [--weights W.pt]
+    python benchmarks/video_throughput.py VIDEO [--quality balanced] [--classify-every N]
+        [--weights W.pt]
         [--backend auto] [--detector-backend auto] [--json OUT] [--reference-cache DIR]
 
 Prints: decode-only fps and the chosen preset's fps with the chosen backends (medians of
@@ -110,6 +111,7 @@ def main() -> None:
     p.add_argument("--detect-every", type=int, default=None)
     p.add_argument("--detect-scale", type=float, default=None)
     p.add_argument("--full-res-every", type=int, default=None)
+    p.add_argument("--classify-every", type=int, default=None)
     p.add_argument("--tta", default=None, choices=TTA_MODES, help="for both runs")
     p.add_argument("--weights", type=Path, default=None, help="classifier for both runs (default: shipped)")
     p.add_argument("--backend", default="auto", help="the preset's classifier backend")
@@ -120,7 +122,8 @@ def main() -> None:
     a = p.parse_args()
 
     s = Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
-                 detect_scale=a.detect_scale, full_res_every=a.full_res_every, tta=a.tta,
+                 detect_scale=a.detect_scale, full_res_every=a.full_res_every,
+                 classify_every=a.classify_every, tta=a.tta,
                  weights=a.weights, backend=a.backend, detector_backend=a.detector_backend)
     limit_heap_growth()  # as the CLI does where a process starts
     pipe = FacePipeline(s)
@@ -138,6 +141,7 @@ def main() -> None:
     n_ref, n_match, same, same_raw = match(ref, got)
     res = {
         **machine, "video": str(a.video), "frames": n, "quality": a.quality,
+        "classify_every": pipe.classify_every,
         "weights_sha256": pipe.classifier.sha256,
         "fps_decode": round(fps_decode, 2), "fps_reference": round(fps_ref, 2),
         "reference_from_cache": ref_cached,

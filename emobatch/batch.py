@@ -135,6 +135,7 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
     from .backends import runtime_name
     from .device import select_device
     from .mtcnn import net_runtime_name
+    from .schedule import resolve_classify_every
     from .weights import default_weights_path, read_config, sha256_of
 
     device = select_device(settings.device)
@@ -143,6 +144,7 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
         sha256_of(weights), device=str(device),
         precision=runtime_name(settings.backend, device, settings.amp, read_config(weights)),
         detector=net_runtime_name(settings.detector_backend, device, settings.amp),
+        classify_every=resolve_classify_every(settings.video_classify_every(), device),
         annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
         torch=torch.__version__)
 

@@ -79,7 +79,8 @@ __all__ = ["Classifier", "inference_model", "predict_probs", "tta_views"]
 
 
 class Classifier:
-    """Stage: FaceBatch with crops -> FaceBatch with probs (and probs_raw, identical here)."""
+    """Stage: FaceBatch with crops -> FaceBatch with probs (and probs_raw, identical here;
+    classified all True)."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto",
                  batch_size: int = 64, tta: str | None = None, amp: str = "auto",
@@ -105,4 +106,4 @@ class Classifier:
         if faces.crops is None:
             raise ValueError("classify needs aligned crops: run Aligner.align first")
         probs = self.predict(faces.crops)
-        return faces.with_(probs=probs, probs_raw=probs)
+        return faces.with_(probs=probs, probs_raw=probs, classified=np.ones(len(faces), bool))

@@ -71,6 +71,11 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--full-res-every", type=int, default=None, metavar="N",
                    help="every Nth full detection at full resolution, for faces too small for "
                         "the scaled one (0 = never)")
+    r.add_argument("--classify-every", type=int, default=None, metavar="N",
+                   help="classify a tracked face every N processed video frames, its track "
+                        "carrying the last result in between (the timeline's classified column); "
+                        "0 = auto: 2 on CPUs without AVX-512, else 1 (default: the preset's: "
+                        "auto for balanced, 2 for fast)")
     r.add_argument("--no-track", action="store_true", help="no track ids, no smoothing")
     r.add_argument("--smooth", type=float, default=d("smooth_tau"), metavar="TAU",
                    help="per-track smoothing time constant in seconds (0 = off; raw "
@@ -122,7 +127,8 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
                     thresholds=tuple(a.thresholds), min_score=a.min_score, every=a.every,
                     weights=a.weights, tta=a.tta, quality=a.quality,
                     detect_every=a.detect_every, detect_scale=a.detect_scale,
-                    full_res_every=a.full_res_every, track=not a.no_track,
+                    full_res_every=a.full_res_every, classify_every=a.classify_every,
+                    track=not a.no_track,
                     smooth_tau=a.smooth, checkpoint_every=a.checkpoint_every,
                     blur_faces=a.blur_faces, backend=a.backend, amp=a.amp,
                     detector_backend=a.detector_backend)

@@ -15,12 +15,14 @@ class Preset(NamedTuple):
     long_side: int        # long side of the frame given to full detection (0: full resolution)
     full_res_every: int   # every Nth full detection at full resolution anyway (0: never): a
     #                       downscaled pass misses the smallest faces; once found, O-Net follows them
+    classify_every: int   # a tracked face is classified every N frames, its track carries it
+    #                       in between (emobatch.schedule); 0: auto (resolve_classify_every)
 
 
 QUALITY_PRESETS: dict[str, Preset] = {
-    "exhaustive": Preset(1, 0, 0),
-    "balanced": Preset(8, 960, 3),
-    "fast": Preset(10, 640, 0),
+    "exhaustive": Preset(1, 0, 0, 1),
+    "balanced": Preset(8, 960, 3, 0),
+    "fast": Preset(10, 640, 0, 2),
 }
 
 # Classifier TTA on video frames unless `tta` is given: off, because it multiplies the
@@ -50,6 +52,8 @@ class Settings:
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)
     detect_scale: float | None = None  # full detection on a frame scaled by this (None: preset)
     full_res_every: int | None = None  # every Nth full detection at full resolution (0: never)
+    classify_every: int | None = None  # classify a tracked face every N video frames (0: auto;
+    #                                    None: the preset's)
     track: bool = True                # track ids across frames of a video
     smooth_tau: float = 0.3           # per-track smoothing time constant, seconds; 0 = off
     checkpoint_every: float = 30.0    # seconds of video between checkpoints (resume points)
@@ -90,6 +94,9 @@ class Settings:
             (self.full_res_every is None
              or (_is_int(self.full_res_every) and self.full_res_every >= 0),
              "full_res_every must be an integer >= 0"),
+            (self.classify_every is None
+             or (_is_int(self.classify_every) and self.classify_every >= 0),
+             "classify_every must be an integer >= 0 (0: auto)"),
             (self.smooth_tau >= 0, "smooth_tau (--smooth) must be >= 0 seconds"),
             (0 < self.checkpoint_every < float("inf"), "checkpoint_every must be > 0 seconds"),
             (self.weights is None or self.weights.is_file(),
@@ -102,11 +109,21 @@ class Settings:
     def detection_plan(self, width: int, height: int) -> tuple[int, float, int]:
         """(detect_every, detect_scale, full_res_every) for a video of this size: explicit
         values win, else the quality preset. Presets cap the long side seen by full detection."""
-        every, long_side, full_res = QUALITY_PRESETS[self.quality]
+        every, long_side, full_res, _ = QUALITY_PRESETS[self.quality]
         scale = min(1.0, long_side / max(width, height)) if long_side else 1.0
         return (self.detect_every or every,
                 self.detect_scale if self.detect_scale is not None else scale,
                 self.full_res_every if self.full_res_every is not None else full_res)
+
+    def video_classify_every(self) -> int:
+        """How often a tracked video face is classified: explicit, else the quality preset's
+        (0: auto, see emobatch.schedule.resolve_classify_every); always 1 without tracking
+        (no track carries a face)."""
+        if not self.track:
+            return 1
+        if self.classify_every is not None:
+            return self.classify_every
+        return QUALITY_PRESETS[self.quality].classify_every
 
     def video_tta(self) -> str | None:
         """TTA for video frames: an explicit `tta` wins, else VIDEO_TTA."""

@@ -24,6 +24,7 @@ from .config import Settings
 from .detect import Detector
 from .memory import release_free_memory
 from .prefetch import prefetch
+from .schedule import ClassifySchedule, resolve_classify_every
 from .sinks import RowBuffer
 from .smooth import Smoother
 from .sources import InputError, iter_frames, kind_of, video_info
@@ -84,6 +85,8 @@ class FacePipeline:
                                  device=self.classifier.device, backend=settings.detector_backend,
                                  amp=settings.amp)
         self.aligner = Aligner()
+        self.classify_every = resolve_classify_every(settings.video_classify_every(),
+                                                     self.classifier.device)
 
     def process(self, frame: Frame, scale: float = 1.0) -> FaceBatch:
         """One still through detect (on a copy scaled by `scale`) -> align -> classify."""
@@ -117,6 +120,7 @@ class FacePipeline:
         info = video_info(path)
         video = _VideoState(VideoDetector(self.detector, *s.detection_plan(info.width, info.height)),
                             Tracker() if s.track else None,
+                            ClassifySchedule(self.classify_every),
                             Smoother(s.smooth_tau) if s.track and s.smooth_tau > 0 else None)
         if resume is not None:
             video.load(resume.state)
@@ -160,20 +164,23 @@ class FacePipeline:
 
     def _finish(self, buf: list[tuple[Frame, FaceBatch]], video: "_VideoState"
                 ) -> Iterator[tuple[Frame, FaceBatch]]:
-        """Classify the crops of buffered frames in one batch, then track and smooth in order."""
+        """Track the buffered frames in order, classify the faces the schedule picks in one
+        batch, then fill in every face's probabilities and smooth, in order."""
         if not buf:
             return
-        crops = [f.crops for _, f in buf]
+        tracked = [(frame, video.tracker.track(faces, frame.t_sec)
+                    if video.tracker is not None else faces)
+                   for frame, faces in buf]
+        picks = [video.schedule.pick(faces) for _, faces in tracked]
+        crops = [f.crops[m] for (_, f), m in zip(tracked, picks)]
+        n_cls = len(self.classifier.labels)
         probs = (self.classifier.predict(np.concatenate(crops), self.settings.video_tta())
-                 if sum(map(len, crops)) else None)
+                 if sum(map(len, crops)) else np.zeros((0, n_cls), np.float32))
         start = 0
-        for frame, faces in buf:
-            p = (probs[start:start + len(faces)] if probs is not None
-                 else np.zeros((0, len(self.classifier.labels)), np.float32))
-            start += len(faces)
-            faces = faces.with_(probs=p, probs_raw=p)
-            if video.tracker is not None:
-                faces = video.tracker.track(faces, frame.t_sec)
+        for (frame, faces), mask in zip(tracked, picks):
+            k = int(mask.sum())
+            faces = video.schedule.fill(faces, mask, probs[start:start + k])
+            start += k
             if video.smoother is not None:
                 faces = video.smoother.smooth(faces, frame.t_sec)
             yield frame, faces
@@ -184,7 +191,8 @@ class FacePipeline:
                 "arch": c.config.get("arch"), "model_metrics": c.config.get("metrics"),
                 "tta": c.tta, "tta_video": self.settings.video_tta() or c.tta,
                 "device": str(c.device), "backend": c.backend,
-                "detector_backend": self.detector.backend, "settings": self.settings.as_metadata()}
+                "detector_backend": self.detector.backend, "classify_every": self.classify_every,
+                "settings": self.settings.as_metadata()}
 
 
 @dataclass
@@ -193,17 +201,20 @@ class _VideoState:
 
     detector: VideoDetector
     tracker: Tracker | None
+    schedule: ClassifySchedule
     smoother: Smoother | None
 
     def state(self, detector_state: dict) -> dict[str, Any]:
         return {"detector": detector_state,
                 "tracker": self.tracker.state_dict() if self.tracker else None,
+                "schedule": self.schedule.state_dict(),
                 "smoother": self.smoother.state_dict() if self.smoother else None}
 
     def load(self, state: dict[str, Any]) -> None:
         self.detector.load_state_dict(state["detector"])
         if self.tracker is not None:
             self.tracker.load_state_dict(state["tracker"])
+        self.schedule.load_state_dict(state["schedule"])
         if self.smoother is not None:
             self.smoother.load_state_dict(state["smoother"])
 

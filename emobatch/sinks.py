@@ -35,6 +35,7 @@ def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema
         *[pa.field(name, pa.float32()) for name in labels],
         pa.field("emotion", pa.string()), pa.field("confidence", pa.float32()),
         *[pa.field(f"{name}_raw", pa.float32()) for name in labels],
+        pa.field("classified", pa.bool_()),
     ]
     return pa.schema(fields)
 
@@ -59,6 +60,8 @@ def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list
     for j, name in enumerate(labels):
         cols[name] = probs[:, j].tolist()
         cols[f"{name}_raw"] = raw[:, j].tolist()
+    cols["classified"] = (faces.classified.tolist() if faces.classified is not None
+                          else [faces.probs is not None] * n)
     cols["emotion"] = [labels[k] for k in probs.argmax(1)]
     cols["confidence"] = probs.max(1).tolist()
     return cols

@@ -34,7 +34,9 @@ class FaceBatch:
     xyxy (n, 4) float32 pixels of the original frame; score (n,) float32;
     landmarks (n, 5, 2) float32 (left eye, right eye, nose, mouth left, mouth right);
     crops (n, 48, 48) uint8 aligned faces; probs (n, 7) float32 in EMOTIONS order;
-    probs_raw (n, 7) before smoothing; track (n,) int64 (-1 = untracked).
+    probs_raw (n, 7) before smoothing; track (n,) int64 (-1 = untracked); classified (n,)
+    bool: False where a video face's probabilities were carried from its track's last
+    classified frame (emobatch.schedule), None = all classified.
     """
 
     xyxy: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))
@@ -44,6 +46,7 @@ class FaceBatch:
     probs: np.ndarray | None = None
     probs_raw: np.ndarray | None = None
     track: np.ndarray | None = None
+    classified: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
@@ -71,4 +74,5 @@ class FaceBatch:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[idx]
         return FaceBatch(self.xyxy[idx], self.score[idx], self.landmarks[idx], pick(self.crops),
-                         pick(self.probs), pick(self.probs_raw), pick(self.track))
+                         pick(self.probs), pick(self.probs_raw), pick(self.track),
+                         pick(self.classified))

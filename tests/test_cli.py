@@ -78,6 +78,22 @@ def test_run_writes_report_and_blurs_faces(tmp_path):
     assert meta["settings"]["blur_faces"] and meta["annotated"]
 
 
+def test_classify_every_reaches_the_run_and_its_metadata(tmp_path):
+    from emobatch.sinks import read_metadata
+
+    out = tmp_path / "r.parquet"
+    r = emobatch_cli("run", SAMPLE / "astronaut_clip.mp4", "--out", out, "--quiet",
+                     "--classify-every", "3")
+    assert r.returncode == 0, r.stderr
+    meta, df = read_metadata(out), pd.read_parquet(out).dropna(subset=["face"])
+    assert meta["classify_every"] == 3 and meta["settings"]["classify_every"] == 3
+    # one astronaut, one track: classified on its first frame, then every third
+    assert abs(df["classified"].mean() - 1 / 3) < 0.1 and df["classified"].iloc[0]
+    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", tmp_path / "x.parquet",
+                     "--classify-every", "-1")
+    assert r.returncode == 2 and "classify_every" in r.stderr
+
+
 def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     """--backend/--detector-backend/--amp reach the run: the metadata names the backends
     that ran, and the plain PyTorch path finds the same face as the default one."""

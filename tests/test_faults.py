@@ -243,7 +243,8 @@ def test_usage_errors_exit_2_before_any_work(inputs, tmp_path, args):
 
 @pytest.mark.parametrize("kwargs", [{"every": 0}, {"quality": "bogus"}, {"detect_every": 0},
                                     {"min_score": 1.5}, {"thresholds": (0.6, 0.7, -1)},
-                                    {"tta": "sideways"}, {"workers": 0}])
+                                    {"tta": "sideways"}, {"workers": 0},
+                                    {"classify_every": -1}, {"classify_every": 1.5}])
 def test_api_validates_before_any_work(tmp_path, kwargs):
     with pytest.raises(ValueError):
         emobatch.run(PHOTO, out=tmp_path / "r.parquet", **kwargs)

@@ -24,8 +24,10 @@ from conftest import ROOT, SAMPLE, shared_path
 CLIP = SAMPLE / "astronaut_clip.mp4"
 PHOTO = SAMPLE / "astronaut.jpg"
 # 0.4 s of the 2 s, 15 fps sample clip: a checkpoint every 6 frames (not a multiple of the
-# 8-frame classifier batch), the last one on the last frame: 6 chunks a clip, the last empty
-RUN_ARGS = ("--checkpoint-every", "0.4", "--quiet")
+# 8-frame classifier batch), the last one on the last frame: 6 chunks a clip, the last empty;
+# a face classified every other frame, so checkpoints also carry the classify schedule's
+# state (a tracked face's last probabilities) across a kill
+RUN_ARGS = ("--checkpoint-every", "0.4", "--classify-every", "2", "--quiet")
 
 HOOKS = Path(__file__).with_name("fault_hooks.py")
 
@@ -198,7 +200,7 @@ def test_dask_local_cluster_equals_one_process(inputs, reference, tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster:
         emobatch.run(inputs, out=out, annotate=ann, scheduler=cluster.scheduler_address,
-                     checkpoint_every=0.4)
+                     checkpoint_every=0.4, classify_every=2)  # as RUN_ARGS
     assert_same_run(out, ann, reference)
     assert emobatch.read_timeline(out).attrs["emobatch"]["runner"] == "dask"
 
