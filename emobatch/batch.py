@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +17,7 @@ from .atomic import OutputError, remove_stale_temps
 from .config import Settings
 from .outputs import check_outputs, plan_items
 from .pipeline import FacePipeline, ProgressFn, SourceResult
+from .schedule import resolve_classify_every
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
 from .sources import discover_inputs
 from .store import RunStore, WorkItem
@@ -78,6 +79,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
 
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
+    settings = _resolved(settings)
     inputs = list(inputs)
     tmpdir = tempfile.TemporaryDirectory() if out is None else None
     out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
@@ -128,6 +130,15 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     return summary
 
 
+def _resolved(settings: Settings) -> Settings:
+    """settings with an auto classify_every resolved here, once: the metadata, the resume
+    fingerprint and every worker (Dask's may run on other CPUs) then use the same value."""
+    from .device import select_device
+
+    every = resolve_classify_every(settings.video_classify_every(), select_device(settings.device))
+    return replace(settings, classify_every=every)
+
+
 def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
     """What a resumed run must match, computed without loading the model."""
     import torch
@@ -135,7 +146,6 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
     from .backends import runtime_name
     from .device import select_device
     from .mtcnn import net_runtime_name
-    from .schedule import resolve_classify_every
     from .weights import default_weights_path, read_config, sha256_of
 
     device = select_device(settings.device)
@@ -144,7 +154,6 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
         sha256_of(weights), device=str(device),
         precision=runtime_name(settings.backend, device, settings.amp, read_config(weights)),
         detector=net_runtime_name(settings.detector_backend, device, settings.amp),
-        classify_every=resolve_classify_every(settings.video_classify_every(), device),
         annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
         torch=torch.__version__)
 

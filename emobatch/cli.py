@@ -74,8 +74,8 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--classify-every", type=int, default=None, metavar="N",
                    help="classify a tracked face every N processed video frames, its track "
                         "carrying the last result in between (the timeline's classified column); "
-                        "0 = auto: 2 on CPUs without AVX-512, else 1 (default: the preset's: "
-                        "auto for balanced, 2 for fast)")
+                        "0 = auto: 2 on CPUs without AVX-512, else 1, also on CUDA (default: "
+                        "the preset's: auto for balanced, 2 for fast; 1 with --no-track)")
     r.add_argument("--no-track", action="store_true", help="no track ids, no smoothing")
     r.add_argument("--smooth", type=float, default=d("smooth_tau"), metavar="TAU",
                    help="per-track smoothing time constant in seconds (0 = off; raw "

@@ -171,7 +171,7 @@ class FacePipeline:
         tracked = [(frame, video.tracker.track(faces, frame.t_sec)
                     if video.tracker is not None else faces)
                    for frame, faces in buf]
-        picks = [video.schedule.pick(faces) for _, faces in tracked]
+        picks = [video.schedule.pick(faces, frame.t_sec) for frame, faces in tracked]
         crops = [f.crops[m] for (_, f), m in zip(tracked, picks)]
         n_cls = len(self.classifier.labels)
         probs = (self.classifier.predict(np.concatenate(crops), self.settings.video_tta())

@@ -425,6 +425,7 @@ def _run_facts(meta: dict[str, Any], raw: bool) -> dict[str, Any]:
             "TTA photos / videos": f'{meta["tta"]} / {meta.get("tta_video")}' if "tta" in meta
             else None,
             "quality": s.get("quality"), "every": s.get("every"),
+            "classified every": meta.get("classify_every"),
             "smoothing τ": s.get("smooth_tau"), "tracking": s.get("track"),
             "probabilities": "per-frame (*_raw)" if raw else "smoothed"}
 

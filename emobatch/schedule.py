@@ -10,14 +10,10 @@ classified. The timeline's `classified` column says which rows the classifier sa
 
 It costs emotion agreement with an every-frame run (fewer independent looks per smoothing
 window), so the `balanced` preset asks for it only where the classifier is expensive:
-`resolve_classify_every` gives 2 on CPUs without AVX-512 (there the int8 classifier takes
-~3 ms a face, a fifth of a 1080p frame's work with several people; benchmarks/video_throughput.py
-measured the default's share of decode speed 0.112 -> 0.131 and agreement 0.943 -> 0.928 with
-AVX2 kernels), 1 elsewhere (on an AMX CPU it saved no time and cost 3 points of agreement).
-
-The schedule depends only on track ids and the frame order, never on the probabilities, so a
-whole buffer of frames is picked first and classified in one batch (see FacePipeline._finish),
-and an interrupted video resumed from a checkpoint picks exactly the same faces.
+`resolve_classify_every` gives 2 on CPUs without AVX-512, 1 elsewhere. On the 1080p clip with
+AVX2 kernels (docs/experiments.md) the int8 classifier was ~3-4 ms a face, 26 of 84 ms a frame;
+every 2nd frame made it 14 of 72 ms (1.16x in an A/B of whole runs) with recall unchanged and
+agreement 0.943 -> 0.928. On an AMX CPU it saved no time and cost 3 points of agreement.
 """
 from __future__ import annotations
 
@@ -66,10 +62,11 @@ class ClassifySchedule:
         self._age = {int(t): int(a) for t, a in d["age"]}
         self._held = {int(t): np.asarray(p, np.float32) for t, p in d["held"]}
 
-    def pick(self, faces: FaceBatch) -> np.ndarray:
-        """Mask (n,) bool of this frame's faces the classifier must see."""
+    def pick(self, faces: FaceBatch, t_sec: float | None) -> np.ndarray:
+        """Mask (n,) bool of this frame's faces the classifier must see. A frame without a time
+        (t_sec None) has no tracks to carry (its ids are just face indices): every face."""
         n = len(faces)
-        if self.every == 1 or faces.track is None or n == 0:
+        if self.every == 1 or faces.track is None or t_sec is None or n == 0:
             self._age = {}
             return np.ones(n, bool)
         tracks = faces.track.tolist()

@@ -25,7 +25,7 @@ def classifier(frame: int, track: int) -> np.ndarray:
 def run(schedule: ClassifySchedule, frames, first: int = 0):
     """Pick every frame first, then fill them in order, as the pipeline does with a buffer:
     (masks, probabilities of every face, the probabilities the classifier gave)."""
-    masks = [schedule.pick(faces(t)) for t in frames]
+    masks = [schedule.pick(faces(t), first + i) for i, t in enumerate(frames)]
     given = [np.array([classifier(first + i, t) for t in np.asarray(ts)[m]], np.float32).reshape(-1, 7)
              for i, (ts, m) in enumerate(zip(frames, masks))]
     out = [schedule.fill(faces(t), m, p) for t, m, p in zip(frames, masks, given)]
@@ -57,7 +57,10 @@ def test_every_one_or_untracked_classifies_every_face():
     assert all(m.all() for m in masks) and all(o.classified.all() for o in out)
     s = ClassifySchedule(4)
     assert s.pick(FaceBatch(np.zeros((2, 4), np.float32), np.ones(2, np.float32),
-                            np.zeros((2, 5, 2), np.float32))).tolist() == [True, True]
+                            np.zeros((2, 5, 2), np.float32)), 0.0).tolist() == [True, True]
+    # a video frame without a time: its "tracks" are face indices, nothing is carried
+    s.fill(faces([0, 1]), s.pick(faces([0, 1]), 0.0), np.ones((2, 7), np.float32) / 7)
+    assert s.pick(faces([0, 1]), None).all() and s.pick(faces([0, 1]), 0.1).all()
     with pytest.raises(ValueError):
         ClassifySchedule(0)
 
@@ -107,3 +110,16 @@ def test_auto_classifies_every_other_frame_only_where_the_classifier_is_slow(mon
         assert resolve_classify_every(Settings(classify_every=5).video_classify_every()) == 5
         assert resolve_classify_every(Settings(classify_every=5, track=False)
                                       .video_classify_every()) == 1
+
+
+def test_auto_is_resolved_once_for_the_run_and_recorded(monkeypatch, tmp_path):
+    """The run resolves auto before any work; its metadata, fingerprint and every worker use
+    that value (a Dask worker on another CPU would otherwise pick its own)."""
+    import emobatch.device as device
+
+    monkeypatch.setattr(device, "cpu_isa", lambda: "avx2")
+    out = emobatch.run(SAMPLE / "astronaut_clip.mp4", out=tmp_path / "r.parquet", device="cpu")
+    df = emobatch.read_timeline(out)
+    meta = df.attrs["emobatch"]
+    assert meta["classify_every"] == meta["settings"]["classify_every"] == 2
+    assert not df.dropna(subset=["face"])["classified"].all()
