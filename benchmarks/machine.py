@@ -26,6 +26,8 @@ def machine_info(pipe: Any = None) -> dict[str, Any]:
             "threads": torch.get_num_threads(), "cores": os.cpu_count(),
             "backend": getattr(getattr(pipe, "classifier", None), "backend", None),
             "detector_backend": getattr(getattr(pipe, "detector", None), "backend", None),
+            "detector_backend_stills": getattr(getattr(pipe, "still_detector", None), "backend",
+                                               None),
             "torch": torch.__version__,
             "emobatch": __version__, "commit": commit,
             "date": datetime.date.today().isoformat()}

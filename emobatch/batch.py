@@ -145,7 +145,7 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
 
     from .backends import runtime_name
     from .device import select_device
-    from .mtcnn import net_runtime_name
+    from .mtcnn import net_runtime_name, still_net_backend
     from .weights import default_weights_path, read_config, sha256_of
 
     device = select_device(settings.device)
@@ -154,6 +154,8 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
         sha256_of(weights), device=str(device),
         precision=runtime_name(settings.backend, device, settings.amp, read_config(weights)),
         detector=net_runtime_name(settings.detector_backend, device, settings.amp),
+        detector_stills=net_runtime_name(still_net_backend(settings.detector_backend), device,
+                                         settings.amp),
         annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
         torch=torch.__version__)
 

@@ -303,6 +303,14 @@ def net_runtime_name(backend: str, device: str | torch.device = "cpu", amp: str 
     return net_runtime(backend, device, amp)[2]
 
 
+def still_net_backend(backend: str) -> str:
+    """The backend MTCNN's networks use on photos: 'auto' -> 'torch'. OpenVINO builds kernels
+    for every input shape it has not seen; a video repeats its pyramid's shapes, but each
+    photo size is new (17 photos of different sizes: P-Net 2.1 s the first time, 0.5 s after),
+    and a run of photos measured ~9% slower than with torch's networks."""
+    return "torch" if backend == "auto" else backend
+
+
 class CascadeMTCNN:
     """image (H, W, 3) uint8 RGB -> (boxes (n, 5) x1 y1 x2 y2 score, landmarks (n, 5, 2))."""
 

@@ -22,6 +22,7 @@ from .atomic import OutputError, writing
 from .classify import Classifier
 from .config import Settings
 from .detect import Detector
+from .mtcnn import still_net_backend
 from .memory import release_free_memory
 from .prefetch import prefetch
 from .schedule import ClassifySchedule, resolve_classify_every
@@ -84,13 +85,17 @@ class FacePipeline:
         self.detector = Detector(settings.min_face_size, settings.thresholds, settings.min_score,
                                  device=self.classifier.device, backend=settings.detector_backend,
                                  amp=settings.amp)
+        still = still_net_backend(settings.detector_backend)
+        self.still_detector = self.detector if still == settings.detector_backend else Detector(
+            settings.min_face_size, settings.thresholds, settings.min_score,
+            device=self.classifier.device, backend=still, amp=settings.amp)
         self.aligner = Aligner()
         self.classify_every = resolve_classify_every(settings.video_classify_every(),
                                                      self.classifier.device)
 
     def process(self, frame: Frame, scale: float = 1.0) -> FaceBatch:
         """One still through detect (on a copy scaled by `scale`) -> align -> classify."""
-        faces = self.detector.detect(frame.image, scale)
+        faces = self.still_detector.detect(frame.image, scale)
         faces = self.aligner.align(frame.image, faces)
         return self.classifier.classify(faces)
 
@@ -191,7 +196,9 @@ class FacePipeline:
                 "arch": c.config.get("arch"), "model_metrics": c.config.get("metrics"),
                 "tta": c.tta, "tta_video": self.settings.video_tta() or c.tta,
                 "device": str(c.device), "backend": c.backend,
-                "detector_backend": self.detector.backend, "classify_every": self.classify_every,
+                "detector_backend": self.detector.backend,
+                "detector_backend_stills": self.still_detector.backend,
+                "classify_every": self.classify_every,
                 "settings": self.settings.as_metadata()}
 
 

@@ -128,7 +128,8 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
     from emobatch.backends import BackendUnavailable, int8_backend, runtime_name
     from emobatch.config import Settings
     from emobatch.detect import Detector
-    from emobatch.mtcnn import net_runtime_name, resolve_net_backend
+    from emobatch.mtcnn import net_runtime_name, resolve_net_backend, still_net_backend
+    from emobatch.pipeline import FacePipeline
     from emobatch.weights import load_weights, read_config
 
     cpu = torch.device("cpu")
@@ -138,6 +139,10 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
     for backend in ("auto", "torch"):
         for amp in ("auto", "off"):
             assert Detector(backend=backend, amp=amp).backend == net_runtime_name(backend, cpu, amp)
+            pipe = FacePipeline(Settings(device="cpu", detector_backend=backend, amp=amp))
+            assert (pipe.detector.backend, pipe.still_detector.backend) == (
+                net_runtime_name(backend, cpu, amp),
+                net_runtime_name(still_net_backend(backend), cpu, amp))
     with _pytest.raises(BackendUnavailable, match="x86 CPUs only"):
         int8_backend(load_weights(None), torch.device("cuda"), "off")
     with _pytest.raises(ValueError, match="runs on the CPU"):
