@@ -1,8 +1,8 @@
 """Video throughput and fidelity of the default pipeline against the exhaustive reference.
 
     python benchmarks/video_throughput.py VIDEO [--quality balanced] [--classify-every N]
-        [--weights W.pt]
-        [--backend auto] [--detector-backend auto] [--json OUT] [--reference-cache DIR]
+        [--weights W.pt] [--backend auto] [--detector-backend auto] [--json OUT]
+        [--reference-cache DIR]
 
 Prints: decode-only fps and the chosen preset's fps with the chosen backends (medians of
 --repeats runs of each, in turn; annotation off, timeline written to a temporary Parquet);

@@ -230,7 +230,7 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
 
     # a P-Net level's sides are bounded: OpenVINO then builds the kernels of a size it has not
     # seen in half the time (9 photo-sized levels: 331 -> 158 ms the first time, the same
-    # 105 ms after), which is most of a photo's P-Net time
+    # 105 ms after), as for a lost face's search window
     side = fixed_size or ov.Dimension(1, MAX_SIDE)
     param = op.parameter(ov.PartialShape([-1, 3, side, side]), ov.Type.f32, name="x")
     n = net

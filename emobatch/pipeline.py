@@ -22,7 +22,7 @@ from .atomic import OutputError, writing
 from .classify import Classifier
 from .config import Settings
 from .detect import Detector
-from .mtcnn import still_net_backend
+from .mtcnn import net_runtime_name, still_net_backend
 from .memory import release_free_memory
 from .prefetch import prefetch
 from .schedule import ClassifySchedule, resolve_classify_every
@@ -82,13 +82,15 @@ class FacePipeline:
         self.settings = settings
         self.classifier = Classifier(settings.weights, settings.device, settings.batch_size,
                                      settings.tta, settings.amp, settings.backend)
-        self.detector = Detector(settings.min_face_size, settings.thresholds, settings.min_score,
-                                 device=self.classifier.device, backend=settings.detector_backend,
-                                 amp=settings.amp)
+        def detector(backend: str) -> Detector:
+            return Detector(settings.min_face_size, settings.thresholds, settings.min_score,
+                            device=self.classifier.device, backend=backend, amp=settings.amp)
+
+        self.detector = detector(settings.detector_backend)
+        # photos get their own networks only where they run elsewhere than videos'
         still = still_net_backend(settings.detector_backend)
-        self.still_detector = self.detector if still == settings.detector_backend else Detector(
-            settings.min_face_size, settings.thresholds, settings.min_score,
-            device=self.classifier.device, backend=still, amp=settings.amp)
+        same = net_runtime_name(still, self.classifier.device, settings.amp) == self.detector.backend
+        self.still_detector = self.detector if same else detector(still)
         self.aligner = Aligner()
         self.classify_every = resolve_classify_every(settings.video_classify_every(),
                                                      self.classifier.device)

@@ -143,6 +143,9 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
             assert (pipe.detector.backend, pipe.still_detector.backend) == (
                 net_runtime_name(backend, cpu, amp),
                 net_runtime_name(still_net_backend(backend), cpu, amp))
+            # one set of networks where photos and videos run the same ones
+            assert (pipe.still_detector is pipe.detector) == (
+                pipe.still_detector.backend == pipe.detector.backend)
     with _pytest.raises(BackendUnavailable, match="x86 CPUs only"):
         int8_backend(load_weights(None), torch.device("cuda"), "off")
     with _pytest.raises(ValueError, match="runs on the CPU"):
