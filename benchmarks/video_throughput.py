@@ -1,8 +1,8 @@
 """Video throughput and fidelity of the default pipeline against the exhaustive reference.
 
     python benchmarks/video_throughput.py VIDEO [--quality balanced] [--classify-every N]
-        [--weights W.pt] [--backend auto] [--detector-backend auto] [--json OUT]
-        [--reference-cache DIR]
+        [--weights W.pt] [--backend auto] [--detector-backend auto] [--amp auto]
+        [--thresholds P R O] [--json OUT] [--reference-cache DIR]
 
 Prints: decode-only fps and the chosen preset's fps with the chosen backends (medians of
 --repeats runs of each, in turn; annotation off, timeline written to a temporary Parquet);
@@ -12,7 +12,8 @@ does); their ratios; face recall of the preset against the reference (IoU >= 0.5
 one-to-one matching per frame); emotion agreement on matched faces (`agreement`: the
 reported, smoothed `emotion` of both; `agreement_raw`: the per-frame argmax of both), so
 agreement covers the backends' rounding too; and peak RSS of the preset's run. The JSON
-records the machine (cpu_model, isa, threads) and both backends.
+records the machine (cpu_model, isa, threads) and both backends. --amp and --thresholds
+change only the preset's run (the reference is always MTCNN's own thresholds in fp32).
 --reference-cache keeps the reference's timeline (keyed by video, weights and settings) so
 that trying several settings runs the slow reference once.
 """
@@ -95,7 +96,9 @@ def reference(a: argparse.Namespace, s: Settings, sha256: str) -> tuple[float, p
         meta = json.loads(cached.with_suffix(".json").read_text())
         return meta["fps_reference"], pd.read_parquet(cached), True
     pipe = FacePipeline(ref_s)
-    pipe.detector = Detector(s.min_face_size, s.thresholds, s.min_score, exact=True, backend="torch")
+    # MTCNN's own thresholds even where the preset's differ: the reference stays the same
+    pipe.detector = Detector(s.min_face_size, ref_s.thresholds, s.min_score, exact=True,
+                             backend="torch")
     fps_ref, ref = timed_run(pipe, a.video)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,9 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=None, help="classifier for both runs (default: shipped)")
     p.add_argument("--backend", default="auto", help="the preset's classifier backend")
     p.add_argument("--detector-backend", default="auto", help="the preset's MTCNN backend")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="the preset's bf16")
+    p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
+                   help="the preset's MTCNN stage thresholds (the reference keeps MTCNN's own)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--reference-cache", type=Path, default=None, metavar="DIR")
     p.add_argument("--repeats", type=int, default=3, help="decode and preset runs, in turn")
@@ -124,7 +130,8 @@ def main() -> None:
     s = Settings(device="cpu", quality=a.quality, detect_every=a.detect_every,
                  detect_scale=a.detect_scale, full_res_every=a.full_res_every,
                  classify_every=a.classify_every, tta=a.tta,
-                 weights=a.weights, backend=a.backend, detector_backend=a.detector_backend)
+                 weights=a.weights, backend=a.backend, detector_backend=a.detector_backend,
+                 amp=a.amp, **({"thresholds": tuple(a.thresholds)} if a.thresholds else {}))
     limit_heap_growth()  # as the CLI does where a process starts
     pipe = FacePipeline(s)
     # decode and the preset in turn, medians: this machine's speed drifts between runs
@@ -141,6 +148,7 @@ def main() -> None:
     n_ref, n_match, same, same_raw = match(ref, got)
     res = {
         **machine, "video": str(a.video), "frames": n, "quality": a.quality,
+        "amp": a.amp, "thresholds": list(s.thresholds),
         "classify_every": pipe.classify_every,
         "weights_sha256": pipe.classifier.sha256,
         "fps_decode": round(fps_decode, 2), "fps_reference": round(fps_ref, 2),
