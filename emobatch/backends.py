@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .device import amp_dtype
+from .invariant import invariant_layers
 from .models import fold_batchnorm
 from .weights import LoadedModel
 
@@ -55,8 +56,9 @@ def register_backend(name: str) -> Callable[[BackendFn], BackendFn]:
 
 
 def inference_model(model: nn.Module) -> nn.Module:
-    """The float model as the product runs it: batch norm folded into the convs, channels-last."""
-    return fold_batchnorm(model).to(memory_format=torch.channels_last)
+    """The float model as the product runs it: batch norm folded into the convs, channels-last,
+    its results in fp32 on a CPU independent of the thread count (emobatch.invariant)."""
+    return invariant_layers(fold_batchnorm(model)).to(memory_format=torch.channels_last)
 
 
 def _precision(dtype: torch.dtype | None) -> str:

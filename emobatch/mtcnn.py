@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .invariant import Conv2d, Linear, softmax_dim1
+
 
 def weights_dir() -> Path:
     """facenet-pytorch's folder of MTCNN weights, found without importing the package."""
@@ -50,17 +52,17 @@ class PNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.conv1, self.prelu1 = Conv2d(3, 10, 3), nn.PReLU(10)
         self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
-        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
-        self.conv4_1 = nn.Conv2d(32, 2, 1)
-        self.conv4_2 = nn.Conv2d(32, 4, 1)
+        self.conv2, self.prelu2 = Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = Conv2d(32, 2, 1)
+        self.conv4_2 = Conv2d(32, 4, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.conv4_2(x), self.conv4_1(x).softmax(1)
+        return self.conv4_2(x), softmax_dim1(self.conv4_1(x))
 
 
 class RNet(nn.Module):
@@ -68,21 +70,21 @@ class RNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.conv1, self.prelu1 = Conv2d(3, 28, 3), nn.PReLU(28)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.conv2, self.prelu2 = Conv2d(28, 48, 3), nn.PReLU(48)
         self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
-        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
+        self.conv3, self.prelu3 = Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = Linear(128, 2)
+        self.dense5_2 = Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.prelu3(self.conv3(x))
         x = self.prelu4(self.dense4(_flatten_wh(x)))
-        return self.dense5_2(x), self.dense5_1(x).softmax(1)
+        return self.dense5_2(x), softmax_dim1(self.dense5_1(x))
 
 
 class ONet(nn.Module):
@@ -91,24 +93,24 @@ class ONet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.conv1, self.prelu1 = Conv2d(3, 32, 3), nn.PReLU(32)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.conv2, self.prelu2 = Conv2d(32, 64, 3), nn.PReLU(64)
         self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.conv3, self.prelu3 = Conv2d(64, 64, 3), nn.PReLU(64)
         self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)
+        self.conv4, self.prelu4 = Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = Linear(256, 2)
+        self.dense6_2 = Linear(256, 4)
+        self.dense6_3 = Linear(256, 10)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.pool3(self.prelu3(self.conv3(x)))
         x = self.prelu5(self.dense5(_flatten_wh(self.prelu4(self.conv4(x)))))
-        return self.dense6_2(x), self.dense6_3(x), self.dense6_1(x).softmax(1)
+        return self.dense6_2(x), self.dense6_3(x), softmax_dim1(self.dense6_1(x))
 
 
 def _flatten_wh(x: torch.Tensor) -> torch.Tensor:

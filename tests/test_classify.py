@@ -110,6 +110,43 @@ def test_int8_backend_is_the_default_on_cpu_and_exact_across_batches_and_threads
     assert np.abs(together - fp32.predict(crops)).max() < 0.15
 
 
+def test_fp32_torch_backend_does_not_depend_on_the_thread_count():
+    """`--backend torch --amp off` under `--workers` (fewer threads a process) gives one
+    process's probabilities: torch's own linear layers round differently with 1 and 2
+    threads on some CPUs (emobatch.invariant)."""
+    import torch
+
+    fp32 = Classifier(device="cpu", backend="torch", amp="off")
+    rng = np.random.default_rng(6)
+    threads = torch.get_num_threads()
+    try:
+        for n, tta in ((1, "zoom"), (5, "none"), (8, "none"), (64, "flip")):
+            crops = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+            outs = []
+            for t in (1, 2, 3):
+                torch.set_num_threads(t)
+                outs.append(fp32.predict(crops, tta=tta))
+            for other in outs[1:]:
+                np.testing.assert_array_equal(other, outs[0], err_msg=f"{n} crops, tta {tta}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_bf16_autocast_still_runs_in_bf16():
+    """The thread-invariant layers leave autocast alone: bf16 stays bf16."""
+    import torch
+
+    from emobatch.backends import inference_model
+    from emobatch.weights import load_weights
+
+    model = inference_model(load_weights(None, device="cpu").model)
+    x = torch.zeros(2, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).dtype == torch.bfloat16
+    with torch.inference_mode():
+        assert model(x).dtype == torch.float32
+
+
 def test_unknown_or_unavailable_backend_is_a_clear_error():
     import pytest as _pytest
 

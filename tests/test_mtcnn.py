@@ -50,6 +50,34 @@ def test_cascade_nets_run_channels_last():
     assert w.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_torch_nets_do_not_depend_on_the_thread_count(astronaut_rgb):
+    """Workers and Dask tasks run with fewer threads than one process; their faces must be
+    bit-identical. torch's own 1x1 convolutions, small matrix products and softmax round
+    differently with 1 and 2 threads on some CPUs (an AMD EPYC)."""
+    import cv2
+
+    from emobatch.mtcnn import TorchNet, load_nets
+
+    nets = [TorchNet(n) for n in load_nets()]
+    rng = np.random.default_rng(0)
+    cases = [(0, cv2.resize(astronaut_rgb, (s, s), interpolation=cv2.INTER_AREA)[None])
+             for s in (12, 17, 61, 308)]
+    cases += [(1, rng.uniform(0, 255, (b, 24, 24, 3)).astype(np.float32)) for b in (1, 3, 17, 300)]
+    cases += [(2, rng.uniform(0, 255, (b, 48, 48, 3)).astype(np.float32)) for b in (1, 5, 8, 33)]
+    threads = torch.get_num_threads()
+    try:
+        for i, x in cases:
+            outs = []
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                outs.append(nets[i](x))
+            for other in outs[1:]:
+                for a, b in zip(outs[0], other):
+                    np.testing.assert_array_equal(a, b, err_msg=f"net {i}, input {x.shape}")
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def both():
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
