@@ -313,11 +313,15 @@ def net_runtime_name(backend: str, device: str | torch.device = "cpu", amp: str 
 
 
 def still_net_backend(backend: str) -> str:
-    """The backend MTCNN's networks use on photos: 'auto' -> 'torch'. OpenVINO builds kernels
-    for every input shape it has not seen; a video repeats its pyramid's shapes, but each
-    photo size is new (17 photos of different sizes: P-Net 2.1 s the first time, 0.5 s after),
-    and a run of photos measured ~9% slower than with torch's networks."""
-    return "torch" if backend == "auto" else backend
+    """The backend MTCNN's networks use on photos: 'auto' stays 'auto' (as for videos) except
+    on AMX CPUs, where it is 'torch'. OpenVINO builds kernels for every input shape it has not
+    seen; a video repeats its pyramid's shapes, but each photo size is new. With AMX that
+    cost more than it saved (17 photos of different sizes: a run ~9% slower than on torch's
+    networks, an Intel Xeon); without AMX OpenVINO still won (an AMD EPYC, Zen 4: 1.18x in
+    bf16, 1.13x capped to AVX2 in fp32; docs/experiments.md)."""
+    from .device import cpu_isa
+
+    return "torch" if backend == "auto" and cpu_isa() == "amx" else backend
 
 
 class CascadeMTCNN:
