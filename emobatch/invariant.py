@@ -22,26 +22,30 @@ import torch
 from torch import nn
 
 
+def _cpu_autocast_query():
+    try:
+        torch.is_autocast_enabled("cpu")
+        return lambda: torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled
+
+
+_cpu_autocast = _cpu_autocast_query()
+_ONEDNN = torch.backends.mkldnn.is_available()
+
+
 def _onednn_fp32(x: torch.Tensor) -> bool:
     """x would run in fp32 on a CPU, with no autograd and no autocast around it."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not _cpu_autocast() and torch.backends.mkldnn.is_available())
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+    return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not _cpu_autocast())
 
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d, always through oneDNN where `_onednn_fp32`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _onednn_fp32(x):
-            return super().forward(x)
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if (not _onednn_fp32(x) or self.padding_mode != "zeros"
+                or isinstance(self.padding, str)):
             return super().forward(x)
         return torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, list(self.padding),
                                                  list(self.stride), list(self.dilation),

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .invariant import Conv2d, Linear, softmax_dim1
+from .device import cpu_isa
+from .invariant import invariant_layers, softmax_dim1
 
 
 def weights_dir() -> Path:
@@ -52,12 +53,12 @@ class PNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = Conv2d(3, 10, 3), nn.PReLU(10)
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
         self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = Conv2d(10, 16, 3), nn.PReLU(16)
-        self.conv3, self.prelu3 = Conv2d(16, 32, 3), nn.PReLU(32)
-        self.conv4_1 = Conv2d(32, 2, 1)
-        self.conv4_2 = Conv2d(32, 4, 1)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)
+        self.conv4_2 = nn.Conv2d(32, 4, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
@@ -70,14 +71,14 @@ class RNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = Conv2d(3, 28, 3), nn.PReLU(28)
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = Conv2d(28, 48, 3), nn.PReLU(48)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
         self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = Conv2d(48, 64, 2), nn.PReLU(64)
-        self.dense4, self.prelu4 = Linear(576, 128), nn.PReLU(128)
-        self.dense5_1 = Linear(128, 2)
-        self.dense5_2 = Linear(128, 4)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
@@ -93,17 +94,17 @@ class ONet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = Conv2d(3, 32, 3), nn.PReLU(32)
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = Conv2d(32, 64, 3), nn.PReLU(64)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
         self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = Conv2d(64, 64, 3), nn.PReLU(64)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
         self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4, self.prelu4 = Conv2d(64, 128, 2), nn.PReLU(128)
-        self.dense5, self.prelu5 = Linear(1152, 256), nn.PReLU(256)
-        self.dense6_1 = Linear(256, 2)
-        self.dense6_2 = Linear(256, 4)
-        self.dense6_3 = Linear(256, 10)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
@@ -119,13 +120,14 @@ def _flatten_wh(x: torch.Tensor) -> torch.Tensor:
 
 
 def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
-    """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode."""
+    """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode, their layers'
+    results independent of the thread count (emobatch.invariant)."""
     nets = []
     for cls, name in ((PNet, "pnet"), (RNet, "rnet"), (ONet, "onet")):
         net = cls()
         net.load_state_dict(torch.load(weights_dir() / f"{name}.pt", map_location="cpu",
                                        weights_only=True))
-        nets.append(net.to(device).eval())
+        nets.append(invariant_layers(net).to(device).eval())
     return nets[0], nets[1], nets[2]
 
 
@@ -319,8 +321,6 @@ def still_net_backend(backend: str) -> str:
     cost more than it saved (17 photos of different sizes: a run ~9% slower than on torch's
     networks, an Intel Xeon); without AMX OpenVINO still won (an AMD EPYC, Zen 4: 1.18x in
     bf16, 1.13x capped to AVX2 in fp32; docs/experiments.md)."""
-    from .device import cpu_isa
-
     return "torch" if backend == "auto" and cpu_isa() == "amx" else backend
 
 

@@ -10,6 +10,22 @@ SHARED = Path(os.environ.get("EMOBATCH_SHARED", ROOT.parent / "shared")) / "data
 SAMPLE = ROOT / "examples" / "sample"
 
 
+def at_thread_counts(fn, counts=(1, 2, 3)) -> list:
+    """fn() called once with each torch thread count (the count is restored after): its
+    results, in that order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in counts:
+            torch.set_num_threads(n)
+            results.append(fn())
+        return results
+    finally:
+        torch.set_num_threads(threads)
+
+
 def shared_path(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test cleanly when it is absent (fresh clone)."""
     p = SHARED.joinpath(*parts)

@@ -114,22 +114,15 @@ def test_fp32_torch_backend_does_not_depend_on_the_thread_count():
     """`--backend torch --amp off` under `--workers` (fewer threads a process) gives one
     process's probabilities: torch's own linear layers round differently with 1 and 2
     threads on some CPUs (emobatch.invariant)."""
-    import torch
+    from conftest import at_thread_counts
 
     fp32 = Classifier(device="cpu", backend="torch", amp="off")
     rng = np.random.default_rng(6)
-    threads = torch.get_num_threads()
-    try:
-        for n, tta in ((1, "zoom"), (5, "none"), (8, "none"), (64, "flip")):
-            crops = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
-            outs = []
-            for t in (1, 2, 3):
-                torch.set_num_threads(t)
-                outs.append(fp32.predict(crops, tta=tta))
-            for other in outs[1:]:
-                np.testing.assert_array_equal(other, outs[0], err_msg=f"{n} crops, tta {tta}")
-    finally:
-        torch.set_num_threads(threads)
+    for n, tta in ((1, "zoom"), (5, "none"), (8, "none"), (64, "flip")):
+        crops = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+        outs = at_thread_counts(lambda: fp32.predict(crops, tta=tta))
+        for other in outs[1:]:
+            np.testing.assert_array_equal(other, outs[0], err_msg=f"{n} crops, tta {tta}")
 
 
 def test_bf16_autocast_still_runs_in_bf16():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
+from conftest import at_thread_counts, shared_path
 from emobatch.detect import Detector
 from emobatch.track import iou_matrix
 
@@ -64,18 +64,11 @@ def test_torch_nets_do_not_depend_on_the_thread_count(astronaut_rgb):
              for s in (12, 17, 61, 308)]
     cases += [(1, rng.uniform(0, 255, (b, 24, 24, 3)).astype(np.float32)) for b in (1, 3, 17, 300)]
     cases += [(2, rng.uniform(0, 255, (b, 48, 48, 3)).astype(np.float32)) for b in (1, 5, 8, 33)]
-    threads = torch.get_num_threads()
-    try:
-        for i, x in cases:
-            outs = []
-            for n in (1, 2, 3):
-                torch.set_num_threads(n)
-                outs.append(nets[i](x))
-            for other in outs[1:]:
-                for a, b in zip(outs[0], other):
-                    np.testing.assert_array_equal(a, b, err_msg=f"net {i}, input {x.shape}")
-    finally:
-        torch.set_num_threads(threads)
+    for i, x in cases:
+        outs = at_thread_counts(lambda: nets[i](x))
+        for other in outs[1:]:
+            for a, b in zip(outs[0], other):
+                np.testing.assert_array_equal(a, b, err_msg=f"net {i}, input {x.shape}")
 
 
 @pytest.fixture(scope="module")
