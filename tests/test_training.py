@@ -576,3 +576,166 @@ def test_quantize_adds_int8_calibration_that_loads_exactly(fer_folder, folder_ru
     with torch.inference_mode():
         torch.testing.assert_close(rt.model(x), direct(x), rtol=0, atol=0)
     assert calibrate(before.model, imgs[pick], 0.5, 0.25).keys() == after.int8.keys()
+
+
+# ----------------------------------------------------------------------------- FER+ votes
+
+def test_ferplus_majority_distribution_and_targets():
+    from training import ferplus as fp
+
+    col = {c: i for i, c in enumerate(fp.VOTE_COLUMNS)}
+
+    def v(**counts: int) -> list[int]:
+        row = [0] * len(fp.VOTE_COLUMNS)
+        for name, n in counts.items():
+            row[col[name]] = n
+        return row
+
+    votes = np.array([
+        v(anger=6, neutral=4),              # angry
+        v(neutral=5, sadness=5),            # tied: no majority
+        v(contempt=6, disgust=4),           # contempt-led: no majority; distribution all disgust
+        v(NF=10),                           # not a face: nothing
+        v(unknown=5, happiness=3, fear=2),  # unknown-led: no majority
+        v(happiness=4, surprise=3, contempt=3),  # happy, the contempt votes dropped
+        [-1] * 10,                          # no votes known
+    ])
+    maj = fp.majority(votes)
+    assert maj.tolist() == [EMOTIONS.index("angry"), -1, -1, -1, -1, EMOTIONS.index("happy"), -1]
+    dist = fp.distribution(votes)
+    e = {name: i for i, name in enumerate(EMOTIONS)}
+    np.testing.assert_allclose(dist[0][[e["angry"], e["neutral"]]], [0.6, 0.4])
+    np.testing.assert_allclose(dist[2][e["disgust"]], 1.0)
+    assert dist[3].sum() == 0 and dist[6].sum() == 0
+    np.testing.assert_allclose(dist[4][[e["happy"], e["fear"]]], [0.6, 0.4])
+    np.testing.assert_allclose(dist[5][[e["happy"], e["surprise"]]], [4 / 7, 3 / 7], rtol=1e-6)
+    labels = np.full(len(votes), e["sad"])
+    q = fp.targets(votes, labels, mix=0.25)
+    np.testing.assert_allclose(q[0][[e["angry"], e["neutral"], e["sad"]]], [0.45, 0.3, 0.25])
+    np.testing.assert_allclose(q[[0, 1, 2, 4, 5]].sum(1), 1.0, rtol=1e-6)
+    assert q[3].sum() == 0 and q[6].sum() == 0  # no target where no emotion votes
+
+
+VOTE_SHIFT = 2  # the synthetic votes' majority: the folder's class + 2 (mod 7)
+
+
+@pytest.fixture(scope="module")
+def fer_votes(fer_folder, tmp_path_factory) -> Path:
+    """fer_folder as data/fer2013 beside data/ferplus/*.csv, as in ../shared: each image's
+    votes put 7 on the class VOTE_SHIFT after its folder's and 3 on its own; one training
+    image is 'not a face' (NF=10)."""
+    import shutil
+    from training import ferplus as fp
+
+    data = tmp_path_factory.mktemp("data")
+    shutil.copytree(fer_folder, data / "fer2013")
+    (data / "ferplus").mkdir()
+    loaded = load_fer(data / "fer2013", votes=None)
+    for name, split in (("train", loaded["Training"]), ("publictest", loaded["PublicTest"])):
+        with open(data / "ferplus" / f"{name}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", *fp.VOTE_COLUMNS])
+            for i, (path, label) in enumerate(zip(split.paths, split.labels)):
+                row = [0] * len(fp.VOTE_COLUMNS)
+                row[fp.EMOTION_COLUMNS[(label + VOTE_SHIFT) % 7]] += 7
+                row[fp.EMOTION_COLUMNS[label]] += 3
+                if name == "train" and i == 0:
+                    row = [0] * 9 + [10]
+                rel = Path(path).relative_to(data / "fer2013").as_posix()
+                w.writerow([rel, *row])
+    return data
+
+
+def test_load_fer_attaches_votes_found_beside_the_data(fer_votes, tmp_path):
+    from training import ferplus as fp
+
+    data = load_fer(fer_votes / "fer2013")
+    for name in ("Training", "PublicTest"):
+        split = data[name]
+        assert split.votes.shape == (len(split), 10) and (split.votes.sum(1) == 10).all()
+        maj = fp.majority(split.votes)
+        ok = maj != fp.NO_LABEL
+        assert (maj[ok] == (split.labels[ok] + VOTE_SHIFT) % 7).all()
+    assert data["PrivateTest"].votes.tolist() == [[-1] * 10]  # FER+ has none for it
+    sub = data["Training"].subset(np.array([2, 0]))
+    assert sub.paths == [data["Training"].paths[i] for i in (2, 0)]
+    np.testing.assert_array_equal(sub.votes, data["Training"].votes[[2, 0]])
+    assert load_fer(fer_votes / "fer2013", votes=None)["Training"].votes is None
+    (tmp_path / "ck" / "anger").mkdir(parents=True)  # other images beside a votes folder
+    (tmp_path / "ferplus").symlink_to(fer_votes / "ferplus")
+    cv2.imwrite(str(tmp_path / "ck" / "anger" / "S1.png"), np.zeros((48, 48), np.uint8))
+    assert load_fer(tmp_path / "ck")["PublicTest"].votes is None
+
+
+def test_fit_trains_on_the_vote_distribution_and_selects_on_the_ferplus_majority(
+        fer_votes, tmp_path, monkeypatch):
+    """--labels ferplus (auto with votes beside the data): every target the loss sees is an
+    image's vote distribution (whose majority is here always another class than the
+    folder's), the not-a-face image is left out, and the best epoch is chosen on
+    PublicTest's FER+ majority."""
+    import training.fit as fit
+    from emobatch.weights import load_weights
+    from training import ferplus as fp
+
+    seen: list[torch.Tensor] = []
+    real_loss = fit.batch_loss
+
+    def spy(logits, y, y_b, lam, soft, args):
+        seen.append(y.detach().clone())
+        return real_loss(logits, y, y_b, lam, soft, args)
+
+    monkeypatch.setattr(fit, "batch_loss", spy)
+    argv = ["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w"), "--ckpt-dir",
+            str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "2", "--batch-size", "16",
+            "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
+    finally:
+        torch.set_num_threads(threads)
+    train = load_fer(fer_votes / "fer2013")["Training"]
+    want = fp.distribution(train.votes[1:])  # the first image is not a face
+    got = torch.cat(seen[:len(seen) // 2]).numpy()  # the first epoch: each image once
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got[np.lexsort(got.T)], want[np.lexsort(want.T)])
+    assert res["selected_on"] == "fp_acc"
+    rows = res["history"]
+    assert {"val_fp_acc", "ema_val_vote_ce"} <= set(rows[-1])
+    best = max(max(r["val_fp_acc"], r["ema_val_fp_acc"]) for r in rows)
+    assert res["best_publictest_acc"] == best
+    config = load_weights(tmp_path / "w" / "emobatch_fer.pt").config
+    assert config["targets"] == "ferplus" and config["label_mix"] == 0.0
+    assert config["metrics"]["selected_on"] == "publictest_ferplus_acc"
+    assert config["metrics"]["publictest_ferplus_acc"] == best
+    assert "publictest_ferplus_acc_zoom_tta" in config["metrics"]
+    with pytest.raises(SystemExit, match="no FER\\+ votes"):
+        fit.main(fit.get_args_parser().parse_args(argv + ["--labels", "ferplus", "--votes", "none"]))
+
+
+def test_training_targets_leave_out_faces_without_emotion_votes(fer_votes):
+    from training.fit import training_targets
+
+    train = load_fer(fer_votes / "fer2013")["Training"]
+    kept, q = training_targets("ferplus", train, mix=0.5)
+    assert len(kept) == len(train) - 1 and train.paths[0] not in kept.paths
+    assert q.shape == (len(kept), 7)
+    own = q[np.arange(len(kept)), kept.labels]
+    np.testing.assert_allclose(own, 0.5 * 0.3 + 0.5)  # half the votes' 3/10, half the label
+    same, labels = training_targets("fer2013", train, mix=0.5)
+    assert same is train and labels is train.labels
+
+
+def test_evaluate_reports_the_ferplus_majority_and_vote_cross_entropy(fer_votes, folder_run,
+                                                                     tmp_path):
+    report = tmp_path / "r.json"
+    p = run("training.evaluate", "--data", str(fer_votes / "fer2013"), "--weights",
+            str(folder_run / "w" / "emobatch_fer.pt"), "--json", str(report), "--threads", "1")
+    r = json.loads(report.read_text())
+    fp = r["ferplus"]
+    assert fp["majority"]["n"] == r["n"] == 7 * N_TEST_PER_CLASS and fp["left_out"] == 0
+    shifted = np.roll(np.array(r["confusion_matrix"]), VOTE_SHIFT, axis=0)
+    assert fp["majority"]["confusion_matrix"] == shifted.tolist()  # same predictions, other truth
+    assert fp["vote_cross_entropy"] > fp["vote_entropy"] > 0
+    assert sum(b["count"] for b in fp["vote_calibration"]) == 7 * r["n"]
+    assert (tmp_path / "confusion_matrix_ferplus.png").stat().st_size > 1000
+    assert "FER+ majority" in p.stdout and "cross-entropy" in p.stdout

@@ -19,6 +19,7 @@ import numpy as np
 
 from emobatch.filetypes import IMAGE_SUFFIXES
 from emobatch.types import EMOTIONS
+from . import ferplus
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,20 @@ class Split:
     labels: np.ndarray
     paths: list[str]
     origin: str = ""
+    votes: np.ndarray | None = None
+    """FER+ votes (N, 10) int64 in training.ferplus.VOTE_COLUMNS, rows of -1 for images
+    FER+ has no votes for; None when no votes folder was found."""
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "Split":
+        """The images at index (an int or bool array), with their labels, paths and votes."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return Split(self.images[index], self.labels[index], [self.paths[i] for i in index],
+                     self.origin, None if self.votes is None else self.votes[index])
 
 
 def class_index(name: str) -> int | None:
@@ -203,9 +215,12 @@ def _pack(out: dict[str, tuple[list, list, list]],
             for s, (i, l, p) in out.items()}
 
 
-def load_fer(path: str | Path, align: str = "auto") -> dict[str, Split]:
+def load_fer(path: str | Path, align: str = "auto", votes: str | Path | None = "auto"
+             ) -> dict[str, Split]:
     """Load FER2013 from a folder layout or a CSV file, keyed by split name.
-    align applies to folder layouts (see load_folder); CSV rows are 48x48 crops already."""
+    align applies to folder layouts (see load_folder); CSV rows are 48x48 crops already.
+    votes: a FER+ votes folder to attach to a folder layout's splits (Split.votes), 'auto'
+    for the one beside it (training.ferplus.find_votes), or None for none."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return load_csv(path)
@@ -213,8 +228,33 @@ def load_fer(path: str | Path, align: str = "auto") -> dict[str, Split]:
         csvs = sorted(path.glob("*.csv"))
         if not any(p.is_dir() for p in path.iterdir()) and csvs:
             return load_csv(csvs[0])
-        return load_folder(path, align)
+        data = load_folder(path, align)
+        folder = ferplus.find_votes(path) if votes == "auto" else votes
+        if folder is not None:
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"no FER+ votes folder at {folder}")
+            table = ferplus.read_votes(folder)
+            votes = {name: ferplus.votes_for(s.paths, path, table) for name, s in data.items()}
+            if any((v[:, 0] >= 0).any() for v in votes.values()):  # else: not FER2013's images
+                for name, split in data.items():
+                    split.votes = votes[name]
+                log.info("FER+ votes from %s: %s", folder, ", ".join(
+                    f"{name} {int((v[:, 0] >= 0).sum())}/{len(v)}"
+                    for name, v in votes.items() if len(v)))
+        return data
     raise FileNotFoundError(f"no FER2013 folder or CSV at {path}")
+
+
+def add_votes_argument(p: argparse.ArgumentParser) -> None:
+    """--votes for the training and evaluation CLIs (see load_fer)."""
+    p.add_argument("--votes", default="auto", metavar="DIR",
+                   help="FER+ votes folder (train.csv, publictest.csv; auto: a ferplus/ folder "
+                        "inside or beside --data; 'none' to ignore them)")
+
+
+def votes_arg(value: str) -> str | None:
+    """--votes as load_fer takes it."""
+    return None if value.lower() == "none" else value
 
 
 def add_align_argument(p: argparse.ArgumentParser) -> None:

@@ -45,7 +45,9 @@ from emobatch.config import TTA_MODES, backend_choices
 from emobatch.device import select_device
 from emobatch.types import EMOTIONS
 from emobatch.weights import load_weights
-from .data import Split, TrainingError, add_align_argument, exit_on_error, load_fer
+from . import ferplus
+from .data import (Split, TrainingError, add_align_argument, add_votes_argument, exit_on_error,
+                   load_fer, votes_arg)
 
 log = logging.getLogger("training.evaluate")
 
@@ -77,6 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     add_align_argument(p)
+    add_votes_argument(p)
     return p
 
 
@@ -204,6 +207,51 @@ def metrics(probs: np.ndarray, labels: np.ndarray, n_classes: int,
         "confusion_matrix": cm.tolist(),
         "ece": ece(probs, labels),
         "nll": nll(probs, labels),
+    }
+
+
+def vote_calibration(probs: np.ndarray, dist: np.ndarray, bins: int = ECE_BINS
+                     ) -> tuple[float, list[dict[str, Any]]]:
+    """How close probabilities are to the share of people who chose each label: every
+    class's probability (N * 7 values) binned on [0, 1], each bin's mean probability against
+    the mean vote share of the same (face, class) pairs. Returns the count-weighted mean gap
+    and the bins."""
+    p, q = np.asarray(probs, np.float64).ravel(), np.asarray(dist, np.float64).ravel()
+    idx = np.clip(np.ceil(p * bins).astype(np.int64) - 1, 0, bins - 1)
+    out, gap = [], 0.0
+    for b in range(bins):
+        m = idx == b
+        n = int(m.sum())
+        out.append({"lo": b / bins, "hi": (b + 1) / bins, "count": n,
+                    "probability": float(p[m].mean()) if n else None,
+                    "vote_share": float(q[m].mean()) if n else None})
+        if n:
+            gap += n / max(len(p), 1) * abs(p[m].mean() - q[m].mean())
+    return float(gap), out
+
+
+def vote_metrics(probs: np.ndarray, votes: np.ndarray) -> dict[str, Any]:
+    """FER+ figures of probs (N, 7) in EMOTIONS order against votes (N, 10) (rows of -1:
+    no votes): `metrics` against the majority label (faces with one, see
+    training.ferplus.majority), cross-entropy against the seven emotions' vote shares (and
+    the shares' own entropy, its floor), and how close probabilities are to vote shares."""
+    votes = np.asarray(votes)
+    maj = ferplus.majority(votes)
+    keep = maj != ferplus.NO_LABEL
+    dist = ferplus.distribution(votes)
+    has = dist.sum(1) > 0
+    p = np.clip(np.asarray(probs, np.float64)[has], EPS, 1.0)
+    q = dist[has].astype(np.float64)
+    gap, bins = vote_calibration(probs[has], dist[has])
+    return {
+        "majority": metrics(probs[keep], maj[keep], len(EMOTIONS), EMOTIONS),
+        "left_out": int((votes[:, 0] >= 0).sum() - keep.sum()),
+        "no_votes": int((votes[:, 0] < 0).sum()),
+        "n_distribution": int(has.sum()),
+        "vote_cross_entropy": float(-(q * np.log(p)).sum(1).mean()) if has.any() else float("nan"),
+        "vote_entropy": float(-(q * np.log(np.clip(q, EPS, 1.0))).sum(1).mean()) if has.any() else float("nan"),
+        "vote_calibration_gap": gap,
+        "vote_calibration": bins,
     }
 
 
@@ -345,9 +393,10 @@ def select_split(data: dict[str, Split], name: str) -> tuple[Split, str]:
     if "Training" in use and not data["Training"].origin:
         log.warning("these include Training images: accuracy on them is not a held-out figure")
     parts = [data[s] for s in use]
+    votes = None if any(p.votes is None for p in parts) else np.concatenate([p.votes for p in parts])
     return Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
-                 [q for p in parts for q in p.paths], ", ".join(p.origin for p in parts if p.origin)), \
-        "+".join(names)
+                 [q for p in parts for q in p.paths], ", ".join(p.origin for p in parts if p.origin),
+                 votes), "+".join(names)
 
 
 def to_emotions_order(probs: np.ndarray, model_labels: Sequence[str]) -> np.ndarray:
@@ -366,19 +415,38 @@ def format_report(r: dict[str, Any]) -> str:
         f"data      {r['data']}  {'split ' if r.get('fer2013_split', True) else ''}{r['split']}  "
         f"n={r['n']}  tta={r['tta']}",
         f"accuracy  {r['accuracy']:.4f}   macro-F1 {r['macro_f1']:.4f}   "
-        f"ECE {r['ece']:.4f}   NLL {r['nll']:.4f}",
+        f"ECE {r['ece']:.4f}   NLL {r['nll']:.4f}   (against the images' own labels"
+        f"{': FER2013' if r.get('fer2013_split', True) else ''})",
     ]
     ts = r.get("temperature_scaling")
     if ts:
         lines.append(f"temperature T={ts['temperature']:.3f} (fitted on these images): "
                      f"ECE {ts['ece_before']:.4f} -> {ts['ece_after']:.4f}, "
                      f"NLL {ts['nll_before']:.4f} -> {ts['nll_after']:.4f}")
+    lines += _class_table(r)
+    fp = r.get("ferplus")
+    if fp:
+        m = fp["majority"]
+        lines += ["", f"FER+ majority  accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   "
+                      f"n={m['n']} ({fp['left_out']} tied, contempt-, unknown- or not-a-face-led "
+                      f"left out)",
+                  f"FER+ votes     cross-entropy {fp['vote_cross_entropy']:.4f} (the votes' own "
+                  f"entropy {fp['vote_entropy']:.4f}), probability vs vote share gap "
+                  f"{fp['vote_calibration_gap']:.4f}, n={fp['n_distribution']}"]
+        lines += _class_table(m)
+    elif "ferplus" in r:
+        lines += ["", "FER+ votes: none for these images"]
+    return "\n".join(lines)
+
+
+def _class_table(r: dict[str, Any]) -> list[str]:
+    """Per-class precision/recall/F1/support and the confusion matrix of a metrics() dict."""
     # macro averages cover the classes the data has (as macro-F1 does)
     present = [name for name, c in r["per_class"].items() if c["support"] > 0]
     pc = [r["per_class"][name] for name in present] or list(r["per_class"].values())
     macro = "macro avg" if len(present) == len(r["per_class"]) else f"macro avg ({len(present)} classes)"
     w = max(10, len(macro), *(len(k) for k in r["per_class"]))
-    lines += ["", f"{'class':<{w}}  precision  recall      f1  support"]
+    lines = ["", f"{'class':<{w}}  precision  recall      f1  support"]
     for name, c in r["per_class"].items():
         lines.append(f"{name:<{w}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:6.3f}  "
                      f"{c['support']:7d}" + ("" if c["support"] else "  (not in the data)"))
@@ -389,7 +457,7 @@ def format_report(r: dict[str, Any]) -> str:
               f"{'':<{w}}  " + " ".join(f"{lab[:7]:>7}" for lab in labels)]
     for lab, row in zip(labels, r["confusion_matrix"]):
         lines.append(f"{lab:<{w}}  " + " ".join(f"{v:7d}" for v in row))
-    return "\n".join(lines)
+    return lines
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
@@ -409,7 +477,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    data = load_fer(args.data, align=args.align)
+    data = load_fer(args.data, align=args.align, votes=votes_arg(args.votes))
     split, split_name = select_split(data, args.split)
     device = select_device(args.device)
     loaded = load_weights(args.weights, device=str(device))
@@ -433,6 +501,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(args.data),
         "temperature_scaling": None,
     }
+    if split.votes is not None:
+        has = split.votes[:, 0] >= 0
+        report["ferplus"] = vote_metrics(probs[has], split.votes[has]) if has.any() else None
 
     bins_after = ece_after = t = None
     if args.fit_temperature:
@@ -474,6 +545,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "split": split_name, "weights_sha256": loaded.sha256,
         }, indent=2) + "\n")
         written = ["confusion_matrix.png", "confusion_matrix.json", "calibration.png", "calibration.json"]
+        if report.get("ferplus"):
+            fm = report["ferplus"]["majority"]
+            plot_confusion(fm["confusion_matrix"], EMOTIONS, out_dir / "confusion_matrix_ferplus.png",
+                           f"{Path(loaded.path).name} on {split_name}, FER+ majority "
+                           f"(n={fm['n']}, acc {fm['accuracy']:.3f})")
+            written.append("confusion_matrix_ferplus.png")
         if args.history:
             plot_curves(args.history, out_dir / "training_curves.png")
             written.append("training_curves.png")

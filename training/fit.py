@@ -30,9 +30,11 @@ from emobatch.models import build_model
 from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
 from emobatch.weights import DEFAULT_NAME, load_weights, save_weights
 from .augment import mixup, random_affine, random_erasing
-from .data import TrainingError, add_align_argument, exit_on_error, load_fer
+from . import ferplus
+from .data import (Split, TrainingError, add_align_argument, add_votes_argument, exit_on_error,
+                   load_fer, votes_arg)
 from .distill import cached_teacher_probs, distill_loss, provenance, soften
-from .evaluate import nll
+from .evaluate import nll, vote_metrics
 
 log = logging.getLogger("training.fit")
 
@@ -65,6 +67,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-alpha", type=float, default=0.5,
                    help="weight of the distillation loss (the labels' loss gets 1 - alpha)")
     p.add_argument("--distill-temp", type=float, default=2.0, help="distillation temperature")
+    p.add_argument("--labels", default="auto", choices=["auto", "ferplus", "fer2013"],
+                   help="what to learn: ferplus = the distribution of FER+'s ten votes per face "
+                        "(soft cross-entropy; models are selected on PublicTest's FER+ "
+                        "majority), fer2013 = FER2013's one label per face (auto: ferplus "
+                        "where --votes finds votes, else fer2013)")
+    p.add_argument("--label-mix", type=float, default=0.0, metavar="W",
+                   help="with ferplus: the target is (1 - W) * the vote distribution + W * "
+                        "FER2013's own label")
+    add_votes_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
@@ -99,9 +110,10 @@ def ema_avg_fn(decay: float):
 
 def batch_loss(logits: torch.Tensor, y: torch.Tensor, y_b: torch.Tensor, lam: float,
                soft: torch.Tensor | None, args) -> torch.Tensor:
-    """Label-smoothed cross-entropy of logits (N, C) against labels y (N,), blended by mixup
-    (lam * y + (1 - lam) * y_b); with --distill, mixed with the loss against the softened
-    teacher targets soft (N, C) by --distill-alpha."""
+    """Label-smoothed cross-entropy of logits (N, C) against targets y: labels (N,) or
+    label distributions (N, C), blended by mixup (lam * y + (1 - lam) * y_b); with
+    --distill, mixed with the loss against the softened teacher targets soft (N, C) by
+    --distill-alpha."""
     loss = lam * F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
     if lam < 1.0:
         loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=args.label_smoothing)
@@ -117,7 +129,9 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
                     ) -> dict[str, float]:
     """One pass over the shuffled training set. Order, augmentation and dropout are seeded by
     seed and epoch, so a run resumed from a checkpoint repeats an uninterrupted one exactly.
-    soft: teachers' probabilities (N, C) for --distill, else None."""
+    labels: classes (N,) int64, or label distributions (N, C) float32 (train accuracy then
+    counts the distribution's top class). soft: teachers' probabilities (N, C) for
+    --distill, else None."""
     model.train()
     torch.manual_seed(args.seed * 1000 + epoch)  # dropout draws from the global generator
     g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
@@ -148,6 +162,8 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
         loss = batch_loss(logits.float(), y, y_b, lam, q, args)
         if lam < 0.5:
             y = y_b  # train accuracy counts the dominant image's label
+        if y.ndim == 2:
+            y = y.argmax(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -160,10 +176,43 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
     return {"train_loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n}
 
 
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, dtype,
-             tta: str = "none") -> dict[str, float]:
-    probs = predict_probs(model, images, device, dtype, batch_size=512, tta=tta)
-    return {"loss": nll(probs, labels), "acc": float((probs.argmax(1) == labels).mean())}
+def evaluate(model: nn.Module, split: Split, device, dtype, tta: str = "none"
+             ) -> dict[str, float]:
+    """NLL and accuracy against the split's FER2013 labels; where it has FER+ votes, also
+    fp_acc (accuracy against the FER+ majority) and vote_ce (cross-entropy against the
+    vote distribution)."""
+    probs = predict_probs(model, split.images, device, dtype, batch_size=512, tta=tta)
+    out = {"loss": nll(probs, split.labels), "acc": float((probs.argmax(1) == split.labels).mean())}
+    if split.votes is not None:
+        v = vote_metrics(probs, split.votes)
+        out |= {"fp_acc": v["majority"]["accuracy"], "vote_ce": v["vote_cross_entropy"]}
+    return out
+
+
+def resolve_labels(args, train: Split, val: Split) -> str:
+    """--labels with auto resolved: ferplus where both splits have FER+ votes."""
+    have = all(s.votes is not None and (s.votes[:, 0] >= 0).all() for s in (train, val))
+    if args.labels == "auto":
+        return "ferplus" if have else "fer2013"
+    if args.labels == "ferplus" and not have:
+        raise TrainingError(f"--labels ferplus: no FER+ votes for every Training and PublicTest "
+                            f"image of {args.data} (give the votes folder with --votes, or use "
+                            f"--labels fer2013)")
+    return args.labels
+
+
+def training_targets(labels: str, train: Split, mix: float) -> tuple[Split, np.ndarray]:
+    """The images to train on and their targets: FER2013's labels (N,), or FER+ vote
+    distributions (N, 7) mixed with them, without the faces that have no emotion votes."""
+    if labels == "fer2013":
+        return train, train.labels
+    if not 0.0 <= mix <= 1.0:
+        raise TrainingError(f"--label-mix {mix}: must be within 0..1")
+    q = ferplus.targets(train.votes, train.labels, mix)
+    keep = q.sum(1) > 0
+    log.info("FER+ targets (label mix %.2f): %d faces, %d without emotion votes left out",
+             mix, int(keep.sum()), int((~keep).sum()))
+    return train.subset(keep), q[keep]
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -195,36 +244,56 @@ def load_init(model: nn.Module, path: str, arch: str) -> dict:
     return provenance(loaded, path)
 
 
-def export(model: nn.Module, args, command: str, epoch: int, acc: float, is_ema: bool,
-           out_path: Path, init: dict | None = None, distill: dict | None = None) -> None:
-    """Write the best model so far with its config; TTA is decided once, at the end."""
+SELECT_ON = {"fer2013": "acc", "ferplus": "fp_acc"}
+"""The PublicTest score (an evaluate() key) that picks the best epoch and TTA, per --labels."""
+_METRIC_NAMES = {"acc": "publictest_acc", "fp_acc": "publictest_ferplus_acc"}
+
+
+def _config_metrics(scores: dict[str, float], suffix: str = "") -> dict[str, float]:
+    return {_METRIC_NAMES[k] + suffix: v for k, v in scores.items() if k in _METRIC_NAMES}
+
+
+def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, float],
+           labels: str, is_ema: bool, out_path: Path, init: dict | None = None,
+           distill: dict | None = None) -> None:
+    """Write the best model so far with its config; TTA is decided once, at the end.
+    scores: its PublicTest evaluate() figures."""
+    trained_on = ("FER2013 Training, FER+ vote distributions"
+                  + (f" mixed with FER2013's labels ({args.label_mix:g})" if args.label_mix else "")
+                  if labels == "ferplus" else "FER2013 Training")
     save_weights(model, {
         "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
         "tta": "none",
-        "metrics": {"publictest_acc": acc, "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
-        "command": command, "seed": args.seed, "trained_on": "FER2013 Training",
+        "metrics": {**_config_metrics(scores), "selected_on": _METRIC_NAMES[SELECT_ON[labels]],
+                    "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
+        "command": command, "seed": args.seed, "trained_on": trained_on, "targets": labels,
+        **({"label_mix": args.label_mix} if labels == "ferplus" else {}),
         **({"init": init} if init else {}), **({"distill": distill} if distill else {}),
     }, out_path)
-    log.info("new best %.4f (%s) -> %s", acc, "EMA" if is_ema else "raw", out_path)
+    log.info("new best %.4f (%s) -> %s", scores[SELECT_ON[labels]], "EMA" if is_ema else "raw",
+             out_path)
 
 
-def finalize(out_path: Path, val, device, dtype) -> None:
-    """Score the exported best model with each TTA mode and record the best on PublicTest as
-    its default, the cheaper on a tie (done once after the last epoch, not at every new best:
-    the modes' 16 views cost eight epochs' worth of PublicTest evaluation)."""
+def finalize(out_path: Path, val: Split, device, dtype) -> None:
+    """Score the exported best model with each TTA mode and record the best on PublicTest (by
+    the score it was selected on) as its default, the cheaper on a tie (done once after the
+    last epoch, not at every new best: the modes' 16 views cost eight epochs' worth of
+    PublicTest evaluation)."""
     loaded = load_weights(out_path)
     config = {k: v for k, v in loaded.config.items() if k not in ("labels", "sha256")}
-    best = config["metrics"]["publictest_acc"]
+    key = config["metrics"].get("selected_on", "publictest_acc")
+    best = config["metrics"][key]
     config["tta"] = "none"
     model = loaded.model.to(device)
     for mode in TTA_MODES[1:]:  # in order of cost
-        acc = evaluate(model, val.images, val.labels, device, dtype, tta=mode)["acc"]
-        config["metrics"][f"publictest_acc_{mode}_tta"] = acc
-        log.info("PublicTest with %s TTA: %.4f", mode, acc)
-        if acc > best:
-            best, config["tta"] = acc, mode
+        scores = _config_metrics(evaluate(model, val, device, dtype, tta=mode), f"_{mode}_tta")
+        config["metrics"] |= scores
+        log.info("PublicTest with %s TTA: %s", mode,
+                 " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+        if scores[f"{key}_{mode}_tta"] > best:
+            best, config["tta"] = scores[f"{key}_{mode}_tta"], mode
     save_weights(loaded.model, config, out_path)
-    log.info("tta=%s (PublicTest %.4f) -> %s", config["tta"], best, out_path)
+    log.info("tta=%s (PublicTest %s %.4f) -> %s", config["tta"], key, best, out_path)
 
 
 @exit_on_error
@@ -239,15 +308,18 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     ckpt_dir = Path(args.ckpt_dir or f"runs/{args.arch}")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    data = load_fer(args.data, align=args.align)
+    data = load_fer(args.data, align=args.align, votes=votes_arg(args.votes))
     train, val = data["Training"], data["PublicTest"]
     if len(train) == 0 or len(val) == 0:
         raise TrainingError(f"{args.data}: need Training and PublicTest images "
                          f"(found {len(train)} and {len(val)})")
     if args.limit:
-        sel = np.random.default_rng(args.seed).permutation(len(train))[:args.limit]
-        train.images, train.labels = train.images[sel], train.labels[sel]
-    log.info("train %d, PublicTest %d, device %s, autocast %s", len(train), len(val), device, dtype)
+        train = train.subset(np.random.default_rng(args.seed).permutation(len(train))[:args.limit])
+    labels = resolve_labels(args, train, val)
+    train, targets = training_targets(labels, train, args.label_mix)
+    select = SELECT_ON[labels]
+    log.info("train %d (%s targets), PublicTest %d, device %s, autocast %s", len(train), labels,
+             len(val), device, dtype)
 
     soft, distill = None, None
     if args.distill:
@@ -286,21 +358,21 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     for epoch in range(start, args.epochs):
         t0 = time.time()
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        row |= train_one_epoch(model, ema, opt, sched, train.images, train.labels, args, epoch,
+        row |= train_one_epoch(model, ema, opt, sched, train.images, targets, args, epoch,
                                device, dtype, soft)
-        row |= {f"val_{k}": v for k, v in evaluate(model, val.images, val.labels, device, dtype).items()}
-        row |= {f"ema_val_{k}": v for k, v in
-                evaluate(ema.module, val.images, val.labels, device, dtype).items()}
+        raw, avg = (evaluate(m, val, device, dtype) for m in (model, ema.module))
+        row |= {f"val_{k}": v for k, v in raw.items()}
+        row |= {f"ema_val_{k}": v for k, v in avg.items()}
         row["seconds"] = time.time() - t0
         history.append(row)
         log.info("epoch %d/%d %s", epoch + 1, args.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-        use_ema = row["ema_val_acc"] >= row["val_acc"]
-        score = max(row["ema_val_acc"], row["val_acc"])
-        if score > best:
-            best = score
-            export(ema.module if use_ema else model, args, command, epoch, best, use_ema,
-                   out_path, init, distill)
+        use_ema = avg[select] >= raw[select]
+        scores = avg if use_ema else raw
+        if scores[select] > best:
+            best = scores[select]
+            export(ema.module if use_ema else model, args, command, epoch, scores, labels,
+                   use_ema, out_path, init, distill)
         _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "epoch": epoch, "args": vars(args), "history": history, "best": best},
@@ -308,7 +380,8 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         _write_history(ckpt_dir / "history.csv", history)
     if out_path.is_file():
         finalize(out_path, val, device, dtype)
-    return {"best_publictest_acc": best, "weights": str(out_path), "history": history}
+    return {"best_publictest_acc": best, "selected_on": select, "weights": str(out_path),
+            "history": history}
 
 
 if __name__ == "__main__":
