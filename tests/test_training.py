@@ -739,3 +739,48 @@ def test_evaluate_reports_the_ferplus_majority_and_vote_cross_entropy(fer_votes,
     assert sum(b["count"] for b in fp["vote_calibration"]) == 7 * r["n"]
     assert (tmp_path / "confusion_matrix_ferplus.png").stat().st_size > 1000
     assert "FER+ majority" in p.stdout and "cross-entropy" in p.stdout
+
+
+def test_logit_adjustment_divides_probabilities_by_the_prior(folder_run):
+    """training.adjust folds prior ** -S into the output bias: the adjusted network's
+    probabilities are the original ones divided by the prior ** S, renormalised."""
+    from emobatch.classify import predict_probs
+    from emobatch.weights import load_weights
+    from training.adjust import adjust, grid_scores
+
+    loaded = load_weights(folder_run / "w" / "emobatch_fer.pt")
+    images = np.random.default_rng(0).integers(0, 255, (10, 48, 48), dtype=np.uint8)
+    cpu = torch.device("cpu")
+    before = predict_probs(loaded.model, images, cpu, None, 16, tta="none").astype(np.float64)
+    prior = np.array([0.09, 0.02, 0.04, 0.26, 0.15, 0.12, 0.32])
+    adjust(loaded.model, prior, loaded.config["labels"], 0.5)
+    after = predict_probs(loaded.model, images, cpu, None, 16, tta="none").astype(np.float64)
+    want = before / prior ** 0.5
+    np.testing.assert_allclose(after, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+    votes = np.zeros((10, 10), np.int64)
+    votes[:, 0] = 10  # every face neutral: adjusting away from neutral can only cost accuracy
+    grid = grid_scores(before, prior, votes)
+    assert grid[0]["strength"] == 0.0 and grid[-1]["strength"] == 1.0
+    assert [r["ferplus_acc"] for r in grid] == sorted((r["ferplus_acc"] for r in grid), reverse=True)
+
+
+def test_adjust_cli_records_the_strength_and_where_the_weights_came_from(fer_votes, folder_run,
+                                                                        tmp_path):
+    from emobatch.weights import load_weights
+
+    src = folder_run / "w" / "emobatch_fer.pt"
+    out = tmp_path / "adj.pt"
+    run("training.adjust", "--data", str(fer_votes / "fer2013"), "--weights", str(src),
+        "--out", str(out), "--strength", "0.3")
+    config = load_weights(out).config
+    adj = config["logit_adjustment"]
+    assert adj["strength"] == 0.3 and len(adj["prior"]) == 7
+    assert abs(sum(adj["prior"]) - 1) < 1e-4
+    assert config["adjusted_from"]["sha256"] == load_weights(src).sha256
+    assert config["metrics"]["selected_on"] == "publictest_ferplus_acc"
+    assert "publictest_ferplus_acc_tencrop_tta" in config["metrics"] and "int8" not in config
+    p = subprocess.run([sys.executable, "-m", "training.adjust", "--data",
+                        str(fer_votes / "fer2013"), "--weights", str(out), "--out",
+                        str(tmp_path / "twice.pt")], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode != 0 and "adjusted already" in p.stderr
