@@ -344,22 +344,34 @@ def plot_curves(history_csv: str | Path, path: str | Path) -> None:
     ep = h["epoch"]
     fig = _figure(11.0, 4.2)
     ax_l, ax_a = fig.subplots(1, 2)
-    series = [("train", "tab:blue", "o-"), ("val", "tab:orange", "s-"), ("ema_val", "tab:green", "^--")]
-    names = {"train": "train (label-smoothed, augmented)", "val": "PublicTest",
-             "ema_val": "EMA PublicTest"}
-    for ax, metric, ylabel in ((ax_l, "loss", "loss (val: NLL)"), (ax_a, "acc", "accuracy")):
-        for prefix, color, style in series:
-            key = f"{prefix}_{metric}"
+    votes = "val_fp_acc" in h  # trained on FER+ votes: scored against them too
+    # (column, label, colour, style, faint) per panel
+    loss = [("train_loss", "train (augmented)", "tab:blue", "o-", False)]
+    if votes:
+        loss += [("val_vote_ce", "PublicTest, vs votes", "tab:orange", "s-", False),
+                 ("ema_val_vote_ce", "EMA PublicTest, vs votes", "tab:green", "^--", False)]
+    else:
+        loss += [("val_loss", "PublicTest", "tab:orange", "s-", False),
+                 ("ema_val_loss", "EMA PublicTest", "tab:green", "^--", False)]
+    acc = [("train_acc", "train" + (" (top vote)" if votes else ""), "tab:blue", "o-", False),
+           ("val_acc", "PublicTest" + (" (FER2013 labels)" if votes else ""), "tab:orange", "s-", votes),
+           ("ema_val_acc", "EMA PublicTest" + (" (FER2013 labels)" if votes else ""), "tab:green", "^--", votes)]
+    if votes:
+        acc += [("val_fp_acc", "PublicTest (FER+ majority)", "tab:orange", "s-", False),
+                ("ema_val_fp_acc", "EMA PublicTest (FER+ majority)", "tab:green", "^--", False)]
+    ylabel = "cross-entropy (train, val vs votes)" if votes else "loss (val: NLL)"
+    for ax, lines, label in ((ax_l, loss, ylabel), (ax_a, acc, "accuracy")):
+        for key, name, color, style, faint in lines:
             if key in h:
-                label = names[prefix] if metric == "loss" else names[prefix].split(" (")[0]
-                ax.plot(ep, h[key], style, color=color, ms=3, label=label)
-        ax.set(xlabel="epoch", ylabel=ylabel)
+                ax.plot(ep, h[key], style, color=color, ms=3, label=name, alpha=0.45 if faint else 1.0)
+        ax.set(xlabel="epoch", ylabel=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if "ema_val_acc" in h and len(ep):
-        i = int(np.argmax(h["ema_val_acc"]))
-        ax_a.annotate(f"best EMA {h['ema_val_acc'][i]:.3f}", (ep[i], h["ema_val_acc"][i]),
+    best_key = "ema_val_fp_acc" if votes else "ema_val_acc"
+    if best_key in h and len(ep):
+        i = int(np.argmax(h[best_key]))
+        ax_a.annotate(f"best EMA {h[best_key][i]:.3f}", (ep[i], h[best_key][i]),
                       textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     ax_l.set_title("Loss per epoch")
     ax_a.set_title("Accuracy per epoch")
