@@ -28,8 +28,8 @@ from emobatch.config import TTA_MODES, backend_choices
 from emobatch.device import select_device
 from emobatch.types import EMOTIONS
 from emobatch.weights import load_weights
-from training.data import Split, load_fer
-from training.evaluate import metrics, to_emotions_order, vote_metrics
+from emobatch.training.data import Split, load_fer
+from emobatch.training.evaluate import metrics, to_emotions_order, vote_metrics
 
 from machine import machine_info
 
