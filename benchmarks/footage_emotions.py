@@ -7,7 +7,8 @@ and smoothing; the reported `emotion` column).
 
 Default --weights: the shipped model. Each weights file runs over all inputs once; the table
 has one row per clip and weights file (faces = face rows in the timeline) and an `all` row
-per weights file (every face of every clip counted once). Meant for a before/after check of
+per weights file (every face of every clip counted once); weights are named by their sha256.
+Meant for a before/after check of
 a new model on footage nobody labelled (`../shared/data/media/videos/`), never for choosing
 one: choose on PublicTest.
 """
@@ -22,6 +23,7 @@ import pandas as pd
 
 import emobatch
 from emobatch.types import EMOTIONS
+from emobatch.weights import read_config
 
 from machine import machine_info
 
@@ -48,7 +50,7 @@ def main() -> None:
     for w in args.weights:
         df = emobatch.run(args.inputs, weights=w)
         t = shares(df)
-        t.insert(0, "weights", Path(w).name if w else "shipped")
+        t.insert(0, "weights", read_config(w)["sha256"][:12])
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)
     info = machine_info()
