@@ -18,8 +18,11 @@ import emobatch
 def main(path: str) -> None:
     df = emobatch.read_timeline(path)
     meta = df.attrs.get("emobatch", {})
+    metrics = meta.get("model_metrics") or {}
+    key, what = (("publictest_ferplus_acc", "FER+ majority") if "publictest_ferplus_acc" in metrics
+                 else ("publictest_acc", "FER2013 labels"))
     print(f"{path}: {len(df)} rows, model {meta.get('arch')} "
-          f"(PublicTest {meta.get('model_metrics', {}).get('publictest_acc', float('nan')):.3f})")
+          f"(PublicTest, {what}, no TTA: {metrics.get(key, float('nan')):.3f})")
     per_source = df.groupby("source").agg(frames=("frame", "nunique"),
                                           faces=("face", "count"),
                                           dominant=("emotion", lambda s: s.mode().iat[0] if s.notna().any() else None))
