@@ -6,7 +6,8 @@ and smoothing; the reported `emotion` column).
         [--json OUT]
 
 Default --weights: the shipped model. Each weights file runs over all inputs once; the table
-has one row per clip and weights file (faces = face rows in the timeline) and an `all` row
+has one row per clip and weights file (faces = timeline rows with an emotion; clips are
+shown by file name) and an `all` row
 per weights file (every face of every clip counted once); weights are named by their sha256.
 Meant for a before/after check of
 a new model on footage nobody labelled (`../shared/data/media/videos/`), never for choosing

@@ -19,8 +19,8 @@ def main(path: str) -> None:
     df = emobatch.read_timeline(path)
     meta = df.attrs.get("emobatch", {})
     metrics = meta.get("model_metrics") or {}
-    key, what = (("publictest_ferplus_acc", "FER+ majority") if "publictest_ferplus_acc" in metrics
-                 else ("publictest_acc", "FER2013 labels"))
+    key = metrics.get("selected_on", "publictest_acc")
+    what = "FER+ majority" if key == "publictest_ferplus_acc" else "FER2013 labels"
     print(f"{path}: {len(df)} rows, model {meta.get('arch')} "
           f"(PublicTest, {what}, no TTA: {metrics.get(key, float('nan')):.3f})")
     per_source = df.groupby("source").agg(frames=("frame", "nunique"),

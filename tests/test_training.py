@@ -698,7 +698,7 @@ def test_fit_trains_on_the_vote_distribution_and_selects_on_the_ferplus_majority
     got = torch.cat(seen[:len(seen) // 2]).numpy()  # the first epoch: each image once
     assert got.shape == want.shape
     np.testing.assert_allclose(got[np.lexsort(got.T)], want[np.lexsort(want.T)])
-    assert res["selected_on"] == "fp_acc"
+    assert res["selected_on"] == "publictest_ferplus_acc"
     rows = res["history"]
     assert {"val_fp_acc", "ema_val_vote_ce"} <= set(rows[-1])
     best = max(max(r["val_fp_acc"], r["ema_val_fp_acc"]) for r in rows)
@@ -712,6 +712,49 @@ def test_fit_trains_on_the_vote_distribution_and_selects_on_the_ferplus_majority
         fit.main(fit.get_args_parser().parse_args(argv + ["--labels", "ferplus", "--votes", "none"]))
 
 
+def test_fer2013_labels_beside_votes_train_and_score_as_before_and_resume_refuses_a_switch(
+        fer_votes, tmp_path):
+    """--labels fer2013 with votes beside the data learns FER2013's labels, selects on them
+    and writes the same history columns as before; a checkpoint of one labels mode does not
+    resume under the other."""
+    import training.fit as fit
+    from emobatch.weights import load_weights
+
+    argv = ["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w"), "--ckpt-dir",
+            str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--threads", "1", "--labels", "fer2013"]
+    threads = torch.get_num_threads()
+    try:
+        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
+        with pytest.raises(SystemExit, match="trained with --labels fer2013"):
+            again = argv[:-1] + ["auto", "--epochs", "2", "--resume"]  # auto: ferplus here
+            fit.main(fit.get_args_parser().parse_args(again), argv=again)
+        with pytest.raises(SystemExit, match="needs --labels ferplus"):
+            fit.main(fit.get_args_parser().parse_args(argv + ["--label-mix", "0.3"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert res["selected_on"] == "publictest_acc"
+    assert list(res["history"][0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss",
+                                       "val_acc", "ema_val_loss", "ema_val_acc", "seconds"]
+    config = load_weights(tmp_path / "w" / "emobatch_fer.pt").config
+    assert config["targets"] == "fer2013" and config["metrics"]["selected_on"] == "publictest_acc"
+    assert "publictest_ferplus_acc" not in config["metrics"]
+
+
+def test_votes_folder_given_but_matching_no_image_is_an_error(fer_votes, tmp_path):
+    (tmp_path / "other" / "train" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "other" / "train" / "happy" / "Training_1.png"),
+                np.zeros((48, 48), np.uint8))
+    with pytest.raises(TrainingError, match="no image under"):
+        load_fer(tmp_path / "other", votes=fer_votes / "ferplus")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.csv").write_text("file,neutral,happiness,surprise,sadness,anger,disgust,fear,"
+                                   "contempt,unknown,NF\ntrain/happy/Training_1.png,1,,0,0,0,0,0,0,0,0\n")
+    with pytest.raises(TrainingError, match="train.csv:2: vote counts"):
+        load_fer(tmp_path / "other", votes=bad)
+
+
 def test_training_targets_leave_out_faces_without_emotion_votes(fer_votes):
     from training.fit import training_targets
 
@@ -721,7 +764,7 @@ def test_training_targets_leave_out_faces_without_emotion_votes(fer_votes):
     assert q.shape == (len(kept), 7)
     own = q[np.arange(len(kept)), kept.labels]
     np.testing.assert_allclose(own, 0.5 * 0.3 + 0.5)  # half the votes' 3/10, half the label
-    same, labels = training_targets("fer2013", train, mix=0.5)
+    same, labels = training_targets("fer2013", train, mix=0.0)
     assert same is train and labels is train.labels
 
 

@@ -229,13 +229,23 @@ def load_fer(path: str | Path, align: str = "auto", votes: str | Path | None = "
         if not any(p.is_dir() for p in path.iterdir()) and csvs:
             return load_csv(csvs[0])
         data = load_folder(path, align)
+        votes_given = votes not in ("auto", None)
         folder = ferplus.find_votes(path) if votes == "auto" else votes
         if folder is not None:
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"no FER+ votes folder at {folder}")
-            table = ferplus.read_votes(folder)
+            try:
+                table = ferplus.read_votes(folder)
+            except ValueError as e:
+                raise TrainingError(str(e)) from None
             votes = {name: ferplus.votes_for(s.paths, path, table) for name, s in data.items()}
-            if any((v[:, 0] >= 0).any() for v in votes.values()):  # else: not FER2013's images
+            matched = any((v[:, 0] >= 0).any() for v in votes.values())
+            if not matched and votes_given:
+                example = next(iter(table), "nothing")
+                raise TrainingError(f"--votes {folder}: no image under {path} has votes there "
+                                    f"(its 'file' column names paths relative to the FER2013 "
+                                    f"folder, e.g. {example})")
+            if matched:  # else: not FER2013's images
                 for name, split in data.items():
                     split.votes = votes[name]
                 log.info("FER+ votes from %s: %s", folder, ", ".join(

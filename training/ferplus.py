@@ -52,8 +52,12 @@ def read_votes(folder: str | Path) -> dict[str, np.ndarray]:
             missing = [c for c in ("file", *VOTE_COLUMNS) if c not in (reader.fieldnames or [])]
             if missing:
                 raise ValueError(f"{path}: not a FER+ votes file (no column {missing[0]!r})")
-            for row in reader:
-                out[row["file"]] = np.array([int(row[c]) for c in VOTE_COLUMNS], np.int64)
+            for line, row in enumerate(reader, start=2):
+                try:
+                    out[row["file"]] = np.array([int(row[c]) for c in VOTE_COLUMNS], np.int64)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}:{line}: vote counts must be whole numbers, got "
+                                     f"{[row.get(c) for c in VOTE_COLUMNS]}") from None
     return out
 
 

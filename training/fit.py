@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import logging
 import math
 import shlex
@@ -205,6 +206,9 @@ def training_targets(labels: str, train: Split, mix: float) -> tuple[Split, np.n
     """The images to train on and their targets: FER2013's labels (N,), or FER+ vote
     distributions (N, 7) mixed with them, without the faces that have no emotion votes."""
     if labels == "fer2013":
+        if mix:
+            raise TrainingError("--label-mix mixes FER2013's labels into FER+ targets: it needs "
+                                "--labels ferplus")
         return train, train.labels
     if not 0.0 <= mix <= 1.0:
         raise TrainingError(f"--label-mix {mix}: must be within 0..1")
@@ -224,7 +228,8 @@ def _write_history(path: Path, history: list[dict]) -> None:
     if not history:
         return
     with atomic_write(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(history[0]))
+        fields = list(dict.fromkeys(k for row in history for k in row))  # all rows' columns
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(history)
 
@@ -318,6 +323,8 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     labels = resolve_labels(args, train, val)
     train, targets = training_targets(labels, train, args.label_mix)
     select = SELECT_ON[labels]
+    if labels == "fer2013":  # scored as before: FER2013's labels only
+        val = dataclasses.replace(val, votes=None)
     log.info("train %d (%s targets), PublicTest %d, device %s, autocast %s", len(train), labels,
              len(val), device, dtype)
 
@@ -344,6 +351,10 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         src = ckpt_path if args.resume == "auto" else Path(args.resume)
         if src.is_file():
             ck = torch.load(src, map_location=device, weights_only=False)
+            if ck.get("labels", "fer2013") != labels:  # checkpoints before FER+ learnt FER2013's
+                raise TrainingError(f"{src} was trained with --labels {ck.get('labels', 'fer2013')}, "
+                                    f"this run resolves --labels to {labels}: give the same "
+                                    f"--labels, or start a new --ckpt-dir")
             model.load_state_dict(ck["model"])
             ema.load_state_dict(ck["ema"])
             opt.load_state_dict(ck["optimizer"])
@@ -375,13 +386,14 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                    use_ema, out_path, init, distill)
         _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "epoch": epoch, "args": vars(args), "history": history, "best": best},
+                      "epoch": epoch, "args": vars(args), "history": history, "best": best,
+                      "labels": labels},
                      ckpt_path)
         _write_history(ckpt_dir / "history.csv", history)
     if out_path.is_file():
         finalize(out_path, val, device, dtype)
-    return {"best_publictest_acc": best, "selected_on": select, "weights": str(out_path),
-            "history": history}
+    return {"best_publictest_acc": best, "selected_on": _METRIC_NAMES[select],
+            "weights": str(out_path), "history": history}
 
 
 if __name__ == "__main__":
