@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from emobatch.backends import BackendUnavailable, Runtime, load_runtime
-from emobatch.classify import predict_probs
+from emobatch.faces.backends import BackendUnavailable, Runtime, load_runtime
+from emobatch.faces.classify import predict_probs
 from emobatch.config import TTA_MODES
-from emobatch.device import cpu_bf16_supported, select_device
-from emobatch.weights import LoadedModel, load_weights
+from emobatch.faces.device import cpu_bf16_supported, select_device
+from emobatch.faces.weights import LoadedModel, load_weights
 
 from machine import machine_info
 

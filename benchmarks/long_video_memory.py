@@ -20,7 +20,7 @@ import av
 from emobatch.config import Settings
 from emobatch.memory import limit_heap_growth
 from emobatch.pipeline import FacePipeline
-from emobatch.sinks import TimelineSink
+from emobatch.batch.sinks import TimelineSink
 
 
 def repeat_video(src: Path, dst: Path, minutes: float) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from emobatch import __version__
-from emobatch.device import cpu_isa, cpu_model
+from emobatch.faces.device import cpu_isa, cpu_model
 
 
 def machine_info(pipe: Any = None) -> dict[str, Any]:

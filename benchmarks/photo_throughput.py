@@ -21,7 +21,7 @@ import numpy as np
 from emobatch.config import Settings
 from emobatch.memory import limit_heap_growth
 from emobatch.pipeline import FacePipeline
-from emobatch.sources import discover_inputs, kind_of
+from emobatch.media.sources import discover_inputs, kind_of
 
 from machine import machine_info
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 import emobatch
 from emobatch.analysis import coverage
-from emobatch.annotate import annotated_name
+from emobatch.media.annotate import annotated_name
 from emobatch.report import write_report
 from long_video_memory import repeat_video
 

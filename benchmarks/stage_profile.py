@@ -19,16 +19,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from emobatch import classify, pipeline, sources
-from emobatch.align import Aligner
+from emobatch import pipeline
+from emobatch.faces import classify
+from emobatch.media import sources
+from emobatch.faces.align import Aligner
 from emobatch.config import Settings
-from emobatch.detect import Detector
+from emobatch.faces.detect import Detector
 from emobatch.memory import limit_heap_growth
-from emobatch.mtcnn import CascadeMTCNN
-from emobatch.sinks import TimelineSink
-from emobatch.smooth import Smoother
-from emobatch.track import Tracker
-from emobatch.video_detect import VideoDetector
+from emobatch.faces.mtcnn import CascadeMTCNN
+from emobatch.batch.sinks import TimelineSink
+from emobatch.faces.smooth import Smoother
+from emobatch.faces.track import Tracker
+from emobatch.faces.video_detect import VideoDetector
 
 from machine import machine_info
 

@@ -32,12 +32,12 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from emobatch.config import TTA_MODES, Settings
-from emobatch.detect import Detector
+from emobatch.faces.detect import Detector
 from emobatch.memory import limit_heap_growth
 from emobatch.pipeline import FacePipeline
-from emobatch.sinks import TimelineSink
-from emobatch.sources import iter_video
-from emobatch.track import iou_matrix
+from emobatch.batch.sinks import TimelineSink
+from emobatch.media.sources import iter_video
+from emobatch.faces.track import iou_matrix
 from emobatch.types import EMOTIONS
 
 from machine import machine_info

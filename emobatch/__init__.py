@@ -22,7 +22,7 @@ _ANALYSIS = ("coverage", "episodes", "resample", "summarize")
 def __getattr__(name: str):
     # Lazy: `import emobatch` stays fast; torch and MTCNN load only when a run starts.
     if name == "run":
-        from .batch import run
+        from .batch.driver import run
         return run
     if name == "Settings":
         from .config import Settings
@@ -40,7 +40,7 @@ def read_timeline(path: str):
     """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs."""
     import pandas as pd
 
-    from .sinks import read_metadata
+    from .batch.sinks import read_metadata
 
     df = pd.read_parquet(path) if not str(path).lower().endswith(".csv") else pd.read_csv(path)
     try:

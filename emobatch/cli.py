@@ -166,7 +166,7 @@ class RichProgress:
         self.overall = self.bar.add_task("all files", total=len(info["files"]), rate="")
 
     def _on_source(self, info: dict) -> None:
-        from .sources import InputError, kind_of, video_info
+        from .media.sources import InputError, kind_of, video_info
 
         total = None
         if kind_of(info["source"]) == "video":
@@ -230,9 +230,9 @@ def _on_sigterm(signum, frame) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     from .atomic import OutputError
     from .memory import limit_heap_growth
-    from .batch import run_files
-    from .sinks import errors_path, partial_path
-    from .store import work_dir
+    from .batch.driver import run_files
+    from .batch.sinks import errors_path, partial_path
+    from .batch.store import work_dir
 
     settings = settings_from_args(a)
     workers = workers_from_args(a.workers)
@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "report":
             return cmd_report(a)
     except Exception as e:  # setup failures (weights, device, usage): one line, no traceback
-        from .weights import WeightsError
+        from .faces.weights import WeightsError
 
         if isinstance(e, (WeightsError, RuntimeError, ValueError)):
             console.print(f"[red]emobatch: {e}", soft_wrap=True, highlight=False)

@@ -16,7 +16,7 @@ class Preset(NamedTuple):
     full_res_every: int   # every Nth full detection at full resolution anyway (0: never): a
     #                       downscaled pass misses the smallest faces; once found, O-Net follows them
     classify_every: int   # a tracked face is classified every N frames, its track carries it
-    #                       in between (emobatch.schedule); 0: auto (resolve_classify_every)
+    #                       in between (emobatch.faces.schedule); 0: auto (resolve_classify_every)
 
 
 QUALITY_PRESETS: dict[str, Preset] = {
@@ -29,7 +29,7 @@ QUALITY_PRESETS: dict[str, Preset] = {
 # classifier's cost, the largest one left on a video, while per-track smoothing already
 # averages neighbouring frames. Photos use the weights' own setting.
 VIDEO_TTA = "none"
-# Test-time augmentation modes and how many views each averages (emobatch.classify.tta_views)
+# Test-time augmentation modes and how many views each averages (emobatch.faces.classify.tta_views)
 TTA_MODES = ("none", "flip", "zoom", "tencrop")
 
 
@@ -46,8 +46,8 @@ class Settings:
     weights: Path | None = None       # None: the shipped model
     tta: str | None = None            # TTA_MODES; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
-    backend: str = "auto"             # classifier backend: auto | emobatch.backends.BACKENDS
-    detector_backend: str = "auto"    # MTCNN's networks: auto | emobatch.mtcnn.NET_BACKENDS
+    backend: str = "auto"             # classifier backend: auto | emobatch.faces.backends.BACKENDS
+    detector_backend: str = "auto"    # MTCNN's networks: auto | emobatch.faces.mtcnn.NET_BACKENDS
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)
     detect_scale: float | None = None  # full detection on a frame scaled by this (None: preset)
@@ -117,7 +117,7 @@ class Settings:
 
     def video_classify_every(self) -> int:
         """How often a tracked video face is classified: explicit, else the quality preset's
-        (0: auto, see emobatch.schedule.resolve_classify_every); always 1 without tracking
+        (0: auto, see emobatch.faces.schedule.resolve_classify_every); always 1 without tracking
         (no track carries a face)."""
         if not self.track:
             return 1
@@ -164,21 +164,21 @@ DETECTOR_BACKEND_NAMES = ("auto", "torch", "openvino")
 
 
 def backend_choices() -> tuple[str, ...]:
-    """'auto' and every registered classifier backend (emobatch.backends.BACKENDS)."""
-    from .backends import BACKENDS
+    """'auto' and every registered classifier backend (emobatch.faces.backends.BACKENDS)."""
+    from .faces.backends import BACKENDS
 
     return tuple(dict.fromkeys(("auto", *BACKENDS)))
 
 
 def detector_backend_choices() -> tuple[str, ...]:
-    """'auto' and every registered backend of MTCNN's nets (emobatch.mtcnn.NET_BACKENDS)."""
-    from .mtcnn import NET_BACKENDS
+    """'auto' and every registered backend of MTCNN's nets (emobatch.faces.mtcnn.NET_BACKENDS)."""
+    from .faces.mtcnn import NET_BACKENDS
 
     return tuple(dict.fromkeys(("auto", *NET_BACKENDS)))
 
 
 def _openvino_available() -> bool:
-    from .mtcnn import openvino_available
+    from .faces.mtcnn import openvino_available
 
     return openvino_available()
 AMP_MODES = ("auto", "on", "off")

@@ -2,37 +2,32 @@
 
 `FacePipeline.stream(path)` is a generator of (Frame, FaceBatch), with a `Checkpoint`
 between chunks of a video, so memory stays flat on long videos and a video can resume
-mid-file. `process_item` runs one input into its on-disk store (emobatch.store); the
-runners (emobatch.runners) drive it over many inputs, here or in other processes/machines,
-and emobatch.batch publishes the timeline from the stores, in input order.
+mid-file. `process_item` runs one input into its on-disk store (emobatch.batch.store); the
+runners (emobatch.batch.runners) drive it over many inputs, here or in other processes/machines,
+and emobatch.batch.driver publishes the timeline from the stores, in input order.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from . import __version__
-from .align import Aligner
-from .annotate import VideoWriter, concat_mp4, draw, write_image
-from .atomic import OutputError, writing
-from .classify import Classifier
 from .config import Settings
-from .detect import Detector
-from .mtcnn import net_runtime_name, still_net_backend
+from .faces.align import Aligner
+from .faces.classify import Classifier
+from .faces.detect import Detector
+from .faces.mtcnn import net_runtime_name, still_net_backend
+from .faces.schedule import ClassifySchedule, resolve_classify_every
+from .faces.smooth import Smoother
+from .faces.track import Tracker
+from .faces.video_detect import VideoDetector
+from .media.prefetch import prefetch
+from .media.sources import InputError, iter_frames, kind_of, video_info
 from .memory import release_free_memory
-from .prefetch import prefetch
-from .schedule import ClassifySchedule, resolve_classify_every
-from .sinks import RowBuffer
-from .smooth import Smoother
-from .sources import InputError, iter_frames, kind_of, video_info
-from .store import ItemStore, Resume, WorkItem
-from .track import Tracker
 from .types import FaceBatch, Frame
-from .video_detect import VideoDetector
 
 MAX_STILL_SIDE = 4096
 FRAME_BATCH = 8  # video frames whose faces are classified together
@@ -40,30 +35,6 @@ FRAME_BATCH = 8  # video frames whose faces are classified together
 # settings of emobatch.memory, blocks are reused rather than page-faulted anew (~30% faster),
 # and this keeps the heap's fragmentation from holding memory (~0.2 GB at 1080p, for ~3% speed)
 TRIM_EVERY = 32
-
-
-@dataclass
-class SourceResult:
-    """What happened to one input file."""
-
-    source: Path
-    kind: str | None
-    frames: int = 0
-    faces: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    annotated: Path | None = None
-    resumed_from: int | None = None  # frame index a resumed video continued from
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["source"], d["annotated"] = str(self.source), self.annotated and str(self.annotated)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SourceResult":
-        return cls(**{**d, "source": Path(d["source"]),
-                      "annotated": d["annotated"] and Path(d["annotated"])})
 
 
 @dataclass
@@ -226,121 +197,3 @@ class _VideoState:
         self.schedule.load_state_dict(state["schedule"])
         if self.smoother is not None:
             self.smoother.load_state_dict(state["smoother"])
-
-
-class _Annotation:
-    """Annotated output of one input: an image for a still; for a video, one H.264 segment
-    per chunk in the input's store, joined into the final MP4 when the video ends."""
-
-    def __init__(self, item: WorkItem, store: ItemStore, settings: Settings,
-                 labels: Sequence[str]) -> None:
-        self.path, self.store, self.labels = item.annotate, store, labels
-        self.every, self.blur = settings.every, settings.blur_faces
-        self.writer: VideoWriter | None = None
-        self.fps: float | None = None
-
-    def write(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
-        if self.path is None:
-            return
-        img = draw(frame.image, faces, self.labels, blur=self.blur)
-        with writing(f"the annotated output of {frame.source}"):
-            if frame.t_sec is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                write_image(self.path, img)
-                return
-            if self.writer is None:
-                self.store.dir.mkdir(exist_ok=True)  # never re-creates a removed run folder
-                self.fps = self.fps or video_info(frame.source).fps or 25.0
-                self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
-                                          img.shape[1], img.shape[0])
-            self.writer.write(img, frame.t_sec)
-
-    def end_chunk(self) -> None:
-        """Publish the current segment (a checkpoint, or the end of the video)."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            with writing(writer.path):
-                writer.close()
-
-    def abort(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.__exit__(KeyboardInterrupt, None, None)
-
-    def finish(self, last_chunk: int, still_written: bool) -> Path | None:
-        """Join the segments into the final MP4; the path written, if any."""
-        if self.path is None:
-            return None
-        if still_written:
-            return self.path
-        segments = self.store.segments(last_chunk)
-        if not segments:
-            return None
-        with writing(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            concat_mp4(segments, self.path)
-        return self.path
-
-
-ProgressFn = Callable[[str, dict[str, Any]], None]
-
-
-def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
-                 progress: ProgressFn | None = None) -> SourceResult:
-    """Run one input into its store, continuing from its last checkpoint if it has one.
-
-    A bad input becomes an error result, never an exception; an output that cannot be
-    written raises OutputError; Ctrl-C (and SIGTERM, see the CLI) keeps the rows processed
-    so far in the store's tail, for the `.partial` timeline, and re-raises.
-    """
-    done = store.done()
-    if done is not None:
-        return SourceResult.from_dict(done[0])
-    path = item.source
-    res = SourceResult(path, kind_of(path))
-    resume = store.resume_point()
-    chunk = 0
-    start: Checkpoint | None = None
-    if resume is not None:
-        chunk, res.frames, res.faces = resume.chunk + 1, resume.frames, resume.faces
-        start = Checkpoint(resume.next_index, resume.processed, resume.state)
-        res.resumed_from = resume.next_index
-    store.drop_after(chunk - 1)
-    t0 = time.perf_counter()
-    rows = RowBuffer(pipe.classifier.labels)
-    ann = _Annotation(item, store, pipe.settings, pipe.classifier.labels)
-    still = False
-    try:
-        for x in pipe.stream(path, start):
-            if isinstance(x, Checkpoint):
-                ann.end_chunk()
-                store.write_chunk(chunk, rows.take(), Resume(
-                    chunk, x.next_index, x.processed, res.frames, res.faces, x.state))
-                chunk += 1
-                continue
-            frame, faces = x
-            rows.add(frame, faces)
-            ann.write(frame, faces, chunk)
-            still = still or frame.t_sec is None
-            res.frames += 1
-            res.faces += len(faces)
-            if progress:
-                progress("frame", {"source": path, "frames": res.frames, "faces": res.faces})
-    except InputError as e:
-        res.error = str(e)
-    except OutputError:
-        ann.abort()
-        raise
-    except (KeyboardInterrupt, SystemExit):
-        ann.abort()
-        store.write_tail(rows.take())
-        raise
-    except Exception as e:  # an unexpected failure on one file must not end the run
-        res.error = f"{type(e).__name__}: {e}"
-    ann.end_chunk()
-    store.write_chunk(chunk, rows.take(), None)
-    res.annotated = ann.finish(chunk, still)
-    res.seconds = time.perf_counter() - t0
-    store.finish(res.to_dict(), chunk + 1)
-    release_free_memory()
-    return res

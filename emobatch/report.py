@@ -99,7 +99,7 @@ def find_annotated(sources: Iterable[str], annotate_dir: str | Path | None,
     annotate_dir by annotate.annotated_name's file name, the candidate sharing the most
     parent folders with the source winning (names mirror the inputs below the folder).
     """
-    from .annotate import annotated_name, is_video
+    from .media.annotate import annotated_name, is_video
 
     known = {s: Path(p) for s, p in (meta.get("annotated") or {}).items() if p}
     index: dict[str, list[Path]] = {}
@@ -138,7 +138,7 @@ def _read_video_frames(path: Path, times: list[float]) -> dict[float, np.ndarray
     keyframe interval of decoding, not the whole video."""
     import av
 
-    from .sources import _upright
+    from .media.sources import _upright
 
     frames: dict[float, np.ndarray] = {}
     with av.open(str(path)) as container:
@@ -187,7 +187,7 @@ def _thumb_key(row: pd.Series) -> tuple[str, str]:
 def make_thumbnails(data: ReportData) -> dict[tuple[str, str], str]:
     """Thumbnails (data URIs) of the plotted tracks of each video and of the photos' faces
     (up to MAX_PHOTO_FACES), keyed by _thumb_key; inputs that can't be read are skipped."""
-    from .sources import InputError, read_image
+    from .media.sources import InputError, read_image
 
     plotted = {_thumb_key(r) for _, r in _plotted(data.tracks).iterrows()}
     video = data.faces[data.faces["kind"] == "video"]
@@ -220,7 +220,7 @@ def _plotted(tracks: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hex(emotion: str) -> str:
-    from .annotate import PALETTE
+    from .media.annotate import PALETTE
 
     return "#%02x%02x%02x" % PALETTE.get(emotion, (128, 128, 128))
 

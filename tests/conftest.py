@@ -45,6 +45,6 @@ def astronaut_rgb():
 
 @pytest.fixture(scope="session")
 def detector():
-    from emobatch.detect import Detector
+    from emobatch.faces.detect import Detector
 
     return Detector()

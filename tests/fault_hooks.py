@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from emobatch import sinks, store
+from emobatch.batch import sinks, store
 
 TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "write_chunk"),
            "part": (store, "_write_parquet"), "publish": (sinks.TimelineSink, "write_table")}

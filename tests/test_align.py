@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 
-from emobatch.align import TEMPLATE_48, Aligner, align_face, similarity
+from emobatch.faces.align import TEMPLATE_48, Aligner, align_face, similarity
 from emobatch.types import FaceBatch
 
 
@@ -65,7 +65,7 @@ def test_rgb_path_converts_only_what_it_samples_with_the_same_result():
     from the whole gray frame, also for faces cut by or outside the frame edges."""
     import cv2
 
-    from emobatch.align import Aligner, align_face
+    from emobatch.faces.align import Aligner, align_face
 
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), np.uint8), (5, 5), 2)

@@ -1,4 +1,4 @@
-"""Tests for emobatch.annotate: drawing, MP4 writing, image writing and output naming."""
+"""Tests for emobatch.media.annotate: drawing, MP4 writing, image writing and output naming."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emobatch.annotate import VideoWriter, annotated_name, blur_box, draw, write_image
+from emobatch.media.annotate import VideoWriter, annotated_name, blur_box, draw, write_image
 from emobatch.types import EMOTIONS, FaceBatch
 
 

@@ -79,7 +79,7 @@ def test_run_writes_report_and_blurs_faces(tmp_path):
 
 
 def test_classify_every_reaches_the_run_and_its_metadata(tmp_path):
-    from emobatch.sinks import read_metadata
+    from emobatch.batch.sinks import read_metadata
 
     out = tmp_path / "r.parquet"
     r = emobatch_cli("run", SAMPLE / "astronaut_clip.mp4", "--out", out, "--quiet",
@@ -97,9 +97,9 @@ def test_classify_every_reaches_the_run_and_its_metadata(tmp_path):
 def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     """--backend/--detector-backend/--amp reach the run: the metadata names the backends
     that ran, and the plain PyTorch path finds the same face as the default one."""
-    from emobatch.device import cpu_bf16_supported
-    from emobatch.mtcnn import openvino_available
-    from emobatch.sinks import read_metadata
+    from emobatch.faces.device import cpu_bf16_supported
+    from emobatch.faces.mtcnn import openvino_available
+    from emobatch.batch.sinks import read_metadata
 
     rows = {}
     for name, args in (("default", []),
@@ -117,7 +117,7 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     # photos: torch's networks on AMX CPUs whatever the video backend (there OpenVINO's
     # kernels for each new image size cost more than they save), elsewhere the videos';
     # an explicit backend is used for photos too
-    from emobatch.device import cpu_isa
+    from emobatch.faces.device import cpu_isa
 
     stills = "torch" if cpu_isa() == "amx" else default_meta["detector_backend"]
     assert default_meta["detector_backend_stills"] == stills

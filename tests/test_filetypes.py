@@ -1,5 +1,5 @@
-"""File types: the suffix sets (emobatch.filetypes), probing of unknown suffixes, and what a
-folder walk skips (emobatch.sources.discover_inputs). Clips are made here with PyAV."""
+"""File types: the suffix sets (emobatch.media.filetypes), probing of unknown suffixes, and what a
+folder walk skips (emobatch.media.sources.discover_inputs). Clips are made here with PyAV."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emobatch import annotate, filetypes, sources
-from emobatch.sources import (NO_SUFFIX, Discovery, InputError, discover, discover_inputs,
+from emobatch.media import annotate, filetypes, sources
+from emobatch.media.sources import (NO_SUFFIX, Discovery, InputError, discover, discover_inputs,
                               iter_frames, kind_of, probe_kind)
 
 # container suffix -> an encoder FFmpeg always has (no libx264 needed) that the container takes

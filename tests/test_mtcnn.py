@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import at_thread_counts, shared_path
-from emobatch.detect import Detector
-from emobatch.track import iou_matrix
+from emobatch.faces.detect import Detector
+from emobatch.faces.track import iou_matrix
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_torch_nets_do_not_depend_on_the_thread_count(astronaut_rgb):
     differently with 1 and 2 threads on some CPUs (an AMD EPYC)."""
     import cv2
 
-    from emobatch.mtcnn import TorchNet, load_nets
+    from emobatch.faces.mtcnn import TorchNet, load_nets
 
     nets = [TorchNet(n) for n in load_nets()]
     rng = np.random.default_rng(0)
@@ -93,7 +93,7 @@ def test_openvino_nets_match_torch(both, astronaut_rgb):
         for a, b in zip(tn(x), on(x)):
             assert a.shape == b.shape
             np.testing.assert_allclose(b, a, atol=1e-4)
-    from emobatch.mtcnn import OpenVINONet, load_nets
+    from emobatch.faces.mtcnn import OpenVINONet, load_nets
 
     threads = torch.get_num_threads()
     try:
@@ -137,7 +137,7 @@ def test_openvino_bf16_where_native_finds_the_same_faces(both):
     in fp32); the faces are the same ones, a little displaced."""
     import cv2
 
-    from emobatch.device import cpu_bf16_supported
+    from emobatch.faces.device import cpu_bf16_supported
 
     auto = Detector(backend="openvino")
     assert auto.backend == ("openvino-bf16" if cpu_bf16_supported() else "openvino-f32")

@@ -8,10 +8,10 @@ import pytest
 import emobatch
 from conftest import SAMPLE, shared_path
 from emobatch.config import Settings
-from emobatch.outputs import annotation_root
-from emobatch.batch import run_files
+from emobatch.batch.outputs import annotation_root
+from emobatch.batch.driver import run_files
 from emobatch.pipeline import FacePipeline
-from emobatch.sinks import errors_path, read_metadata
+from emobatch.batch.sinks import errors_path, read_metadata
 
 CLIP = SAMPLE / "astronaut_clip.mp4"
 PHOTO = SAMPLE / "astronaut.jpg"
@@ -141,7 +141,7 @@ def test_huge_still_detected_on_a_downscaled_copy(monkeypatch, pipe):
     monkeypatch.setattr(pl, "MAX_STILL_SIDE", 256)  # the 512 px photo now counts as huge
     small = next(pipe.frames(PHOTO))[1]
     assert len(small) == len(full) == 1
-    from emobatch.track import iou_matrix
+    from emobatch.faces.track import iou_matrix
     assert iou_matrix(small.xyxy, full.xyxy)[0, 0] > 0.7  # boxes in full-resolution pixels
     assert np.abs(small.landmarks - full.landmarks).max() < 6
 

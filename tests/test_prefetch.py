@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from emobatch.prefetch import prefetch
+from emobatch.media.prefetch import prefetch
 
 
 def test_yields_everything_in_order():

@@ -262,9 +262,9 @@ def test_real_dask_cluster_survives_a_killed_worker(inputs, reference, tmp_path)
 
 
 def test_stage_states_round_trip_exactly():
-    from emobatch import state
-    from emobatch.smooth import Smoother
-    from emobatch.track import Tracker
+    from emobatch.faces import state
+    from emobatch.faces.smooth import Smoother
+    from emobatch.faces.track import Tracker
     from emobatch.types import FaceBatch
 
     rng = np.random.default_rng(0)

@@ -4,8 +4,8 @@ import pytest
 import emobatch
 from conftest import SAMPLE
 from emobatch.config import Settings
-from emobatch.schedule import ClassifySchedule, resolve_classify_every
-from emobatch.state import dumps, loads
+from emobatch.faces.schedule import ClassifySchedule, resolve_classify_every
+from emobatch.faces.state import dumps, loads
 from emobatch.types import EMOTIONS, FaceBatch
 
 RAW = [f"{e}_raw" for e in EMOTIONS]
@@ -99,7 +99,7 @@ def test_video_rows_carry_their_tracks_last_classification():
 
 
 def test_auto_classifies_every_other_frame_only_where_the_classifier_is_slow(monkeypatch):
-    import emobatch.device as device
+    import emobatch.faces.device as device
 
     for isa, every in (("generic", 2), ("avx2", 2), ("avx512", 1), ("amx", 1)):
         monkeypatch.setattr(device, "cpu_isa", lambda isa=isa: isa)
@@ -115,7 +115,7 @@ def test_auto_classifies_every_other_frame_only_where_the_classifier_is_slow(mon
 def test_auto_is_resolved_once_for_the_run_and_recorded(monkeypatch, tmp_path):
     """The run resolves auto before any work; its metadata, fingerprint and every worker use
     that value (a Dask worker on another CPU would otherwise pick its own)."""
-    import emobatch.device as device
+    import emobatch.faces.device as device
 
     monkeypatch.setattr(device, "cpu_isa", lambda: "avx2")
     out = emobatch.run(SAMPLE / "astronaut_clip.mp4", out=tmp_path / "r.parquet", device="cpu")

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from emobatch.sinks import TimelineSink, errors_path, read_metadata, timeline_schema
+from emobatch.batch.sinks import TimelineSink, errors_path, read_metadata, timeline_schema
 from emobatch.types import EMOTIONS, FaceBatch, Frame
 
 

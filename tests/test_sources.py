@@ -1,4 +1,4 @@
-"""Tests for emobatch.sources: discovery, image decoding, video streaming.
+"""Tests for emobatch.media.sources: discovery, image decoding, video streaming.
 
 All inputs are generated tiny in tmp_path; the one test on the shared sample
 video skips when ../shared/data/media is absent.
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emobatch import sources
-from emobatch.sources import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, VideoInfo, discover,
+from emobatch.media import sources
+from emobatch.media.sources import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, VideoInfo, discover,
                               iter_frames, iter_video, kind_of, read_image, video_info)
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media"
@@ -445,7 +445,7 @@ def test_shared_facenet_video():
 
 def test_yuv420p_frames_match_swscale_rgb():
     from conftest import SAMPLE
-    from emobatch.sources import _rgb
+    from emobatch.media.sources import _rgb
 
     with av.open(str(SAMPLE / "astronaut_clip.mp4")) as c:
         frame = next(c.decode(video=0))

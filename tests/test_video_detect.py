@@ -3,9 +3,9 @@ import pytest
 
 from conftest import SAMPLE
 from emobatch.config import QUALITY_PRESETS, Settings
-from emobatch.sources import iter_video
-from emobatch.track import iou_matrix
-from emobatch.video_detect import VideoDetector
+from emobatch.media.sources import iter_video
+from emobatch.faces.track import iou_matrix
+from emobatch.faces.video_detect import VideoDetector
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from emobatch.models import build_model
+from emobatch.faces.models import build_model
 from emobatch.types import EMOTIONS
-from emobatch.weights import WeightsError, default_weights_path, load_weights, save_weights
+from emobatch.faces.weights import WeightsError, default_weights_path, load_weights, save_weights
 
 
 def test_save_load_roundtrip(tmp_path):

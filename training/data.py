@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 import cv2
 import numpy as np
 
-from emobatch.filetypes import IMAGE_SUFFIXES
+from emobatch.media.filetypes import IMAGE_SUFFIXES
 from emobatch.types import EMOTIONS
 from . import ferplus
 
@@ -49,7 +49,7 @@ _Main = TypeVar("_Main", bound=Callable[..., Any])
 def exit_on_error(main: _Main) -> _Main:
     """Decorator for a command's `main`: TrainingError (and a missing file or bad weights)
     ends the process with its message instead of a traceback."""
-    from emobatch.weights import WeightsError
+    from emobatch.faces.weights import WeightsError
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -109,17 +109,17 @@ ALIGN_ABOVE = 96  # --align auto: images larger than this are photos, not face c
 
 class FaceCropper:
     """Photos (not crops): detect the most confident face and align it exactly as the
-    pipeline does at inference (emobatch.detect + emobatch.align), so a model trained or
+    pipeline does at inference (emobatch.faces.detect + emobatch.faces.align), so a model trained or
     evaluated on a user's own photos sees the faces it will see in `emobatch run`."""
 
     def __init__(self) -> None:
-        from emobatch.align import Aligner
-        from emobatch.detect import Detector
+        from emobatch.faces.align import Aligner
+        from emobatch.faces.detect import Detector
 
         self.detector, self.aligner = Detector(), Aligner(SIZE)
 
     def __call__(self, path: Path) -> np.ndarray | None:
-        from emobatch.sources import InputError, read_image
+        from emobatch.media.sources import InputError, read_image
 
         try:
             image = read_image(path).image

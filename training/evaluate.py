@@ -39,12 +39,12 @@ import numpy as np
 import torch
 
 from emobatch.atomic import atomic_write, write_text
-from emobatch.classify import predict_probs
-from emobatch.backends import load_runtime
+from emobatch.faces.classify import predict_probs
+from emobatch.faces.backends import load_runtime
 from emobatch.config import TTA_MODES, backend_choices
-from emobatch.device import select_device
+from emobatch.faces.device import select_device
 from emobatch.types import EMOTIONS
-from emobatch.weights import load_weights
+from emobatch.faces.weights import load_weights
 from . import ferplus
 from .data import (Split, TrainingError, add_align_argument, add_votes_argument, exit_on_error,
                    load_fer, votes_arg)

@@ -24,12 +24,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from emobatch.atomic import atomic_path, atomic_write
-from emobatch.classify import predict_probs
+from emobatch.faces.classify import predict_probs
 from emobatch.config import TTA_MODES
-from emobatch.device import amp_dtype, autocast, select_device
-from emobatch.models import build_model
-from emobatch.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
-from emobatch.weights import DEFAULT_NAME, load_weights, save_weights
+from emobatch.faces.device import amp_dtype, autocast, select_device
+from emobatch.faces.models import build_model
+from emobatch.faces.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
+from emobatch.faces.weights import DEFAULT_NAME, load_weights, save_weights
 from .augment import mixup, random_affine, random_erasing
 from . import ferplus
 from .data import (Split, TrainingError, add_align_argument, add_votes_argument, exit_on_error,

@@ -121,7 +121,7 @@ def _flatten_wh(x: torch.Tensor) -> torch.Tensor:
 
 def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
     """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode, their layers'
-    results independent of the thread count (emobatch.invariant)."""
+    results independent of the thread count (emobatch.faces.invariant)."""
     nets = []
     for cls, name in ((PNet, "pnet"), (RNet, "rnet"), (ONet, "onet")):
         net = cls()

@@ -1,6 +1,6 @@
 """Where the inputs of a run are processed: here, in worker processes, or on a Dask cluster.
 
-Every runner executes the same unit of work, `pipeline.process_item` on one `WorkItem`, and
+Every runner executes the same unit of work, `item.process_item` on one `WorkItem`, and
 yields (item, result) as inputs finish, in any order; `batch.run_files` publishes the
 rows in input order from the run's store, so the timeline is the same whichever runs it.
 
@@ -28,10 +28,11 @@ from typing import Any, Iterator, Protocol, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import OutputError
-from .config import Settings
-from .memory import limit_heap_growth
-from .pipeline import FacePipeline, ProgressFn, SourceResult, process_item
+from ..atomic import OutputError
+from ..config import Settings
+from ..memory import limit_heap_growth
+from ..pipeline import FacePipeline
+from .item import ProgressFn, SourceResult, process_item
 from .store import ItemStore, RunStore, UsageError, WorkItem
 
 

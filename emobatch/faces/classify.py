@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backends import inference_model, load_runtime
-from .config import TTA_MODES
+from ..config import TTA_MODES
 from .device import autocast, select_device
 from .preprocess import to_tensor
-from .types import FaceBatch
+from ..types import FaceBatch
 from .weights import load_weights
 
 CROP_FRACTION = 44 / 48  # side of the zoom/ten-crop views' crops, as a fraction of the input
@@ -85,7 +85,7 @@ class Classifier:
     def __init__(self, weights: str | Path | None = None, device: str = "auto",
                  batch_size: int = 64, tta: str | None = None, amp: str = "auto",
                  backend: str = "auto") -> None:
-        """backend: a name in emobatch.backends.BACKENDS, or 'auto' (int8 on a CPU when the
+        """backend: a name in emobatch.faces.backends.BACKENDS, or 'auto' (int8 on a CPU when the
         weights carry a calibration, else torch eager with `amp`)."""
         self.device = select_device(device)
         loaded = load_weights(weights, device=str(self.device))

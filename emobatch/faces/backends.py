@@ -57,7 +57,7 @@ def register_backend(name: str) -> Callable[[BackendFn], BackendFn]:
 
 def inference_model(model: nn.Module) -> nn.Module:
     """The float model as the product runs it: batch norm folded into the convs, channels-last,
-    its results in fp32 on a CPU independent of the thread count (emobatch.invariant)."""
+    its results in fp32 on a CPU independent of the thread count (emobatch.faces.invariant)."""
     return invariant_layers(fold_batchnorm(model)).to(memory_format=torch.channels_last)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from .detect import Detector
 from .state import faces_from_state, faces_state
 from .track import iou_matrix
-from .types import FaceBatch
+from ..types import FaceBatch
 
 
 class VideoDetector:

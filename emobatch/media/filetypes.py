@@ -1,7 +1,7 @@
 """The one place that knows which file suffixes are images and which are videos.
 
 Suffixes are lower case with the dot. These sets decide what a walked folder picks up; a file
-named explicitly with another suffix is still probed by content (`emobatch.sources.kind_of`).
+named explicitly with another suffix is still probed by content (`emobatch.media.sources.kind_of`).
 """
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .atomic import atomic_write, publish, temp_path, write_text
-from .types import EMOTIONS, FaceBatch, Frame
+from ..atomic import atomic_write, publish, temp_path, write_text
+from ..types import EMOTIONS, FaceBatch, Frame
 
 ERROR_FIELDS = ("source", "error", "frames_done")
 

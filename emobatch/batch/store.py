@@ -29,8 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import state as state_codec
-from .atomic import OutputError, atomic_path, remove_stale_temps, write_text, writing
+from ..faces import state as state_codec
+from ..atomic import OutputError, atomic_path, remove_stale_temps, write_text, writing
 
 
 class UsageError(ValueError):

@@ -10,7 +10,7 @@ import torch
 
 from .mtcnn import CascadeMTCNN, decode_onet, load_nets, net_runtime, nms, square
 from .track import iou_matrix
-from .types import FaceBatch
+from ..types import FaceBatch
 
 
 class Detector:
@@ -20,8 +20,8 @@ class Detector:
                  min_score: float = 0.9, device: str | torch.device = "cpu",
                  exact: bool = False, backend: str = "auto", amp: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
-        compare against); the default runs the same cascade faster (emobatch.mtcnn), its
-        networks through `backend` (emobatch.mtcnn.NET_BACKENDS; auto: openvino on a CPU
+        compare against); the default runs the same cascade faster (emobatch.faces.mtcnn), its
+        networks through `backend` (emobatch.faces.mtcnn.NET_BACKENDS; auto: openvino on a CPU
         where it is installed, else torch), OpenVINO in bf16 where `amp` says so."""
         self.min_score = min_score
         self.min_face_size = min_face_size

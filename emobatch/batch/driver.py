@@ -12,14 +12,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .atomic import OutputError, remove_stale_temps
-from .config import Settings
+from .. import __version__
+from ..atomic import OutputError, remove_stale_temps
+from ..config import Settings
 from .outputs import check_outputs, plan_items
-from .pipeline import FacePipeline, ProgressFn, SourceResult
-from .schedule import resolve_classify_every
+from ..pipeline import FacePipeline
+from .item import ProgressFn, SourceResult
+from ..faces.schedule import resolve_classify_every
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
-from .sources import discover_inputs
+from ..media.sources import discover_inputs
 from .store import RunStore, WorkItem
 
 
@@ -122,7 +123,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     _publish(out, items, store, meta, results, summary, summary.seconds)
     store.remove()
     if report is not None:
-        from .report import write_report
+        from ..report import write_report
 
         summary.report = write_report(out, report, annotate_dir=ann_dir,
                                       thumbnails=not settings.blur_faces)
@@ -133,7 +134,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
 def _resolved(settings: Settings) -> Settings:
     """settings with an auto classify_every resolved here, once: the metadata, the resume
     fingerprint and every worker (Dask's may run on other CPUs) then use the same value."""
-    from .device import select_device
+    from ..faces.device import select_device
 
     every = resolve_classify_every(settings.video_classify_every(), select_device(settings.device))
     return replace(settings, classify_every=every)
@@ -143,10 +144,10 @@ def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
     """What a resumed run must match, computed without loading the model."""
     import torch
 
-    from .backends import runtime_name
-    from .device import select_device
-    from .mtcnn import net_runtime_name, still_net_backend
-    from .weights import default_weights_path, read_config, sha256_of
+    from ..faces.backends import runtime_name
+    from ..faces.device import select_device
+    from ..faces.mtcnn import net_runtime_name, still_net_backend
+    from ..faces.weights import default_weights_path, read_config, sha256_of
 
     device = select_device(settings.device)
     weights = settings.weights or default_weights_path()

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .filetypes import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Kind, kind_by_suffix, suffix_of
-from .types import Frame
+from ..types import Frame
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Discovery", "InputError", "VideoInfo", "discover",
            "discover_inputs", "iter_frames", "iter_video", "kind_of", "probe_kind", "read_image",
@@ -57,7 +57,7 @@ class InputError(Exception):
 def kind_of(path: Path) -> Kind | None:
     """'image' / 'video' for an input, None if neither.
 
-    By the suffix (case-insensitive, `emobatch.filetypes`) when it is a known one; an existing
+    By the suffix (case-insensitive, `emobatch.media.filetypes`) when it is a known one; an existing
     file with any other suffix is probed by content (`probe_kind`), so a video FFmpeg decodes
     is a video whatever it is called.
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .types import FaceBatch
+from ..types import FaceBatch
 
 TEMPLATE_48 = np.array([[14.84, 18.99],   # left eye (image left)
                         [33.16, 18.99],   # right eye

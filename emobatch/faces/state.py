@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import FaceBatch
+from ..types import FaceBatch
 
 
 def _encode(obj: Any) -> Any:

@@ -1,7 +1,7 @@
 """Save and load classifier weights together with their config, offline and verified.
 
 A weights file `NAME.pt` holds {"config": {...}, "state_dict": {...}} and, optionally,
-"int8": {...}, the calibrated activation observers of the int8 backend (emobatch.backends;
+"int8": {...}, the calibrated activation observers of the int8 backend (emobatch.faces.backends;
 the config's "int8" entry says how they were calibrated); beside it `NAME.json` repeats the
 config and adds the file's sha256, which loading verifies.
 """
@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import atomic_path, write_text
+from ..atomic import atomic_path, write_text
 from .models import build_model
-from .types import EMOTIONS
+from ..types import EMOTIONS
 
 # A wheel holds the shipped weights inside the package (pyproject maps weights/ to
 # emobatch/_weights); a source checkout or editable install reads the repo's weights/.
-PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "_weights"
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "_weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_NAME = "emobatch_fer.pt"
 
 

@@ -15,11 +15,11 @@ import av
 import cv2
 import numpy as np
 
-# the suffix sets live in emobatch.filetypes; VIDEO_SUFFIXES stays importable from here
-from emobatch.filetypes import BROWSER_IMAGE_SUFFIXES, VIDEO_SUFFIXES  # noqa: F401
-from emobatch.sources import kind_of
-from emobatch.atomic import atomic_path, atomic_write, publish, temp_path
-from emobatch.types import EMOTIONS, FaceBatch
+# the suffix sets live in emobatch.media.filetypes; VIDEO_SUFFIXES stays importable from here
+from .filetypes import BROWSER_IMAGE_SUFFIXES, VIDEO_SUFFIXES  # noqa: F401
+from .sources import kind_of
+from ..atomic import atomic_path, atomic_write, publish, temp_path
+from ..types import EMOTIONS, FaceBatch
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "angry": (230, 40, 40),

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .annotate import annotated_name
-from .atomic import temp_path
+from ..media.annotate import annotated_name
+from ..atomic import temp_path
 from .sinks import errors_path, meta_path, partial_path, timeline_format
 from .store import UsageError, WorkItem, item_key, work_dir
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .types import FaceBatch
+from ..types import FaceBatch
 
 _FORBIDDEN = np.inf
 """Cost of a detection/track pair that may not be matched."""
