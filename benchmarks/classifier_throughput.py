@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from emobatch.faces.backends import BackendUnavailable, Runtime, load_runtime
+from emobatch.faces.backends import Runtime, load_runtime
+
+from emobatch.errors import BackendUnavailable
 from emobatch.faces.classify import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.faces.device import cpu_bf16_supported, select_device

@@ -15,12 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from .errors import OutputError
+
 TEMP_SUFFIX = ".emobatch-tmp"
 
-
-class OutputError(Exception):
-    """An output could not be written (disk full, folder removed or read-only, ...): the
-    run stops, with what it finished kept where the message says."""
 
 _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
 

@@ -166,7 +166,8 @@ class RichProgress:
         self.overall = self.bar.add_task("all files", total=len(info["files"]), rate="")
 
     def _on_source(self, info: dict) -> None:
-        from .media.sources import InputError, kind_of, video_info
+        from .media.sources import kind_of, video_info
+        from .errors import InputError
 
         total = None
         if kind_of(info["source"]) == "video":
@@ -228,7 +229,7 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .atomic import OutputError
+    from .errors import OutputError
     from .memory import limit_heap_growth
     from .batch.driver import run_files
     from .batch.sinks import errors_path, partial_path
@@ -273,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "report":
             return cmd_report(a)
     except Exception as e:  # setup failures (weights, device, usage): one line, no traceback
-        from .faces.weights import WeightsError
+        from .errors import WeightsError
 
         if isinstance(e, (WeightsError, RuntimeError, ValueError)):
             console.print(f"[red]emobatch: {e}", soft_wrap=True, highlight=False)

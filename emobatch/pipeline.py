@@ -25,7 +25,8 @@ from .faces.smooth import Smoother
 from .faces.track import Tracker
 from .faces.video_detect import VideoDetector
 from .media.prefetch import prefetch
-from .media.sources import InputError, iter_frames, kind_of, video_info
+from .media.sources import iter_frames, kind_of, video_info
+from .errors import InputError
 from .memory import release_free_memory
 from .types import FaceBatch, Frame
 

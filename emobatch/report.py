@@ -187,7 +187,8 @@ def _thumb_key(row: pd.Series) -> tuple[str, str]:
 def make_thumbnails(data: ReportData) -> dict[tuple[str, str], str]:
     """Thumbnails (data URIs) of the plotted tracks of each video and of the photos' faces
     (up to MAX_PHOTO_FACES), keyed by _thumb_key; inputs that can't be read are skipped."""
-    from .media.sources import InputError, read_image
+    from .media.sources import read_image
+    from .errors import InputError
 
     plotted = {_thumb_key(r) for _, r in _plotted(data.tracks).iterrows()}
     video = data.faces[data.faces["kind"] == "video"]

@@ -155,7 +155,9 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
     import pytest as _pytest
     import torch
 
-    from emobatch.faces.backends import BackendUnavailable, int8_backend, runtime_name
+    from emobatch.faces.backends import int8_backend, runtime_name
+
+    from emobatch.errors import BackendUnavailable
     from emobatch.config import Settings
     from emobatch.faces.detect import Detector
     from emobatch.faces.mtcnn import net_runtime_name, resolve_net_backend, still_net_backend

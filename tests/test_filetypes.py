@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from emobatch.media import annotate, filetypes, sources
-from emobatch.media.sources import (NO_SUFFIX, Discovery, InputError, discover, discover_inputs,
+from emobatch.errors import InputError
+from emobatch.media.sources import (NO_SUFFIX, Discovery, discover, discover_inputs,
                               iter_frames, kind_of, probe_kind)
 
 # container suffix -> an encoder FFmpeg always has (no libx264 needed) that the container takes

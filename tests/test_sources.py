@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from emobatch.media import sources
-from emobatch.media.sources import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, VideoInfo, discover,
+from emobatch.errors import InputError
+from emobatch.media.sources import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoInfo, discover,
                               iter_frames, iter_video, kind_of, read_image, video_info)
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media"

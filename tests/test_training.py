@@ -546,7 +546,8 @@ def test_photos_are_detected_and_aligned_like_inference(tmp_path):
 def test_quantize_adds_int8_calibration_that_loads_exactly(fer_folder, folder_run, tmp_path):
     """training.quantize writes the observers; the int8 backend rebuilt from them at load
     time is the network converted right after calibration, and the float weights are kept."""
-    from emobatch.faces.backends import BackendUnavailable, convert_int8, load_runtime, prepare_int8
+    from emobatch.faces.backends import convert_int8, load_runtime, prepare_int8
+    from emobatch.errors import BackendUnavailable
     from emobatch.faces.preprocess import to_tensor
     from emobatch.faces.weights import load_weights
     from training.quantize import calibrate, get_args_parser, main

@@ -6,7 +6,8 @@ import torch
 
 from emobatch.faces.models import build_model
 from emobatch.types import EMOTIONS
-from emobatch.faces.weights import WeightsError, default_weights_path, load_weights, save_weights
+from emobatch.faces.weights import default_weights_path, load_weights, save_weights
+from emobatch.errors import WeightsError
 
 
 def test_save_load_roundtrip(tmp_path):

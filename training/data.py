@@ -49,7 +49,7 @@ _Main = TypeVar("_Main", bound=Callable[..., Any])
 def exit_on_error(main: _Main) -> _Main:
     """Decorator for a command's `main`: TrainingError (and a missing file or bad weights)
     ends the process with its message instead of a traceback."""
-    from emobatch.faces.weights import WeightsError
+    from emobatch.errors import WeightsError
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -119,7 +119,8 @@ class FaceCropper:
         self.detector, self.aligner = Detector(), Aligner(SIZE)
 
     def __call__(self, path: Path) -> np.ndarray | None:
-        from emobatch.media.sources import InputError, read_image
+        from emobatch.media.sources import read_image
+        from emobatch.errors import InputError
 
         try:
             image = read_image(path).image

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import __version__
-from ..atomic import OutputError, remove_stale_temps
+from ..atomic import remove_stale_temps
+from ..errors import OutputError
 from ..config import Settings
 from .outputs import check_outputs, plan_items
 from ..pipeline import FacePipeline

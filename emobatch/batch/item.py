@@ -7,10 +7,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..atomic import OutputError, writing
+from ..atomic import writing
+
+from ..errors import OutputError
 from ..config import Settings
 from ..media.annotate import VideoWriter, concat_mp4, draw, write_image
-from ..media.sources import InputError, kind_of, video_info
+from ..media.sources import kind_of, video_info
+from ..errors import InputError
 from ..pipeline import Checkpoint, FacePipeline
 from ..types import FaceBatch, Frame
 from ..memory import release_free_memory

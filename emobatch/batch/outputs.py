@@ -12,7 +12,8 @@ from typing import Sequence
 from ..media.annotate import annotated_name
 from ..atomic import temp_path
 from .sinks import errors_path, meta_path, partial_path, timeline_format
-from .store import UsageError, WorkItem, item_key, work_dir
+from .store import WorkItem, item_key, work_dir
+from ..errors import UsageError
 
 
 def annotation_root(inputs: Sequence[str | Path]) -> Path:

@@ -28,12 +28,13 @@ from typing import Any, Iterator, Protocol, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import OutputError
+from ..errors import OutputError
 from ..config import Settings
 from ..memory import limit_heap_growth
 from ..pipeline import FacePipeline
 from .item import ProgressFn, SourceResult, process_item
-from .store import ItemStore, RunStore, UsageError, WorkItem
+from .store import ItemStore, RunStore, WorkItem
+from ..errors import UsageError
 
 
 class Runner(Protocol):

@@ -30,11 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..faces import state as state_codec
-from ..atomic import OutputError, atomic_path, remove_stale_temps, write_text, writing
-
-
-class UsageError(ValueError):
-    """A problem with the command itself (outputs, resume): nothing was processed."""
+from ..errors import OutputError, UsageError
+from ..atomic import atomic_path, remove_stale_temps, write_text, writing
 
 
 @dataclass

@@ -26,13 +26,10 @@ import torch
 from torch import nn
 
 from .device import amp_dtype
+from ..errors import BackendUnavailable
 from .invariant import invariant_layers
 from .models import fold_batchnorm
 from .weights import LoadedModel
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run these weights on this device."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path, write_text
+from ..errors import WeightsError
 from .models import build_model
 from ..types import EMOTIONS
 
@@ -25,10 +26,6 @@ from ..types import EMOTIONS
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "_weights"
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_NAME = "emobatch_fer.pt"
-
-
-class WeightsError(RuntimeError):
-    """Weights missing, corrupt, or not matching their recorded sha256."""
 
 
 @dataclass

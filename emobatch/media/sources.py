@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from .filetypes import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Kind, kind_by_suffix, suffix_of
 from ..types import Frame
+from ..errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Discovery", "InputError", "VideoInfo", "discover",
            "discover_inputs", "iter_frames", "iter_video", "kind_of", "probe_kind", "read_image",
@@ -41,15 +42,6 @@ if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIX
 
 _BACKGROUND = (255, 255, 255)
 """Transparent pixels are composited onto white (how most viewers show them)."""
-
-
-class InputError(Exception):
-    """A bad input file; the message is a clear, user-facing reason.
-
-    E.g. 'zero-byte file', 'not a decodable image: ...', 'unsupported file type
-    ".txt" (...)', 'truncated/corrupt video: decoded 12 frames, then: ...',
-    'permission denied'.
-    """
 
 
 # --------------------------------------------------------------------------- discovery
