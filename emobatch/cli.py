@@ -166,16 +166,8 @@ class RichProgress:
         self.overall = self.bar.add_task("all files", total=len(info["files"]), rate="")
 
     def _on_source(self, info: dict) -> None:
-        from .media.sources import kind_of, video_info
-        from .errors import InputError
-
-        total = None
-        if kind_of(info["source"]) == "video":
-            try:
-                n = video_info(info["source"]).n_frames
-                total = None if n is None else -(-n // self.every)
-            except InputError:
-                pass
+        n = info["info"].n_frames if info.get("info") is not None else None
+        total = None if n is None else -(-n // self.every)
         if self.file_task is not None:
             self.bar.remove_task(self.file_task)
         self.file_task = self.bar.add_task(Path(info["source"]).name[-40:], total=total, rate="")

@@ -1,9 +1,7 @@
 """One settings dataclass, built by both the CLI and the Python API, validated once."""
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,7 +45,7 @@ class Settings:
     tta: str | None = None            # TTA_MODES; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
     backend: str = "auto"             # classifier backend: auto | emobatch.faces.backends.BACKENDS
-    detector_backend: str = "auto"    # MTCNN's networks: auto | emobatch.faces.mtcnn.NET_BACKENDS
+    detector_backend: str = "auto"    # MTCNN's networks: auto | emobatch.faces.net_backends.NET_BACKENDS
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)
     detect_scale: float | None = None  # full detection on a frame scaled by this (None: preset)
@@ -58,7 +56,6 @@ class Settings:
     smooth_tau: float = 0.3           # per-track smoothing time constant, seconds; 0 = off
     checkpoint_every: float = 30.0    # seconds of video between checkpoints (resume points)
     blur_faces: bool = False          # blur faces in annotated outputs (for sharing)
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Validate every field once: a bad value is a ValueError before any work starts."""
@@ -135,16 +132,6 @@ class Settings:
         d["thresholds"] = list(self.thresholds)
         return d
 
-    def fingerprint(self, weights_sha256: str, **context: Any) -> str:
-        """What a resumed run must match: every setting that changes the rows, the weights by
-        content (their path may differ), and `context` (e.g. the resolved device and
-        precision, the annotate folder)."""
-        d = self.as_metadata()
-        d.pop("weights")
-        d["weights_sha256"] = weights_sha256
-        d.update(context)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
     @classmethod
     def default(cls, name: str) -> Any:
         """A field's default, for the CLI."""
@@ -171,14 +158,14 @@ def backend_choices() -> tuple[str, ...]:
 
 
 def detector_backend_choices() -> tuple[str, ...]:
-    """'auto' and every registered backend of MTCNN's nets (emobatch.faces.mtcnn.NET_BACKENDS)."""
-    from .faces.mtcnn import NET_BACKENDS
+    """'auto' and every registered backend of MTCNN's nets (emobatch.faces.net_backends.NET_BACKENDS)."""
+    from .faces.net_backends import NET_BACKENDS
 
     return tuple(dict.fromkeys(("auto", *NET_BACKENDS)))
 
 
 def _openvino_available() -> bool:
-    from .faces.mtcnn import openvino_available
+    from .faces.net_backends import openvino_available
 
     return openvino_available()
 AMP_MODES = ("auto", "on", "off")

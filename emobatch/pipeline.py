@@ -14,20 +14,20 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import __version__
 from .config import Settings
 from .faces.align import Aligner
 from .faces.classify import Classifier
 from .faces.detect import Detector
-from .faces.mtcnn import net_runtime_name, still_net_backend
-from .faces.schedule import ClassifySchedule, resolve_classify_every
+from .faces.net_backends import NetRuntime
+from .faces.schedule import ClassifySchedule
 from .faces.smooth import Smoother
 from .faces.track import Tracker
 from .faces.video_detect import VideoDetector
 from .media.prefetch import prefetch
-from .media.sources import iter_frames, kind_of, video_info
+from .media.sources import VideoInfo, iter_frames, kind_of, video_info
 from .errors import InputError
 from .memory import release_free_memory
+from .plan import RunPlan, resolve_plan
 from .types import FaceBatch, Frame
 
 MAX_STILL_SIDE = 4096
@@ -48,24 +48,25 @@ class Checkpoint:
 
 
 class FacePipeline:
-    """The stages, built once and shared by all sources of a run."""
+    """The stages, built once from a run's plan and shared by all sources of a run."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.classifier = Classifier(settings.weights, settings.device, settings.batch_size,
-                                     settings.tta, settings.amp, settings.backend)
-        def detector(backend: str) -> Detector:
-            return Detector(settings.min_face_size, settings.thresholds, settings.min_score,
-                            device=self.classifier.device, backend=backend, amp=settings.amp)
+    def __init__(self, plan: RunPlan | Settings) -> None:
+        """plan: what a run resolved (emobatch.plan); Settings are resolved here, for a
+        pipeline used on its own."""
+        self.plan = plan if isinstance(plan, RunPlan) else resolve_plan(plan)
+        self.settings = s = self.plan.settings
+        self.classifier = Classifier.from_plan(self.plan)
 
-        self.detector = detector(settings.detector_backend)
+        def detector(runtime: NetRuntime) -> Detector:
+            return Detector(s.min_face_size, s.thresholds, s.min_score,
+                            device=self.plan.device, runtime=runtime)
+
+        self.detector = detector(self.plan.detector)
         # photos get their own networks only where they run elsewhere than videos'
-        still = still_net_backend(settings.detector_backend)
-        same = net_runtime_name(still, self.classifier.device, settings.amp) == self.detector.backend
-        self.still_detector = self.detector if same else detector(still)
+        self.still_detector = (self.detector if self.plan.detector_stills == self.plan.detector
+                               else detector(self.plan.detector_stills))
         self.aligner = Aligner()
-        self.classify_every = resolve_classify_every(settings.video_classify_every(),
-                                                     self.classifier.device)
+        self.classify_every = self.plan.classify_every
 
     def process(self, frame: Frame, scale: float = 1.0) -> FaceBatch:
         """One still through detect (on a copy scaled by `scale`) -> align -> classify."""
@@ -79,13 +80,14 @@ class FacePipeline:
             if not isinstance(x, Checkpoint):
                 yield x
 
-    def stream(self, path: Path, resume: Checkpoint | None = None
+    def stream(self, path: Path, resume: Checkpoint | None = None, info: VideoInfo | None = None
                ) -> Iterator[tuple[Frame, FaceBatch] | Checkpoint]:
         """(frame, faces) for every processed frame, and a Checkpoint every
         `settings.checkpoint_every` seconds of video; `resume` continues after one.
 
         Videos get their own detection schedule, tracker and smoother (state per video);
-        frames are decoded in a background thread.
+        frames are decoded in a background thread. `info`: the video's header, if the
+        caller has read it already.
         """
         s = self.settings
         if kind_of(path) != "video":
@@ -96,7 +98,7 @@ class FacePipeline:
                 scale = min(1.0, MAX_STILL_SIDE / max(h, w))
                 yield frame, self.process(frame, scale)
             return
-        info = video_info(path)
+        info = info or video_info(path)
         video = _VideoState(VideoDetector(self.detector, *s.detection_plan(info.width, info.height)),
                             Tracker() if s.track else None,
                             ClassifySchedule(self.classify_every),
@@ -153,7 +155,7 @@ class FacePipeline:
         picks = [video.schedule.pick(faces, frame.t_sec) for frame, faces in tracked]
         crops = [f.crops[m] for (_, f), m in zip(tracked, picks)]
         n_cls = len(self.classifier.labels)
-        probs = (self.classifier.predict(np.concatenate(crops), self.settings.video_tta())
+        probs = (self.classifier.predict(np.concatenate(crops), self.plan.tta_video)
                  if sum(map(len, crops)) else np.zeros((0, n_cls), np.float32))
         start = 0
         for (frame, faces), mask in zip(tracked, picks):
@@ -163,17 +165,6 @@ class FacePipeline:
             if video.smoother is not None:
                 faces = video.smoother.smooth(faces, frame.t_sec)
             yield frame, faces
-
-    def metadata(self) -> dict[str, Any]:
-        c = self.classifier
-        return {"emobatch_version": __version__, "weights": str(c.path), "weights_sha256": c.sha256,
-                "arch": c.config.get("arch"), "model_metrics": c.config.get("metrics"),
-                "tta": c.tta, "tta_video": self.settings.video_tta() or c.tta,
-                "device": str(c.device), "backend": c.backend,
-                "detector_backend": self.detector.backend,
-                "detector_backend_stills": self.still_detector.backend,
-                "classify_every": self.classify_every,
-                "settings": self.settings.as_metadata()}
 
 
 @dataclass

@@ -160,7 +160,7 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
     from emobatch.errors import BackendUnavailable
     from emobatch.config import Settings
     from emobatch.faces.detect import Detector
-    from emobatch.faces.mtcnn import net_runtime_name, resolve_net_backend, still_net_backend
+    from emobatch.faces.net_backends import net_runtime_name, resolve_net_backend, still_net_backend
     from emobatch.pipeline import FacePipeline
     from emobatch.faces.weights import load_weights, read_config
 
@@ -183,7 +183,7 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
     with _pytest.raises(ValueError, match="runs on the CPU"):
         _pytest.importorskip("openvino")
         resolve_net_backend("openvino", "cuda")
-    monkeypatch.setattr("emobatch.faces.mtcnn.openvino_available", lambda: False)
+    monkeypatch.setattr("emobatch.faces.net_backends.openvino_available", lambda: False)
     with _pytest.raises(ValueError, match="needs the openvino package"):
         Settings(detector_backend="openvino")
     assert resolve_net_backend("auto", "cpu") == "torch"

@@ -98,7 +98,7 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     """--backend/--detector-backend/--amp reach the run: the metadata names the backends
     that ran, and the plain PyTorch path finds the same face as the default one."""
     from emobatch.faces.device import cpu_bf16_supported
-    from emobatch.faces.mtcnn import openvino_available
+    from emobatch.faces.net_backends import openvino_available
     from emobatch.batch.sinks import read_metadata
 
     rows = {}

@@ -56,9 +56,10 @@ def test_torch_nets_do_not_depend_on_the_thread_count(astronaut_rgb):
     differently with 1 and 2 threads on some CPUs (an AMD EPYC)."""
     import cv2
 
-    from emobatch.faces.mtcnn import TorchNet, load_nets
+    from emobatch.faces.mtcnn_nets import load_nets
+    from emobatch.faces.net_backends import NetSpec, TorchNet
 
-    nets = [TorchNet(n) for n in load_nets()]
+    nets = [TorchNet(NetSpec(n)) for n in load_nets()]
     rng = np.random.default_rng(0)
     cases = [(0, cv2.resize(astronaut_rgb, (s, s), interpolation=cv2.INTER_AREA)[None])
              for s in (12, 17, 61, 308)]
@@ -93,12 +94,13 @@ def test_openvino_nets_match_torch(both, astronaut_rgb):
         for a, b in zip(tn(x), on(x)):
             assert a.shape == b.shape
             np.testing.assert_allclose(b, a, atol=1e-4)
-    from emobatch.faces.mtcnn import OpenVINONet, load_nets
+    from emobatch.faces.mtcnn_nets import load_nets
+    from emobatch.faces.net_backends import NetSpec, OpenVINONet
 
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = OpenVINONet(load_nets()[1], 24)
+        one = OpenVINONet(NetSpec(load_nets()[1], 24))
     finally:
         torch.set_num_threads(threads)
     x = cases[2][2]

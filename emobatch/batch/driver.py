@@ -8,18 +8,16 @@ from __future__ import annotations
 import datetime
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import __version__
 from ..atomic import remove_stale_temps
 from ..errors import OutputError
 from ..config import Settings
+from ..plan import resolve_plan
 from .outputs import check_outputs, plan_items
-from ..pipeline import FacePipeline
 from .item import ProgressFn, SourceResult
-from ..faces.schedule import resolve_classify_every
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
 from ..media.sources import discover_inputs
 from .store import RunStore, WorkItem
@@ -81,7 +79,6 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
 
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
-    settings = _resolved(settings)
     inputs = list(inputs)
     tmpdir = tempfile.TemporaryDirectory() if out is None else None
     out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
@@ -92,20 +89,20 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     items, renamed = plan_items(found.files, inputs, ann_dir)
     summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
                          unreadable=[(str(f), r) for f, r in found.unreadable])
+    plan = resolve_plan(settings)
     store = RunStore(out)
     # locked before the model loads: a second run on the same `out` is refused at once
-    resumed = store.open(_fingerprint(settings, ann_dir), resume, {
+    resumed = store.open(plan.fingerprint(ann_dir), resume, {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "settings": settings.as_metadata(), "inputs": [str(p) for p in inputs]})
+        "settings": plan.settings.as_metadata(), "inputs": [str(p) for p in inputs]})
     try:
         _remove_stale_temps(out, ann_dir)
-        pipe = FacePipeline(settings)
-        runner = make_runner(pipe, workers, scheduler)
+        runner = make_runner(plan, workers, scheduler)
     except BaseException:
         store.remove() if not resumed else store.release()
         raise
-    meta = pipe.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
-                              "labels": list(pipe.classifier.labels),
+    meta = plan.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
+                              "labels": list(plan.weights_config["labels"]),
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
     t0 = time.perf_counter()
@@ -130,36 +127,6 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
                                       thumbnails=not settings.blur_faces)
     summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
     return summary
-
-
-def _resolved(settings: Settings) -> Settings:
-    """settings with an auto classify_every resolved here, once: the metadata, the resume
-    fingerprint and every worker (Dask's may run on other CPUs) then use the same value."""
-    from ..faces.device import select_device
-
-    every = resolve_classify_every(settings.video_classify_every(), select_device(settings.device))
-    return replace(settings, classify_every=every)
-
-
-def _fingerprint(settings: Settings, ann_dir: Path | None) -> str:
-    """What a resumed run must match, computed without loading the model."""
-    import torch
-
-    from ..faces.backends import runtime_name
-    from ..faces.device import select_device
-    from ..faces.mtcnn import net_runtime_name, still_net_backend
-    from ..faces.weights import default_weights_path, read_config, sha256_of
-
-    device = select_device(settings.device)
-    weights = settings.weights or default_weights_path()
-    return settings.fingerprint(
-        sha256_of(weights), device=str(device),
-        precision=runtime_name(settings.backend, device, settings.amp, read_config(weights)),
-        detector=net_runtime_name(settings.detector_backend, device, settings.amp),
-        detector_stills=net_runtime_name(still_net_backend(settings.detector_backend), device,
-                                         settings.amp),
-        annotate=str(ann_dir.resolve()) if ann_dir else None, emobatch=__version__,
-        torch=torch.__version__)
 
 
 def _remove_stale_temps(out: Path, ann_dir: Path | None) -> None:

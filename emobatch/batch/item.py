@@ -12,7 +12,7 @@ from ..atomic import writing
 from ..errors import OutputError
 from ..config import Settings
 from ..media.annotate import VideoWriter, concat_mp4, draw, write_image
-from ..media.sources import kind_of, video_info
+from ..media.sources import VideoInfo, kind_of, video_info
 from ..errors import InputError
 from ..pipeline import Checkpoint, FacePipeline
 from ..types import FaceBatch, Frame
@@ -51,11 +51,11 @@ class _Annotation:
     per chunk in the input's store, joined into the final MP4 when the video ends."""
 
     def __init__(self, item: WorkItem, store: ItemStore, settings: Settings,
-                 labels: Sequence[str]) -> None:
+                 labels: Sequence[str], info: VideoInfo | None = None) -> None:
         self.path, self.store, self.labels = item.annotate, store, labels
         self.every, self.blur = settings.every, settings.blur_faces
         self.writer: VideoWriter | None = None
-        self.fps: float | None = None
+        self.fps = (info.fps if info else None) or 25.0
 
     def write(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
         if self.path is None:
@@ -68,7 +68,6 @@ class _Annotation:
                 return
             if self.writer is None:
                 self.store.dir.mkdir(exist_ok=True)  # never re-creates a removed run folder
-                self.fps = self.fps or video_info(frame.source).fps or 25.0
                 self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
                                           img.shape[1], img.shape[0])
             self.writer.write(img, frame.t_sec)
@@ -103,6 +102,16 @@ class _Annotation:
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
+def _header(path: Path, kind: str | None) -> VideoInfo | None:
+    """A video's header, read once for the whole input (the stream, its annotation and the
+    progress display); None for a photo, or where it cannot be read (then the stream raises
+    the InputError that becomes this input's error)."""
+    try:
+        return video_info(path) if kind == "video" else None
+    except InputError:
+        return None
+
+
 def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
                  progress: ProgressFn | None = None) -> SourceResult:
     """Run one input into its store, continuing from its last checkpoint if it has one.
@@ -126,10 +135,13 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
     store.drop_after(chunk - 1)
     t0 = time.perf_counter()
     rows = RowBuffer(pipe.classifier.labels)
-    ann = _Annotation(item, store, pipe.settings, pipe.classifier.labels)
+    info = _header(path, res.kind)
+    if progress:
+        progress("source", {"source": path, "info": info})
+    ann = _Annotation(item, store, pipe.settings, pipe.classifier.labels, info)
     still = False
     try:
-        for x in pipe.stream(path, start):
+        for x in pipe.stream(path, start, info):
             if isinstance(x, Checkpoint):
                 ann.end_chunk()
                 store.write_chunk(chunk, rows.take(), Resume(

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
-from ..config import Settings
 from ..memory import limit_heap_growth
 from ..pipeline import FacePipeline
+from ..plan import RunPlan
 from .item import ProgressFn, SourceResult, process_item
 from .store import ItemStore, RunStore, WorkItem
 from ..errors import UsageError
@@ -68,8 +68,6 @@ class SerialRunner:
     def run(self, items: Sequence[WorkItem], store: RunStore,
             progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
         for item in items:
-            if progress:
-                progress("source", {"source": item.source})
             yield item, process_item(self.pipe, item, store.item(item), progress)
 
 
@@ -78,14 +76,14 @@ class SerialRunner:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(settings: Settings, threads: int, parent: int) -> None:
+def _init_worker(plan: RunPlan, threads: int, parent: int) -> None:
     import cv2
     import torch
 
     limit_heap_growth()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    _worker.update(pipe=FacePipeline(settings), parent=parent)
+    _worker.update(pipe=FacePipeline(plan), parent=parent)
 
 
 def _orphan_check(event: str, info: dict) -> None:
@@ -103,8 +101,8 @@ def _worker_item(item: WorkItem, store_dir: str) -> SourceResult:
 class ProcessRunner:
     name = "processes"
 
-    def __init__(self, settings: Settings, workers: int, threads: int | None = None) -> None:
-        self.settings, self.workers = settings, workers
+    def __init__(self, plan: RunPlan, workers: int, threads: int | None = None) -> None:
+        self.plan, self.workers = plan, workers
         self.threads = threads or max(1, available_cores() // workers)
 
     def run(self, items: Sequence[WorkItem], store: RunStore,
@@ -113,7 +111,7 @@ class ProcessRunner:
             return
         pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=get_context("spawn"),
                                    initializer=_init_worker,
-                                   initargs=(self.settings, self.threads, os.getpid()))
+                                   initargs=(self.plan, self.threads, os.getpid()))
         try:
             futures = {pool.submit(_worker_item, item, str(store.item(item).dir)): item
                        for item in items}
@@ -140,20 +138,20 @@ _dask_pipes: dict[tuple[str, int], FacePipeline] = {}
 _dask_lock = threading.Lock()
 
 
-def _dask_pipeline(settings: Settings) -> FacePipeline:
-    """One pipeline per worker thread and settings, built on first use (worker set-up)."""
-    key = (repr(settings), threading.get_ident())
+def _dask_pipeline(plan: RunPlan) -> FacePipeline:
+    """One pipeline per worker thread and plan, built on first use (worker set-up)."""
+    key = (repr(plan), threading.get_ident())
     with _dask_lock:
         if not _dask_pipes:
             limit_heap_growth()
         if key not in _dask_pipes:
-            _dask_pipes[key] = FacePipeline(settings)
+            _dask_pipes[key] = FacePipeline(plan)
         return _dask_pipes[key]
 
 
-def dask_item(item: WorkItem, settings: Settings) -> tuple[dict[str, Any], pa.Table]:
-    """The Dask task: one input processed on a worker; returns (result, rows)."""
-    pipe = _dask_pipeline(settings)
+def dask_item(item: WorkItem, plan: RunPlan) -> tuple[dict[str, Any], pa.Table]:
+    """The Dask task: one input processed on a worker as `plan` says; returns (result, rows)."""
+    pipe = _dask_pipeline(plan)
     with tempfile.TemporaryDirectory(prefix="emobatch-") as d:
         store = ItemStore(Path(d))
         res = process_item(pipe, item, store)
@@ -164,12 +162,12 @@ def dask_item(item: WorkItem, settings: Settings) -> tuple[dict[str, Any], pa.Ta
 class DaskRunner:
     name = "dask"
 
-    def __init__(self, settings: Settings, scheduler: Any) -> None:
+    def __init__(self, plan: RunPlan, scheduler: Any) -> None:
         try:
             import distributed
         except ImportError:
             raise ValueError("--scheduler needs Dask: pip install 'emobatch[dask]'") from None
-        self.settings = settings
+        self.plan = plan
         try:
             self.client = (scheduler if isinstance(scheduler, distributed.Client)
                            else distributed.Client(scheduler, timeout="60s"))
@@ -184,7 +182,7 @@ class DaskRunner:
         run_id = secrets.token_hex(4)  # two runs sharing a cluster never share a task
         try:
             # workers start elsewhere: they get absolute paths (rows keep the given ones)
-            futures = {self.client.submit(dask_item, _absolute(item), self.settings, pure=False,
+            futures = {self.client.submit(dask_item, _absolute(item), self.plan, pure=False,
                                           key=f"emobatch-{run_id}-{item.index}"): item
                        for item in items}
             for fut, (result, table) in dask_completed(list(futures), with_results=True):
@@ -205,12 +203,13 @@ def _absolute(item: WorkItem) -> WorkItem:
                                annotate=item.annotate and item.annotate.absolute())
 
 
-def make_runner(pipe: FacePipeline, workers: int | str = 1, scheduler: Any = None) -> Runner:
-    """The runner a run asks for: Dask if `scheduler`, else processes if workers > 1."""
+def make_runner(plan: RunPlan, workers: int | str = 1, scheduler: Any = None) -> Runner:
+    """The runner a run asks for: Dask if `scheduler`, else processes if workers > 1, else
+    this process (its pipeline built here)."""
     if scheduler is not None:
-        return DaskRunner(pipe.settings, scheduler)
+        return DaskRunner(plan, scheduler)
     if workers == "auto":
         workers = auto_workers(10**9)
     if int(workers) > 1:
-        return ProcessRunner(pipe.settings, int(workers))
-    return SerialRunner(pipe)
+        return ProcessRunner(plan, int(workers))
+    return SerialRunner(FacePipeline(plan))

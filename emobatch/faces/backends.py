@@ -65,7 +65,7 @@ def _precision(dtype: torch.dtype | None) -> str:
 @register_backend("torch")
 def torch_backend(loaded: LoadedModel, device: torch.device, amp: str) -> Runtime:
     dtype = amp_dtype(device, amp)
-    return Runtime(f"torch-{_precision(dtype)}", inference_model(loaded.model), dtype)
+    return Runtime(runtime_name_of("torch", device, amp), inference_model(loaded.model), dtype)
 
 
 # -------------------------------------------------------------------------------- int8
@@ -150,10 +150,14 @@ def load_runtime(loaded: LoadedModel, device: torch.device, backend: str = "auto
     return BACKENDS[resolve_backend(backend, device, bool(loaded.int8))](loaded, device, amp)
 
 
-def runtime_name(backend: str, device: torch.device, amp: str, config: dict[str, Any]) -> str:
-    """The Runtime.name load_runtime would give, without building the model (for a run's
-    fingerprint): int8 and the torch precisions differ in the last digits of every row."""
-    resolved = resolve_backend(backend, device, bool(config.get("int8")))
-    if resolved == "torch":
+def runtime_name_of(backend: str, device: torch.device, amp: str) -> str:
+    """The Runtime.name a resolved backend gives (what a run's plan records before any model
+    is built): int8 and the torch precisions differ in the last digits of every row."""
+    if backend == "torch":
         return f"torch-{_precision(amp_dtype(device, amp))}"
-    return resolved
+    return backend
+
+
+def runtime_name(backend: str, device: torch.device, amp: str, config: dict[str, Any]) -> str:
+    """runtime_name_of for a requested backend (or 'auto') and weights with this config."""
+    return runtime_name_of(resolve_backend(backend, device, bool(config.get("int8"))), device, amp)

@@ -8,12 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends import inference_model, load_runtime
 from ..config import TTA_MODES
+from ..errors import BackendUnavailable
+from ..plan import RunPlan
+from ..types import FaceBatch
+from .backends import inference_model, load_runtime
 from .device import autocast, select_device
 from .preprocess import to_tensor
-from ..types import FaceBatch
-from .weights import load_weights
+from .weights import LoadedModel, load_weights
 
 CROP_FRACTION = 44 / 48  # side of the zoom/ten-crop views' crops, as a fraction of the input
 MAX_FORWARD = 512  # images in one forward pass when TTA views are batched together
@@ -85,10 +87,26 @@ class Classifier:
     def __init__(self, weights: str | Path | None = None, device: str = "auto",
                  batch_size: int = 64, tta: str | None = None, amp: str = "auto",
                  backend: str = "auto") -> None:
-        """backend: a name in emobatch.faces.backends.BACKENDS, or 'auto' (int8 on a CPU when the
-        weights carry a calibration, else torch eager with `amp`)."""
+        """A classifier on its own (a run builds its own with `from_plan`). backend: a name
+        in emobatch.faces.backends.BACKENDS, or 'auto' (int8 on a CPU when the weights carry
+        a calibration, else torch eager with `amp`)."""
         self.device = select_device(device)
-        loaded = load_weights(weights, device=str(self.device))
+        self._load(load_weights(weights, device=str(self.device)), backend, amp, tta, batch_size)
+
+    @classmethod
+    def from_plan(cls, plan: RunPlan) -> "Classifier":
+        """The classifier a run's plan resolved: its weights, device, backend, photos' TTA."""
+        self = cls.__new__(cls)
+        self.device = torch.device(plan.device)
+        self._load(load_weights(plan.weights, device=plan.device), plan.classifier_backend,
+                   plan.settings.amp, plan.tta, plan.settings.batch_size)
+        if self.backend != plan.classifier_runtime:  # the plan named it before it was built
+            raise BackendUnavailable(f"the {plan.classifier_backend} backend gave "
+                                     f"{self.backend}, not {plan.classifier_runtime}")
+        return self
+
+    def _load(self, loaded: LoadedModel, backend: str, amp: str, tta: str | None,
+              batch_size: int) -> None:
         runtime = load_runtime(loaded, self.device, backend, amp)
         self.model, self.dtype, self.backend = runtime.model, runtime.dtype, runtime.name
         self.config, self.path, self.sha256 = loaded.config, loaded.path, loaded.sha256

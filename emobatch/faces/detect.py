@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import torch
 
-from .mtcnn import CascadeMTCNN, decode_onet, load_nets, net_runtime, nms, square
-from .track import iou_matrix
 from ..types import FaceBatch
+from .mtcnn import CascadeMTCNN, decode_onet, nms, square
+from .mtcnn_nets import load_nets
+from .net_backends import NetRuntime, net_runtime
+from .track import iou_matrix
 
 
 class Detector:
@@ -18,11 +20,13 @@ class Detector:
 
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
                  min_score: float = 0.9, device: str | torch.device = "cpu",
-                 exact: bool = False, backend: str = "auto", amp: str = "auto") -> None:
+                 exact: bool = False, backend: str = "auto", amp: str = "auto",
+                 runtime: NetRuntime | None = None) -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
         compare against); the default runs the same cascade faster (emobatch.faces.mtcnn), its
-        networks through `backend` (emobatch.faces.mtcnn.NET_BACKENDS; auto: openvino on a CPU
-        where it is installed, else torch), OpenVINO in bf16 where `amp` says so."""
+        networks as `runtime` says (a run's plan resolved it), else through `backend`
+        (emobatch.faces.net_backends.NET_BACKENDS; auto: openvino on a CPU where it is
+        installed, else torch), OpenVINO in bf16 where `amp` says so."""
         self.min_score = min_score
         self.min_face_size = min_face_size
         # facenet-pytorch's own batched path stays in use on a GPU
@@ -34,9 +38,10 @@ class Detector:
             self.reference = MTCNN(keep_all=True, min_face_size=min_face_size,
                                    thresholds=list(thresholds), post_process=False,
                                    select_largest=False, device=torch.device(device))
-        resolved, precision, self.backend = net_runtime(backend, device, amp)
-        self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds), backend=resolved,
-                                    precision=precision)
+        runtime = runtime or net_runtime(backend, device, amp)
+        self.backend = runtime.name
+        self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds),
+                                    backend=runtime.backend, precision=runtime.precision)
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.

@@ -1,0 +1,90 @@
+"""What a run will do, resolved once from what the user asked.
+
+`Settings` is the request (`--device auto`, `--backend auto`, ...); `resolve_plan` turns it
+into a frozen `RunPlan`: the device, the classifier's backend and precision, MTCNN's runtime
+for videos and for photos, classify-every and the TTA of each kind of input. The pipeline is
+built from the plan (`FacePipeline(plan)`), the run's metadata and its resume fingerprint are
+read from it, and the runners hand the same plan to worker processes and Dask workers, which
+never resolve anything again: every process runs what the metadata says.
+
+Resolving reads the weights' config and hashes the file, but builds no network.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import VIDEO_TTA, Settings
+from .faces.backends import resolve_backend, runtime_name_of
+from .faces.device import select_device
+from .faces.net_backends import NetRuntime, net_runtime, still_net_backend
+from .faces.schedule import resolve_classify_every
+from .faces.weights import default_weights_path, read_config, sha256_of
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run resolved from its Settings, in one place."""
+
+    settings: Settings            # as asked, with classify_every resolved (what metadata records)
+    device: str                   # 'cpu', 'cuda', 'cuda:1'
+    weights: Path                 # the weights file (the shipped one if none was given)
+    weights_sha256: str
+    weights_config: dict[str, Any] = field(compare=False, repr=False)
+    classifier_backend: str = "torch"    # a registered backend (emobatch.faces.backends)
+    classifier_runtime: str = "torch-fp32"  # its Runtime.name: 'int8', 'torch-bf16', ...
+    detector: NetRuntime = NetRuntime("torch")         # MTCNN's nets on video frames
+    detector_stills: NetRuntime = NetRuntime("torch")  # ... and on photos
+    classify_every: int = 1       # a tracked video face is classified every N frames
+    tta: str = "none"             # photos
+    tta_video: str = "none"       # video frames
+
+    def metadata(self) -> dict[str, Any]:
+        """The run's metadata about what ran (the timeline's footer, the .meta.json)."""
+        c = self.weights_config
+        return {"emobatch_version": __version__, "weights": str(self.weights),
+                "weights_sha256": self.weights_sha256, "arch": c.get("arch"),
+                "model_metrics": c.get("metrics"), "tta": self.tta, "tta_video": self.tta_video,
+                "device": self.device, "backend": self.classifier_runtime,
+                "detector_backend": self.detector.name,
+                "detector_backend_stills": self.detector_stills.name,
+                "classify_every": self.classify_every, "settings": self.settings.as_metadata()}
+
+    def fingerprint(self, annotate: Path | None = None) -> str:
+        """What a resumed run must match: every setting that changes the rows, the weights by
+        content (their path may differ), the resolved runtimes and the annotate folder."""
+        d = self.settings.as_metadata()
+        d.pop("weights")
+        d.update(weights_sha256=self.weights_sha256, device=self.device,
+                 precision=self.classifier_runtime, detector=self.detector.name,
+                 detector_stills=self.detector_stills.name,
+                 annotate=str(annotate.resolve()) if annotate else None, emobatch=__version__,
+                 torch=torch.__version__)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_plan(settings: Settings) -> RunPlan:
+    """The one place where 'auto' and the defaults become what will run. Raises UsageError
+    (a device or backend that is not there) or WeightsError."""
+    device = select_device(settings.device)
+    weights = settings.weights or default_weights_path()
+    config = read_config(weights)
+    backend = resolve_backend(settings.backend, device, bool(config.get("int8")))
+    video_net = net_runtime(settings.detector_backend, device, settings.amp)
+    still = still_net_backend(settings.detector_backend)
+    still_net = (video_net if still == settings.detector_backend
+                 else net_runtime(still, device, settings.amp))
+    every = resolve_classify_every(settings.video_classify_every(), device)
+    return RunPlan(
+        settings=replace(settings, classify_every=every), device=str(device), weights=weights,
+        weights_sha256=sha256_of(weights), weights_config=config, classifier_backend=backend,
+        classifier_runtime=runtime_name_of(backend, device, settings.amp),
+        detector=video_net, detector_stills=still_net, classify_every=every,
+        tta=settings.tta if settings.tta is not None else config.get("tta", "none"),
+        tta_video=settings.tta if settings.tta is not None else VIDEO_TTA)
