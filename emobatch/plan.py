@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .config import VIDEO_TTA, Settings
+from .config import Settings
 from .faces.backends import resolve_backend, runtime_name_of
 from .faces.device import select_device
 from .faces.net_backends import NetRuntime, net_runtime, still_net_backend
@@ -87,4 +87,4 @@ def resolve_plan(settings: Settings) -> RunPlan:
         classifier_runtime=runtime_name_of(backend, device, settings.amp),
         detector=video_net, detector_stills=still_net, classify_every=every,
         tta=settings.tta if settings.tta is not None else config.get("tta", "none"),
-        tta_video=settings.tta if settings.tta is not None else VIDEO_TTA)
+        tta_video=settings.video_tta())

@@ -20,6 +20,7 @@ from .outputs import check_outputs, plan_items
 from .item import ProgressFn, SourceResult
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
 from ..media.sources import discover_inputs
+from .runners import Runner, make_runner
 from .store import RunStore, WorkItem
 
 
@@ -75,8 +76,6 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     same `out`, or an unfinished one without `resume`; OutputError when an output cannot be
     written mid-run (finished work stays in the run's folder for `resume`).
     """
-    from .runners import make_runner
-
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
     inputs = list(inputs)
@@ -105,10 +104,25 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
                               "labels": list(plan.weights_config["labels"]),
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
+    _run(out, items, store, runner, progress, meta, summary, found.files)
+    if report is not None:
+        from ..report import write_report  # plotly and pandas load only for a report
+
+        summary.report = write_report(out, report, annotate_dir=ann_dir,
+                                      thumbnails=not settings.blur_faces)
+    summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
+    return summary
+
+
+def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
+         progress: ProgressFn | None, meta: dict[str, Any], summary: RunSummary,
+         files: Sequence[Path]) -> None:
+    """Process the items and publish the timeline; on Ctrl-C / SIGTERM publish the finished
+    rows as the `.partial` timeline and keep the store for --resume."""
     t0 = time.perf_counter()
     results: dict[int, SourceResult] = {}
     try:
-        _execute(items, store, runner, progress, results, found.files)
+        _execute(items, store, runner, progress, results, files)
     except (KeyboardInterrupt, SystemExit):
         _publish(out, items, store, meta, results, summary, time.perf_counter() - t0, partial=True)
         store.release()
@@ -120,13 +134,6 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     summary.seconds = time.perf_counter() - t0
     _publish(out, items, store, meta, results, summary, summary.seconds)
     store.remove()
-    if report is not None:
-        from ..report import write_report
-
-        summary.report = write_report(out, report, annotate_dir=ann_dir,
-                                      thumbnails=not settings.blur_faces)
-    summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
-    return summary
 
 
 def _remove_stale_temps(out: Path, ann_dir: Path | None) -> None:
@@ -138,7 +145,7 @@ def _remove_stale_temps(out: Path, ann_dir: Path | None) -> None:
         remove_stale_temps(ann_dir, recursive=True)
 
 
-def _execute(items: Sequence[WorkItem], store: RunStore, runner, progress: ProgressFn | None,
+def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progress: ProgressFn | None,
              results: dict[int, SourceResult], files: Sequence[Path]) -> None:
     """Fill `results` (by item index): inputs an earlier run finished, then the runner's."""
     if progress:
@@ -190,8 +197,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
         raise OutputError(f"cannot write {final}: {e.strerror or e}; the finished work is kept "
                           f"in {store.dir}: fix this and rerun with --resume") from e
     if not partial:
-        for stale in (partial_path(out),):
-            _remove_timeline(stale)
+        _remove_timeline(partial_path(out))
     return final
 
 

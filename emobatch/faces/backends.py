@@ -144,10 +144,16 @@ def resolve_backend(name: str, device: torch.device, has_int8: bool) -> str:
     return "int8" if has_int8 and int8_supported(device) else "torch"
 
 
+def build_runtime(loaded: LoadedModel, device: torch.device, backend: str,
+                  amp: str = "auto") -> Runtime:
+    """The classifier of `loaded` on `device` through the registered `backend`."""
+    return BACKENDS[backend](loaded, device, amp)
+
+
 def load_runtime(loaded: LoadedModel, device: torch.device, backend: str = "auto",
                  amp: str = "auto") -> Runtime:
-    """The classifier of `loaded` on `device` through `backend` (see resolve_backend)."""
-    return BACKENDS[resolve_backend(backend, device, bool(loaded.int8))](loaded, device, amp)
+    """build_runtime for a requested `backend` or 'auto' (see resolve_backend)."""
+    return build_runtime(loaded, device, resolve_backend(backend, device, bool(loaded.int8)), amp)
 
 
 def runtime_name_of(backend: str, device: torch.device, amp: str) -> str:

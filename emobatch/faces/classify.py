@@ -12,7 +12,7 @@ from ..config import TTA_MODES
 from ..errors import BackendUnavailable
 from ..plan import RunPlan
 from ..types import FaceBatch
-from .backends import inference_model, load_runtime
+from .backends import build_runtime, inference_model, resolve_backend
 from .device import autocast, select_device
 from .preprocess import to_tensor
 from .weights import LoadedModel, load_weights
@@ -91,7 +91,9 @@ class Classifier:
         in emobatch.faces.backends.BACKENDS, or 'auto' (int8 on a CPU when the weights carry
         a calibration, else torch eager with `amp`)."""
         self.device = select_device(device)
-        self._load(load_weights(weights, device=str(self.device)), backend, amp, tta, batch_size)
+        loaded = load_weights(weights, device=str(self.device))
+        self._load(loaded, resolve_backend(backend, self.device, bool(loaded.int8)), amp, tta,
+                   batch_size)
 
     @classmethod
     def from_plan(cls, plan: RunPlan) -> "Classifier":
@@ -107,7 +109,8 @@ class Classifier:
 
     def _load(self, loaded: LoadedModel, backend: str, amp: str, tta: str | None,
               batch_size: int) -> None:
-        runtime = load_runtime(loaded, self.device, backend, amp)
+        """Build the network through the registered `backend` (a resolved name)."""
+        runtime = build_runtime(loaded, self.device, backend, amp)
         self.model, self.dtype, self.backend = runtime.model, runtime.dtype, runtime.name
         self.config, self.path, self.sha256 = loaded.config, loaded.path, loaded.sha256
         self.labels: list[str] = list(self.config["labels"])

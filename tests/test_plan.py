@@ -1,0 +1,83 @@
+"""A run resolves its settings once, into a RunPlan that everything downstream reads."""
+import dataclasses
+import sys
+from collections import Counter
+
+import pytest
+
+import emobatch
+from conftest import SAMPLE
+from emobatch.config import Settings
+from emobatch.faces.net_backends import NetRuntime
+from emobatch.pipeline import FacePipeline
+from emobatch.plan import RunPlan, resolve_plan
+
+RESOLVERS = ("select_device", "resolve_backend", "net_runtime", "resolve_classify_every",
+             "video_info", "read_config")
+
+
+def count_calls(monkeypatch) -> Counter:
+    """Wrap every emobatch module's binding of the RESOLVERS, so a call through any import
+    of them is counted."""
+    calls: Counter = Counter()
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("emobatch") or module is None:
+            continue
+        for fn_name in RESOLVERS:
+            fn = getattr(module, fn_name, None)
+            if callable(fn) and not hasattr(fn, "_counted"):
+                def counted(*a, _fn=fn, _name=fn_name, **kw):
+                    calls[_name] += 1
+                    return _fn(*a, **kw)
+                counted._counted = True
+                monkeypatch.setattr(module, fn_name, counted)
+    return calls
+
+
+def test_a_run_resolves_each_value_once(monkeypatch, tmp_path):
+    import emobatch.batch.driver  # noqa: F401  (every module of the run's path is loaded)
+    import emobatch.batch.runners  # noqa: F401
+    import emobatch.pipeline  # noqa: F401
+
+    calls = count_calls(monkeypatch)
+    out = emobatch.run([SAMPLE / "astronaut.jpg", SAMPLE / "astronaut_clip.mp4"],
+                       out=tmp_path / "r.parquet", device="cpu")
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["files"] == 2 and meta["faces"] > 0
+    assert calls["select_device"] == 1
+    assert calls["resolve_backend"] == 1
+    assert calls["resolve_classify_every"] == 1
+    assert calls["read_config"] == 1
+    # videos' and photos' networks: one resolution each at most
+    assert 1 <= calls["net_runtime"] <= 2
+    assert calls["video_info"] == 1  # one video, its header read once
+
+
+def test_the_pipeline_and_metadata_follow_the_plan_not_the_settings():
+    plan = resolve_plan(Settings(device="cpu", classify_every=0))
+    assert plan.classify_every >= 1 and plan.settings.classify_every == plan.classify_every
+    # a plan that differs from what its settings would resolve to: the pipeline does what
+    # the plan says (a worker never re-resolves)
+    odd = dataclasses.replace(plan, classify_every=7, tta="flip", tta_video="zoom",
+                              detector_stills=NetRuntime("torch"))
+    pipe = FacePipeline(odd)
+    assert pipe.classify_every == 7
+    assert pipe.classifier.tta == "flip"
+    assert pipe.still_detector.backend == "torch"
+    assert pipe.detector.backend == plan.detector.name
+    meta = odd.metadata()
+    assert (meta["classify_every"], meta["tta"], meta["tta_video"]) == (7, "flip", "zoom")
+    assert meta["backend"] == pipe.classifier.backend
+    assert meta["detector_backend_stills"] == "torch"
+
+
+def test_plan_fingerprint_depends_on_what_changes_rows(tmp_path):
+    a = resolve_plan(Settings(device="cpu"))
+    assert a.fingerprint() == resolve_plan(Settings(device="cpu")).fingerprint()
+    assert a.fingerprint() != resolve_plan(Settings(device="cpu", min_score=0.8)).fingerprint()
+    assert a.fingerprint() != dataclasses.replace(a, classifier_runtime="x").fingerprint()
+    assert a.fingerprint() != a.fingerprint(tmp_path)
+    # the plan is frozen: nothing downstream can change what was resolved
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.device = "cuda"  # type: ignore[misc]
+    assert isinstance(a, RunPlan)
