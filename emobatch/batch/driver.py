@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from .. import __version__
 from ..atomic import remove_stale_temps
-from ..errors import OutputError
+from ..errors import OutputError, UsageError
 from ..config import Settings
 from .outputs import check_outputs, plan_items
 from ..pipeline import FacePipeline
@@ -80,7 +80,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     from .runners import make_runner
 
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
+        raise UsageError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
     settings = _resolved(settings)
     inputs = list(inputs)
     tmpdir = tempfile.TemporaryDirectory() if out is None else None

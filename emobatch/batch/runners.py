@@ -168,12 +168,12 @@ class DaskRunner:
         try:
             import distributed
         except ImportError:
-            raise ValueError("--scheduler needs Dask: pip install 'emobatch[dask]'") from None
+            raise UsageError("--scheduler needs Dask: pip install 'emobatch[dask]'") from None
         self.settings = settings
         try:
             self.client = (scheduler if isinstance(scheduler, distributed.Client)
                            else distributed.Client(scheduler, timeout="60s"))
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:  # ValueError: a malformed address
             raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
         self._own = self.client is not scheduler
 

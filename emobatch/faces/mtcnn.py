@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .device import cpu_isa
 from .invariant import invariant_layers, softmax_dim1
 
@@ -281,12 +282,12 @@ def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
     """'auto' -> 'openvino' on a CPU where it is installed, else 'torch'."""
     if name != "auto":
         if name not in NET_BACKENDS:
-            raise ValueError(f"unknown detector backend {name!r}; known: {sorted(NET_BACKENDS)}")
+            raise UsageError(f"unknown detector backend {name!r}; known: {sorted(NET_BACKENDS)}")
         if name == "openvino" and not openvino_available():
-            raise ValueError("detector backend openvino asked for, but the openvino package is "
+            raise UsageError("detector backend openvino asked for, but the openvino package is "
                              "not installed (pip install 'emobatch[openvino]')")
         if name == "openvino" and torch.device(device).type != "cpu":
-            raise ValueError(f"detector backend openvino runs on the CPU, not on {device}")
+            raise UsageError(f"detector backend openvino runs on the CPU, not on {device}")
         return name
     return "openvino" if torch.device(device).type == "cpu" and openvino_available() else "torch"
 
