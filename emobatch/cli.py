@@ -92,6 +92,8 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (tcp://host:8786); needs emobatch[dask]")
     r.add_argument("--quiet", action="store_true", help="no progress display")
+    r.add_argument("--verbose", action="store_true",
+                   help="print the traceback of each input that failed unexpectedly (a bug)")
     add_report_parser(sub)
     return p
 
@@ -219,7 +221,9 @@ class RichProgress:
         self.bar.stop()
 
 
-def print_summary(summary) -> None:
+def print_summary(summary, verbose: bool = False) -> None:
+    """The run's table, then plain lines: skipped files, renamed outputs, failed inputs
+    (with `verbose`, each unexpected failure's traceback)."""
     t = Table(title="emobatch summary")
     for col in ("files", "frames", "faces", "errors", "time", "frames/s"):
         t.add_column(col, justify="right")
@@ -239,8 +243,13 @@ def print_summary(summary) -> None:
         console.print(f"[bold red]{n_errors} input(s) failed:")
         for r in summary.errors:
             console.print(f"  {r.source}: {r.error} (frames done: {r.frames})", **plain)
+            if verbose and r.traceback:
+                console.print(r.traceback.rstrip(), **plain)
         for folder, reason in summary.unreadable:
             console.print(f"  {folder}: folder not read: {reason}", **plain)
+        if not verbose and any(r.traceback for r in summary.errors):
+            console.print("unexpected failures (bugs): their tracebacks are in the errors "
+                          "table's traceback column, and with --verbose here", **plain)
 
 
 class Terminated(KeyboardInterrupt):
@@ -279,7 +288,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 3
     finally:
         prog.stop()
-    print_summary(summary)
+    print_summary(summary, a.verbose)
     console.print(f"timeline: {summary.out}  errors: {errors_path(summary.out)}"
                   + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
     if summary.report is not None:

@@ -216,7 +216,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
                     sink.write_table(_with_source(pq.read_table(part), item.source))
                 res = results.get(item.index)
                 if res is not None and res.error:
-                    sink.add_error(res.source, res.error, res.frames)
+                    sink.add_error(res.source, res.error, res.frames, res.traceback)
             for folder, reason in summary.unreadable:
                 sink.add_error(folder, f"folder not read: {reason}", 0)
     except OSError as e:
@@ -246,6 +246,7 @@ def _as_dataframe(summary: RunSummary):
     import pandas as pd
 
     df = pd.read_parquet(summary.out)
-    df.attrs["errors"] = [{"source": str(r.source), "error": r.error} for r in summary.errors]
+    df.attrs["errors"] = [{"source": str(r.source), "error": r.error, "traceback": r.traceback}
+                         for r in summary.errors]
     summary.tmpdir.cleanup()
     return df
