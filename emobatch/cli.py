@@ -261,14 +261,12 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .memory import limit_heap_growth
     from .batch.driver import run_files
     from .batch.sinks import errors_path, partial_path
     from .batch.store import work_dir
 
     settings = settings_from_args(a)
     workers = workers_from_args(a.workers)
-    limit_heap_growth()  # process-wide malloc tuning: here, where the process starts
     prog = RichProgress(a.quiet, settings.every)
     try:
         summary = run_files(a.inputs, a.out, a.annotate, settings, prog, resume=a.resume,
@@ -300,7 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; its deliberate failures exit 2 (usage, weights, backend: nothing was
     processed) or 3 (an output; finished work kept), one line each. Anything else is a bug
     and propagates with its traceback (exit 1)."""
+    from .memory import configure_process
+
     a = get_parser().parse_args(argv)
+    configure_process()  # process-wide tuning: here, where the process starts
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if a.command == "run":

@@ -130,12 +130,30 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     assert r.returncode == 2
 
 
+def test_the_command_and_its_workers_raise_pillows_pixel_limit(tmp_path):
+    """180 M pixels: over Pillow's default limit, under emobatch's. The command's process
+    and its --workers processes let it past both size guards (then it fails to decode: the
+    PNG holds no pixels), where a library call stops at Pillow's limit (test_sources)."""
+    from test_sources import png_header_only
+
+    for name in ("a.png", "b.png"):
+        png_header_only(tmp_path / name, 15_000, 12_000)
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.parquet"
+        r = emobatch_cli("run", tmp_path / "a.png", tmp_path / "b.png", "--out", out,
+                         "--quiet", "--workers", workers)
+        assert r.returncode == 1, r.stderr
+        errs = pd.read_csv(tmp_path / f"w{workers}.errors.csv")
+        assert len(errs) == 2 and errs["error"].str.startswith("truncated or corrupt").all(), errs
+
+
 def test_only_deliberate_errors_are_one_line(tmp_path, monkeypatch):
     """Usage, weights and backend errors exit 2 with one line; output errors 3; any other
     exception is a bug and propagates with its traceback."""
-    from emobatch import cli, errors
+    from emobatch import cli, errors, memory
     from emobatch.batch import driver
 
+    monkeypatch.setattr(memory, "configure_process", lambda: None)  # keep this process as is
     args = ["run", str(SAMPLE / "astronaut.jpg"), "--out", str(tmp_path / "r.parquet"), "--quiet"]
     for exc, code in ((errors.UsageError, 2), (errors.WeightsError, 2),
                       (errors.BackendUnavailable, 2), (errors.OutputError, 3)):

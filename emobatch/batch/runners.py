@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from ..errors import OutputError
 from ..config import Settings
-from ..memory import limit_heap_growth
+from ..memory import configure_process
 from ..pipeline import FacePipeline
 from .item import ProgressFn, SourceResult, process_item
 from .store import ItemStore, RunStore, WorkItem
@@ -82,7 +82,7 @@ def _init_worker(settings: Settings, threads: int, parent: int) -> None:
     import cv2
     import torch
 
-    limit_heap_growth()
+    configure_process()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     _worker.update(pipe=FacePipeline(settings), parent=parent)
@@ -141,11 +141,10 @@ _dask_lock = threading.Lock()
 
 
 def _dask_pipeline(settings: Settings) -> FacePipeline:
-    """One pipeline per worker thread and settings, built on first use (worker set-up)."""
+    """One pipeline per worker thread and settings, built on first use (worker set-up).
+    Process-wide tuning is the worker's own (emobatch.batch.dask_preload), never a task's."""
     key = (repr(settings), threading.get_ident())
     with _dask_lock:
-        if not _dask_pipes:
-            limit_heap_growth()
         if key not in _dask_pipes:
             _dask_pipes[key] = FacePipeline(settings)
         return _dask_pipes[key]
