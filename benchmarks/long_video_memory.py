@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 
 from emobatch.config import Settings
-from emobatch.memory import limit_heap_growth
+from emobatch.memory import configure_process
 from emobatch.pipeline import FacePipeline
 from emobatch.batch.sinks import TimelineSink
 
@@ -67,7 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         long = Path(d) / "long.mp4"
         reps = repeat_video(a.video, long, a.minutes)
-        limit_heap_growth()  # as the CLI does where a process starts
+        configure_process()  # as the CLI does where a process starts
         pipe = FacePipeline(Settings(device="cpu", quality=a.quality))
         n, early, t0 = 0, None, time.perf_counter()
         with TimelineSink(Path(d) / "t.parquet") as sink:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emobatch.config import Settings
-from emobatch.memory import limit_heap_growth
+from emobatch.memory import configure_process
 from emobatch.pipeline import FacePipeline
 from emobatch.media.sources import discover_inputs, kind_of
 
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    limit_heap_growth()
+    configure_process()
     files = photos(a.paths)
     secs: dict[str, list[float]] = {name: [] for name in CONFIGS}
     probs, pipes = {}, {}

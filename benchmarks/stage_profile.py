@@ -25,7 +25,7 @@ from emobatch.media import sources
 from emobatch.faces.align import Aligner
 from emobatch.config import Settings
 from emobatch.faces.detect import Detector
-from emobatch.memory import limit_heap_growth
+from emobatch.memory import configure_process
 from emobatch.faces.mtcnn import CascadeMTCNN
 from emobatch.batch.sinks import TimelineSink
 from emobatch.faces.smooth import Smoother
@@ -108,7 +108,7 @@ def main() -> None:
     p.add_argument("--detector-backend", default="auto", help="MTCNN's networks' backend")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    limit_heap_growth()
+    configure_process()
     s = Settings(device="cpu", quality=a.quality, weights=a.weights, backend=a.backend,
                  detector_backend=a.detector_backend, classify_every=a.classify_every)
     pipe = pipeline.FacePipeline(s)

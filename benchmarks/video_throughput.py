@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 
 from emobatch.config import TTA_MODES, Settings
 from emobatch.faces.detect import Detector
-from emobatch.memory import limit_heap_growth
+from emobatch.memory import configure_process
 from emobatch.pipeline import FacePipeline
 from emobatch.batch.sinks import TimelineSink
 from emobatch.media.sources import iter_video
@@ -132,7 +132,7 @@ def main() -> None:
                  classify_every=a.classify_every, tta=a.tta,
                  weights=a.weights, backend=a.backend, detector_backend=a.detector_backend,
                  amp=a.amp, **({"thresholds": tuple(a.thresholds)} if a.thresholds else {}))
-    limit_heap_growth()  # as the CLI does where a process starts
+    configure_process()  # as the CLI does where a process starts
     pipe = FacePipeline(s)
     # decode and the preset in turn, medians: this machine's speed drifts between runs
     decode_runs, default_runs = [], []

@@ -1,18 +1,9 @@
 """emobatch: folders of photos and videos -> per-frame facial-emotion timelines."""
 from __future__ import annotations
 
-import os
+from .types import EMOTIONS, FaceBatch, Frame
 
 __version__ = "0.1.0"
-
-# MKL's matrix products (MTCNN's dense layers) round differently with 1 and 2 threads, so
-# the same frame came out a few 1e-4 apart in one process and in a 1-thread worker.
-# Strict conditional numerical reproducibility makes the rows the same whatever the thread
-# count (--workers, Dask, a resume on another machine of the same CPU kind). MKL reads this
-# at its first call, so it is set when emobatch is imported; a value already set is kept.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-
-from .types import EMOTIONS, FaceBatch, Frame  # noqa: E402
 
 __all__ = ["EMOTIONS", "FaceBatch", "Frame", "Settings", "__version__", "coverage", "episodes",
            "read_timeline", "resample", "run", "summarize", "write_report"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import signal
 import sys
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
@@ -16,6 +18,7 @@ from rich.table import Table
 from . import __version__
 from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, QUALITY_PRESETS,
                      TTA_MODES, Settings)
+from .errors import BackendUnavailable, OutputError, UsageError, WeightsError
 
 console = Console(stderr=True)
 
@@ -89,6 +92,8 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (tcp://host:8786); needs emobatch[dask]")
     r.add_argument("--quiet", action="store_true", help="no progress display")
+    r.add_argument("--verbose", action="store_true",
+                   help="print the traceback of each input that failed unexpectedly (a bug)")
     add_report_parser(sub)
     return p
 
@@ -109,12 +114,31 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
                    help="shorter emotion spans merge into their neighbour")
 
 
+def check_timeline(path: Path) -> None:
+    """UsageError unless `path` is a readable timeline file (its suffix and first columns)."""
+    from .batch.sinks import timeline_format
+
+    if not path.is_file():
+        raise UsageError(f"no such timeline: {path}")
+    try:
+        if timeline_format(path) == "parquet":
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+        else:
+            with open(path, newline="") as fh:
+                names = next(csv.reader(fh), [])
+    except (OSError, ValueError) as e:  # pyarrow's errors are these too
+        raise UsageError(f"cannot read the timeline {path}: {e}") from None
+    missing = [c for c in ("source", "frame", "t_sec") if c not in names]
+    if missing:
+        raise UsageError(f"{path} is not an emobatch timeline (no {', '.join(missing)} column)")
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from .report import write_report
 
-    if not a.results.is_file():
-        console.print(f"[red]emobatch: no such timeline: {a.results}", soft_wrap=True)
-        return 2
+    check_timeline(a.results)
     out = write_report(a.results, a.out, annotate_dir=a.annotate,
                        thumbnails=not a.no_thumbnails, raw=a.raw, min_episode=a.min_episode)
     console.print(f"report: {out}", soft_wrap=True, highlight=False)
@@ -122,7 +146,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
-    """Settings from the parsed arguments; ValueError (exit 2) for a bad value."""
+    """Settings from the parsed arguments; UsageError (exit 2) for a bad value."""
     return Settings(device=a.device, batch_size=a.batch_size, min_face_size=a.min_face_size,
                     thresholds=tuple(a.thresholds), min_score=a.min_score, every=a.every,
                     weights=a.weights, tta=a.tta, quality=a.quality,
@@ -135,6 +159,7 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
 
 
 def workers_from_args(value: str) -> int | str:
+    """--workers as run_files takes it; UsageError (exit 2) for a bad value."""
     if value == "auto":
         return value
     try:
@@ -142,7 +167,7 @@ def workers_from_args(value: str) -> int | str:
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"--workers must be an integer >= 1 or auto, not {value!r}")
+        raise UsageError(f"--workers must be an integer >= 1 or auto, not {value!r}")
     return n
 
 
@@ -188,7 +213,9 @@ class RichProgress:
         self.bar.stop()
 
 
-def print_summary(summary) -> None:
+def print_summary(summary, verbose: bool = False) -> None:
+    """The run's table, then plain lines: skipped files, renamed outputs, failed inputs
+    (with `verbose`, each unexpected failure's traceback)."""
     t = Table(title="emobatch summary")
     for col in ("files", "frames", "faces", "errors", "time", "frames/s"):
         t.add_column(col, justify="right")
@@ -208,8 +235,13 @@ def print_summary(summary) -> None:
         console.print(f"[bold red]{n_errors} input(s) failed:")
         for r in summary.errors:
             console.print(f"  {r.source}: {r.error} (frames done: {r.frames})", **plain)
+            if verbose and r.traceback:
+                console.print(r.traceback.rstrip(), **plain)
         for folder, reason in summary.unreadable:
             console.print(f"  {folder}: folder not read: {reason}", **plain)
+        if not verbose and any(r.traceback for r in summary.errors):
+            console.print("unexpected failures (bugs): their tracebacks are in the errors "
+                          "table's traceback column, and with --verbose here", **plain)
 
 
 class Terminated(KeyboardInterrupt):
@@ -221,15 +253,12 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .errors import OutputError
-    from .memory import limit_heap_growth
     from .batch.driver import run_files
     from .batch.sinks import errors_path, partial_path
     from .batch.store import work_dir
 
     settings = settings_from_args(a)
     workers = workers_from_args(a.workers)
-    limit_heap_growth()  # process-wide malloc tuning: here, where the process starts
     prog = RichProgress(a.quiet, settings.every)
     try:
         summary = run_files(a.inputs, a.out, a.annotate, settings, prog, resume=a.resume,
@@ -249,7 +278,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 3
     finally:
         prog.stop()
-    print_summary(summary)
+    print_summary(summary, a.verbose)
     console.print(f"timeline: {summary.out}  errors: {errors_path(summary.out)}"
                   + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
     if summary.report is not None:
@@ -258,20 +287,25 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; its deliberate failures exit 2 (usage, weights, backend: nothing was
+    processed) or 3 (an output; finished work kept), one line each. Anything else is a bug
+    and propagates with its traceback (exit 1)."""
+    from .memory import configure_process
+
     a = get_parser().parse_args(argv)
+    configure_process()  # process-wide tuning: here, where the process starts
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if a.command == "run":
             return cmd_run(a)
         if a.command == "report":
             return cmd_report(a)
-    except Exception as e:  # setup failures (weights, device, usage): one line, no traceback
-        from .errors import WeightsError
-
-        if isinstance(e, (WeightsError, RuntimeError, ValueError)):
-            console.print(f"[red]emobatch: {e}", soft_wrap=True, highlight=False)
-            return 2
-        raise
+    except (UsageError, WeightsError, BackendUnavailable) as e:
+        console.print(f"[red]emobatch: {escape(str(e))}", soft_wrap=True, highlight=False)
+        return 2
+    except OutputError as e:  # `run` says where its finished work is kept; this is the rest
+        console.print(f"[red]emobatch: {escape(str(e))}", soft_wrap=True, highlight=False)
+        return 3
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 2

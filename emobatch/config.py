@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import UsageError
+
 
 class Preset(NamedTuple):
     """How a quality level processes videos. Measured by benchmarks/video_throughput.py."""
@@ -58,7 +60,7 @@ class Settings:
     blur_faces: bool = False          # blur faces in annotated outputs (for sharing)
 
     def __post_init__(self) -> None:
-        """Validate every field once: a bad value is a ValueError before any work starts."""
+        """Validate every field once: a bad value is a UsageError (a ValueError) before any work starts."""
         self.thresholds = tuple(float(t) for t in self.thresholds)
         if self.weights is not None:
             self.weights = Path(self.weights)
@@ -101,7 +103,7 @@ class Settings:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise UsageError(message)
 
     def detection_plan(self, width: int, height: int) -> tuple[int, float, int]:
         """(detect_every, detect_scale, full_res_every) for a video of this size: explicit

@@ -1,5 +1,7 @@
-"""Keep the process's memory flat on long videos without paying for it in page faults
-(glibc only; a no-op elsewhere).
+"""Process-wide tuning, applied by `configure_process` where emobatch owns the process.
+
+Keep the process's memory flat on long videos without paying for it in page faults (glibc
+only; a no-op elsewhere).
 
 Frames and detector feature maps are multi-megabyte buffers freed every few milliseconds,
 from several threads. glibc's default raises its mmap threshold to the largest block freed so
@@ -49,3 +51,17 @@ def release_free_memory() -> bool:
     """Return the free pages inside the heap to the system (glibc's malloc_trim); a no-op
     unless `limit_heap_growth` took effect. True if memory was released."""
     return bool(_done and _libc().malloc_trim(0))
+
+
+def configure_process() -> None:
+    """emobatch's process-wide tuning, for a process it owns: the CLI's, its worker
+    processes and a Dask worker started with `--preload emobatch.batch.dask_preload`.
+
+    The malloc settings above, and Pillow's decompression-bomb limit no stricter than ours
+    (emobatch.media.sources.raise_pillow_limit). Never done on import or by a library
+    call: an application using emobatch keeps its own process settings.
+    """
+    from .media.sources import raise_pillow_limit
+
+    limit_heap_growth()
+    raise_pillow_limit()

@@ -4,9 +4,10 @@
 
 After the CALLS-th call of TARGET (finish: an input's result stored; chunk: a chunk of rows
 and its checkpoint stored; part: a chunk's rows stored, its checkpoint not yet; publish: a
-part copied into the final timeline), ACTION happens in the running process: SIGKILL or
-SIGTERM to itself, rmtree:PATH (the output folder vanishes), or waitfor:PATH (the run holds
-still there, alive, until PATH exists).
+part copied into the final timeline; still: a photo's faces found and classified), ACTION
+happens in the running process: SIGKILL or SIGTERM to itself, rmtree:PATH (the output
+folder vanishes), waitfor:PATH (the run holds still there, alive, until PATH exists), or
+raise (a RuntimeError there, as a bug would raise).
 """
 import os
 import shutil
@@ -14,10 +15,12 @@ import signal
 import sys
 import time
 
+from emobatch import pipeline
 from emobatch.batch import sinks, store
 
 TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "write_chunk"),
-           "part": (store, "_write_parquet"), "publish": (sinks.TimelineSink, "write_table")}
+           "part": (store, "_write_parquet"), "publish": (sinks.TimelineSink, "write_table"),
+           "still": (pipeline.FacePipeline, "process")}
 
 
 def main() -> int:
@@ -31,6 +34,8 @@ def main() -> int:
         if count[0] == calls:
             if action.startswith("rmtree:"):
                 shutil.rmtree(action.split(":", 1)[1])
+            elif action == "raise":
+                raise RuntimeError(f"fault injected after call {calls} of {target}")
             elif action.startswith("waitfor:"):
                 flag, deadline = action.split(":", 1)[1], time.monotonic() + 300
                 while not os.path.exists(flag) and time.monotonic() < deadline:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import emobatch
 from conftest import ROOT, SAMPLE
@@ -127,3 +128,66 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
     r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", tmp_path / "x.parquet", "--amp", "fast")
     assert r.returncode == 2
+
+
+def test_the_command_and_its_workers_raise_pillows_pixel_limit(tmp_path):
+    """180 M pixels: over Pillow's default limit, under emobatch's. The command's process
+    and its --workers processes let it past both size guards (then it fails to decode: the
+    PNG holds no pixels), where a library call stops at Pillow's limit (test_sources)."""
+    from test_sources import png_header_only
+
+    for name in ("a.png", "b.png"):
+        png_header_only(tmp_path / name, 15_000, 12_000)
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.parquet"
+        r = emobatch_cli("run", tmp_path / "a.png", tmp_path / "b.png", "--out", out,
+                         "--quiet", "--workers", workers)
+        assert r.returncode == 1, r.stderr
+        errs = pd.read_csv(tmp_path / f"w{workers}.errors.csv")
+        assert len(errs) == 2 and errs["error"].str.startswith("truncated or corrupt").all(), errs
+
+
+def test_only_deliberate_errors_are_one_line(tmp_path, monkeypatch):
+    """Usage, weights and backend errors exit 2 with one line; output errors 3; any other
+    exception is a bug and propagates with its traceback."""
+    from emobatch import cli, errors, memory
+    from emobatch.batch import driver
+
+    monkeypatch.setattr(memory, "configure_process", lambda: None)  # keep this process as is
+    args = ["run", str(SAMPLE / "astronaut.jpg"), "--out", str(tmp_path / "r.parquet"), "--quiet"]
+    for exc, code in ((errors.UsageError, 2), (errors.WeightsError, 2),
+                      (errors.BackendUnavailable, 2), (errors.OutputError, 3)):
+        def fail(*a, exc=exc, **k):
+            raise exc("the reason")
+        monkeypatch.setattr(driver, "run_files", fail)
+        assert cli.main(args) == code
+    for exc in (RuntimeError, ValueError, KeyError):
+        def bug(*a, exc=exc, **k):
+            raise exc("a bug")
+        monkeypatch.setattr(driver, "run_files", bug)
+        with pytest.raises(exc):
+            cli.main(args)
+
+
+def test_cuda_without_a_gpu_and_a_bad_scheduler_exit_2(tmp_path):
+    import torch
+
+    photo, out = SAMPLE / "astronaut.jpg", tmp_path / "r.parquet"
+    cases = [(["--scheduler", "no-port-here"], "Dask scheduler")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "no CUDA GPU"))
+    for args, message in cases:
+        r = emobatch_cli("run", photo, "--out", out, "--quiet", *args)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_report_of_something_not_a_timeline_exits_2(tmp_path):
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    for path, message in ((tmp_path / "notes.csv", "not an emobatch timeline"),
+                          (tmp_path / "broken.parquet", "cannot read the timeline"),
+                          (tmp_path / "r.txt", "no such timeline")):
+        r = emobatch_cli("report", path)
+        assert r.returncode == 2 and message in r.stderr, (path, r.stderr)
+        assert "Traceback" not in r.stderr

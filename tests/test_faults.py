@@ -249,3 +249,30 @@ def test_api_validates_before_any_work(tmp_path, kwargs):
     with pytest.raises(ValueError):
         emobatch.run(PHOTO, out=tmp_path / "r.parquet", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bug_on_one_input_keeps_its_traceback_and_the_run_goes_on(inputs, tmp_path):
+    """An unexpected exception while one photo is processed: its error row carries the
+    traceback (printed with --verbose), the video after it is processed as usual."""
+    def run(out: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(HOOKS), "still", "1", "raise", "run",
+                               str(inputs / "photo.jpg"), str(inputs / "clip.mp4"), "--out",
+                               str(out), *FAST, *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+
+    out = tmp_path / "r.parquet"
+    r = run(out, "--verbose")
+    assert r.returncode == 1, r.stderr
+    errs = pd.read_csv(out.with_name("r.errors.csv"), keep_default_na=False)
+    assert list(errs["source"]) == [str(inputs / "photo.jpg")]
+    assert errs["error"][0] == "RuntimeError: fault injected after call 1 of still"
+    tb = errs["traceback"][0]
+    assert tb.startswith("Traceback (most recent call last):")
+    assert "in process_item" in tb and "fault_hooks.py" in tb and tb.rstrip().endswith(
+        "RuntimeError: fault injected after call 1 of still")
+    assert all(line in r.stderr for line in tb.splitlines())  # --verbose prints it
+    df = pd.read_parquet(out)
+    assert set(df["source"]) == {str(inputs / "clip.mp4")} and df["face"].notna().any()
+    quiet = run(tmp_path / "q.parquet")
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+    assert "fault injected" in quiet.stderr and "--verbose" in quiet.stderr

@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import av
 import numpy as np
@@ -169,3 +170,49 @@ def test_skipped_files_and_unreadable_folders_reach_the_summary_and_errors(tmp_p
     errs = pd.read_csv(errors_path(out))
     assert errs["error"].tolist() == ["folder not read: Permission denied"]
     assert read_metadata(out)["skipped"] == {".txt": 1}
+
+
+def test_a_bug_on_one_input_is_its_error_row_with_the_traceback(tmp_path, monkeypatch):
+    """An unexpected exception inside the pipeline for one photo: that input's result and
+    errors-table row keep the message and the traceback; bad inputs (InputError) have none;
+    the other inputs are processed."""
+    for name in ("photo.jpg", "bug.jpg"):
+        shutil.copy(PHOTO, tmp_path / name)
+    shutil.copy(CLIP, tmp_path / "clip.mp4")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    process = FacePipeline.process
+
+    def buggy(self, frame, scale=1.0):
+        if frame.source.name == "bug.jpg":
+            return {}["no such key"]
+        return process(self, frame, scale)
+
+    monkeypatch.setattr(FacePipeline, "process", buggy)
+    out = tmp_path / "out" / "r.parquet"
+    s = run_files([tmp_path], out, None, Settings(device="cpu", every=5))
+    by_name = {r.source.name: r for r in s.results}
+    bug, empty = by_name["bug.jpg"], by_name["empty.jpg"]
+    assert bug.error == "KeyError: 'no such key'"
+    assert bug.traceback.startswith("Traceback (most recent call last):")
+    assert "in process_item" in bug.traceback and 'return {}["no such key"]' in bug.traceback
+    assert "zero-byte" in empty.error and empty.traceback is None
+    assert not by_name["photo.jpg"].error and not by_name["clip.mp4"].error
+    errs = pd.read_csv(errors_path(out), keep_default_na=False).set_index("source")
+    assert errs.loc[str(tmp_path / "bug.jpg"), "traceback"] == bug.traceback
+    assert errs.loc[str(tmp_path / "empty.jpg"), "traceback"] == ""
+    df = pd.read_parquet(out)
+    assert {p.rsplit("/", 1)[-1] for p in df["source"]} == {"photo.jpg", "clip.mp4"}
+    assert df["face"].notna().all()
+    stored = [r for r in read_metadata(out)["results"] if r["source"].endswith("bug.jpg")]
+    assert stored[0]["traceback"] == bug.traceback
+
+
+def test_source_result_round_trip_and_results_stored_before_tracebacks():
+    from emobatch.batch.item import SourceResult
+
+    res = SourceResult(Path("a.mp4"), "video", 3, 2, 1.5, "KeyError: 'x'", Path("ann/a.mp4"), 1,
+                       "Traceback (most recent call last):\n...")
+    assert SourceResult.from_dict(res.to_dict()) == res
+    old = res.to_dict()
+    del old["traceback"]  # a store written before the field existed (a resumed run reads it)
+    assert SourceResult.from_dict(old) == SourceResult(**{**vars(res), "traceback": None})

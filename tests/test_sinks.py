@@ -36,8 +36,9 @@ def test_rows_per_face_and_empty_frames(tmp_path, suffix):
     faces = df.dropna(subset=["face"])
     np.testing.assert_allclose(faces[list(EMOTIONS)].sum(axis=1), 1, atol=1e-5)
     assert (faces["emotion"] == faces[list(EMOTIONS)].idxmax(axis=1)).all()
-    errs = pd.read_csv(errors_path(out))
-    assert errs.to_dict("records") == [{"source": "bad.mp4", "error": "zero-byte file", "frames_done": 0}]
+    errs = pd.read_csv(errors_path(out), keep_default_na=False)
+    assert errs.to_dict("records") == [{"source": "bad.mp4", "error": "zero-byte file",
+                                        "frames_done": 0, "traceback": ""}]
     meta = read_metadata(out)
     assert meta["k"] == "v" and meta["errors"][0]["source"] == "bad.mp4"
     assert not list(tmp_path.glob(".*tmp"))

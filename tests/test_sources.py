@@ -242,6 +242,8 @@ def test_truncated_image_raises_input_error(tmp_path, suffix, kw):
 
 
 def test_too_many_pixels(tmp_path, monkeypatch):
+    # as in a process emobatch owns (emobatch.memory.configure_process)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", sources.MAX_IMAGE_PIXELS)
     with pytest.raises(InputError, match="too large"):  # above our limit, below 2x Pillow's
         read_image(png_header_only(tmp_path / "big.png", 15_000, 15_000))
     with pytest.raises(InputError, match="too large"):  # Pillow's own bomb error
@@ -250,6 +252,21 @@ def test_too_many_pixels(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "MAX_IMAGE_PIXELS", 599)
     with pytest.raises(InputError, match="too large"):
         read_image(small)
+
+
+def test_pillows_own_limit_is_a_clear_input_error(tmp_path, monkeypatch):
+    """As a library emobatch leaves Pillow's limit as the application set it: an image over
+    it (180 M pixels, under ours) is an InputError naming its pixels and the limit; where
+    emobatch owns the process (raise_pillow_limit) only our limit counts."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's default
+    big = png_header_only(tmp_path / "big.png", 15_000, 12_000)
+    with pytest.raises(InputError, match="image too large: 180000000 pixels, over the limit "
+                                         "of 178956970 "):
+        read_image(big)
+    sources.raise_pillow_limit()
+    assert Image.MAX_IMAGE_PIXELS == sources.MAX_IMAGE_PIXELS
+    with pytest.raises(InputError, match="truncated or corrupt"):  # past both size guards
+        read_image(big)
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read anything")

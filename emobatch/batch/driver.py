@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..atomic import remove_stale_temps
-from ..errors import OutputError
+from ..errors import OutputError, UsageError
 from ..config import Settings
 from ..plan import resolve_plan
 from .outputs import check_outputs, plan_items
@@ -77,7 +77,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     written mid-run (finished work stays in the run's folder for `resume`).
     """
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
+        raise UsageError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
     inputs = list(inputs)
     tmpdir = tempfile.TemporaryDirectory() if out is None else None
     out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
@@ -190,7 +190,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
                     sink.write_table(_with_source(pq.read_table(part), item.source))
                 res = results.get(item.index)
                 if res is not None and res.error:
-                    sink.add_error(res.source, res.error, res.frames)
+                    sink.add_error(res.source, res.error, res.frames, res.traceback)
             for folder, reason in summary.unreadable:
                 sink.add_error(folder, f"folder not read: {reason}", 0)
     except OSError as e:
@@ -219,6 +219,7 @@ def _as_dataframe(summary: RunSummary):
     import pandas as pd
 
     df = pd.read_parquet(summary.out)
-    df.attrs["errors"] = [{"source": str(r.source), "error": r.error} for r in summary.errors]
+    df.attrs["errors"] = [{"source": str(r.source), "error": r.error, "traceback": r.traceback}
+                         for r in summary.errors]
     summary.tmpdir.cleanup()
     return df

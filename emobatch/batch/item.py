@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from traceback import format_exc
 from typing import Any, Callable, Sequence
 
 from ..atomic import writing
@@ -33,6 +34,8 @@ class SourceResult:
     error: str | None = None
     annotated: Path | None = None
     resumed_from: int | None = None  # frame index a resumed video continued from
+    traceback: str | None = None  # an unexpected failure's formatted traceback (a bug, not
+    #                               a bad input: InputErrors have none)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -41,9 +44,9 @@ class SourceResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SourceResult":
+        # stores of runs before `traceback` existed hold dicts without it: the default
         return cls(**{**d, "source": Path(d["source"]),
                       "annotated": d["annotated"] and Path(d["annotated"])})
-
 
 
 class _Annotation:
@@ -167,6 +170,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
         raise
     except Exception as e:  # an unexpected failure on one file must not end the run
         res.error = f"{type(e).__name__}: {e}"
+        res.traceback = format_exc()
     ann.end_chunk()
     store.write_chunk(chunk, rows.take(), None)
     res.annotated = ann.finish(chunk, still)

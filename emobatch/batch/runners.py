@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
-from ..memory import limit_heap_growth
+from ..memory import configure_process
 from ..pipeline import FacePipeline
 from ..plan import RunPlan
 from .item import ProgressFn, SourceResult, process_item
@@ -80,7 +80,7 @@ def _init_worker(plan: RunPlan, threads: int, parent: int) -> None:
     import cv2
     import torch
 
-    limit_heap_growth()
+    configure_process()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     _worker.update(pipe=FacePipeline(plan), parent=parent)
@@ -139,11 +139,10 @@ _dask_lock = threading.Lock()
 
 
 def _dask_pipeline(plan: RunPlan) -> FacePipeline:
-    """One pipeline per worker thread and plan, built on first use (worker set-up)."""
+    """One pipeline per worker thread and plan, built on first use (worker set-up).
+    Process-wide tuning is the worker's own (emobatch.batch.dask_preload), never a task's."""
     key = (repr(plan), threading.get_ident())
     with _dask_lock:
-        if not _dask_pipes:
-            limit_heap_growth()
         if key not in _dask_pipes:
             _dask_pipes[key] = FacePipeline(plan)
         return _dask_pipes[key]
@@ -166,12 +165,12 @@ class DaskRunner:
         try:
             import distributed
         except ImportError:
-            raise ValueError("--scheduler needs Dask: pip install 'emobatch[dask]'") from None
+            raise UsageError("--scheduler needs Dask: pip install 'emobatch[dask]'") from None
         self.plan = plan
         try:
             self.client = (scheduler if isinstance(scheduler, distributed.Client)
                            else distributed.Client(scheduler, timeout="60s"))
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:  # ValueError: a malformed address
             raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
         self._own = self.client is not scheduler
 

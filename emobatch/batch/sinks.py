@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_write, publish, temp_path, write_text
 from ..types import EMOTIONS, FaceBatch, Frame
 
-ERROR_FIELDS = ("source", "error", "frames_done")
+# the errors table; traceback is empty for bad inputs (InputError), set for unexpected failures
+ERROR_FIELDS = ("source", "error", "frames_done", "traceback")
 
 
 def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema:
@@ -139,8 +140,10 @@ class TimelineSink:
             self._writer.write_batch(batch)
         self.rows_written += table.num_rows
 
-    def add_error(self, source: str | Path, error: str, frames_done: int = 0) -> None:
-        self.errors.append({"source": str(source), "error": error, "frames_done": frames_done})
+    def add_error(self, source: str | Path, error: str, frames_done: int = 0,
+                  traceback: str | None = None) -> None:
+        self.errors.append({"source": str(source), "error": error, "frames_done": frames_done,
+                            "traceback": traceback or ""})
 
     def flush(self) -> None:
         if len(self._buf) == 0:

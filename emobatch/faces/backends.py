@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .device import amp_dtype
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, UsageError
 from .invariant import invariant_layers
 from .models import fold_batchnorm
 from .weights import LoadedModel
@@ -139,7 +139,7 @@ def resolve_backend(name: str, device: torch.device, has_int8: bool) -> str:
     weights, else 'torch'."""
     if name != "auto":
         if name not in BACKENDS:
-            raise ValueError(f"unknown backend {name!r}; known: {sorted(BACKENDS)}")
+            raise UsageError(f"unknown backend {name!r}; known: {sorted(BACKENDS)}")
         return name
     return "int8" if has_int8 and int8_supported(device) else "torch"
 

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
+
 
 def select_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is an error."""
+    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is a UsageError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but no CUDA GPU is available")
+        raise UsageError("--device cuda asked for, but no CUDA GPU is available")
     return torch.device(device)
 
 

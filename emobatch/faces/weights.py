@@ -82,7 +82,7 @@ def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedM
     digest = sha256_of(path)
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
-        expected = json.loads(sidecar.read_text()).get("sha256")
+        expected = _read_sidecar(sidecar).get("sha256")
         if expected and expected != digest:
             raise WeightsError(f"{path}: sha256 {digest[:12]}... does not match {sidecar.name} "
                                f"({expected[:12]}...); the file is corrupt or was replaced")
@@ -100,11 +100,22 @@ def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedM
     return LoadedModel(model.to(device).eval(), config, path, digest, int8)
 
 
+def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+    """The config JSON beside a weights file; WeightsError if it is not a JSON object."""
+    try:
+        config = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"cannot read {sidecar}: {e}") from e
+    if not isinstance(config, dict):
+        raise WeightsError(f"{sidecar} holds no weights config (a JSON object)")
+    return config
+
+
 def read_config(path: str | Path | None = None) -> dict[str, Any]:
     """A weights file's config without building its model: from the sidecar JSON when there
     is one, else from the file."""
     path = Path(path) if path is not None else default_weights_path()
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
-        return json.loads(sidecar.read_text())
+        return _read_sidecar(sidecar)
     return load_weights(path).config

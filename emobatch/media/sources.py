@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,11 +35,18 @@ NO_SUFFIX = "(none)"
 MAX_IMAGE_PIXELS = 200_000_000
 """Images with more pixels than this raise InputError (decompression-bomb guard)."""
 
-# Pillow has its own guard (warning above Image.MAX_IMAGE_PIXELS, error above twice
-# that, default ~89 M / ~179 M pixels). Ours is the one that counts: read_image checks
-# MAX_IMAGE_PIXELS itself, so Pillow's limit only has to be no stricter than ours.
-if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+def raise_pillow_limit() -> None:
+    """Make Pillow's own guard no stricter than MAX_IMAGE_PIXELS, process-wide.
+
+    Pillow warns above Image.MAX_IMAGE_PIXELS and refuses twice that (default ~89 M / ~179
+    M pixels). read_image checks MAX_IMAGE_PIXELS itself, so in a process emobatch owns
+    (`emobatch.memory.configure_process`) ours is the one that counts; as a library it
+    leaves Pillow's setting to the application, whose stricter limit then applies.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
 
 _BACKGROUND = (255, 255, 255)
 """Transparent pixels are composited onto white (how most viewers show them)."""
@@ -247,7 +255,7 @@ def _open_image(path: Path) -> Image.Image:
     except PermissionError:
         raise InputError("permission denied") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"image too large: {exc}") from None
+        raise _over_pillow_limit(exc) from None
     except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error, ...
         raise InputError(f"not a decodable image: {exc}") from exc
     n_pixels = img.width * img.height
@@ -261,6 +269,15 @@ def _open_image(path: Path) -> Image.Image:
         img.close()
         raise InputError(f"truncated or corrupt image: {exc}") from exc
     return img
+
+
+def _over_pillow_limit(exc: Image.DecompressionBombError) -> InputError:
+    """Pillow's refusal as our InputError, with the pixel count Pillow's message gives."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{found.group(1)} pixels" if found else "too many pixels"
+    return InputError(f"image too large: {size}, over the limit of {2 * Image.MAX_IMAGE_PIXELS} "
+                      f"(twice Pillow's Image.MAX_IMAGE_PIXELS; the emobatch command allows "
+                      f"{MAX_IMAGE_PIXELS})")
 
 
 def read_image(path: Path) -> Frame:
