@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # MKL's matrix products (MTCNN's dense layers) round differently with 1 and 2 threads, so
 # the same frame came out a few 1e-4 apart in one process and in a 1-thread worker.
@@ -30,21 +30,10 @@ def __getattr__(name: str):
     if name in _ANALYSIS:  # pandas loads only when a timeline is analysed
         from . import analysis
         return getattr(analysis, name)
+    if name == "read_timeline":  # pandas loads only when a timeline is read
+        from .batch.sinks import read_timeline
+        return read_timeline
     if name == "write_report":
         from .report import write_report
         return write_report
     raise AttributeError(name)
-
-
-def read_timeline(path: str):
-    """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs."""
-    import pandas as pd
-
-    from .batch.sinks import read_metadata
-
-    df = pd.read_parquet(path) if not str(path).lower().endswith(".csv") else pd.read_csv(path)
-    try:
-        df.attrs["emobatch"] = read_metadata(path)
-    except (OSError, ValueError):
-        pass
-    return df

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .config import Settings
 from .faces.align import Aligner
 from .faces.classify import Classifier

@@ -72,7 +72,7 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     embedded by relative path. thumbnails=False leaves every face picture out (privacy).
     raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
     """
-    from . import read_timeline
+    from .batch.sinks import read_timeline
     from .atomic import atomic_write
 
     timeline = Path(timeline)

@@ -216,3 +216,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         return json.loads(meta_path(path).read_text())
     kv = pq.read_metadata(path).metadata or {}
     return json.loads(kv.get(b"emobatch", b"{}"))
+
+
+def read_timeline(path: str | Path):
+    """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs."""
+    import pandas as pd
+
+    df = pd.read_parquet(path) if not str(path).lower().endswith(".csv") else pd.read_csv(path)
+    try:
+        df.attrs["emobatch"] = read_metadata(path)
+    except (OSError, ValueError):
+        pass
+    return df
