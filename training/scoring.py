@@ -21,19 +21,26 @@ def confusion(pred: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
 
 
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
-    """Per-bin count, mean confidence and accuracy of the top label (bins (lo, hi] on [0, 1])."""
-    conf = probs.max(1) if len(probs) else np.zeros(0)
-    correct = (probs.argmax(1) == labels) if len(probs) else np.zeros(0, bool)
-    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+def _binned(x: np.ndarray, y: np.ndarray, bins: int, x_name: str, y_name: str
+            ) -> list[dict[str, Any]]:
+    """x (n,) in [0, 1] cut into `bins` equal bins (lo, hi]: per bin its count and the means of
+    x and of y (n,) over it, under x_name and y_name (None for an empty bin)."""
+    idx = np.clip(np.ceil(x * bins).astype(np.int64) - 1, 0, bins - 1)
     out = []
     for b in range(bins):
         m = idx == b
         n = int(m.sum())
         out.append({"lo": b / bins, "hi": (b + 1) / bins, "count": n,
-                    "confidence": float(conf[m].mean()) if n else None,
-                    "accuracy": float(correct[m].mean()) if n else None})
+                    x_name: float(x[m].mean()) if n else None,
+                    y_name: float(y[m].mean()) if n else None})
     return out
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
+    """Per-bin count, mean confidence and accuracy of the top label (bins (lo, hi] on [0, 1])."""
+    conf = probs.max(1) if len(probs) else np.zeros(0)
+    correct = (probs.argmax(1) == labels) if len(probs) else np.zeros(0, bool)
+    return _binned(conf, correct, bins, "confidence", "accuracy")
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -147,16 +154,9 @@ def vote_calibration(probs: np.ndarray, dist: np.ndarray, bins: int = ECE_BINS
     the mean vote share of the same (face, class) pairs. Returns the count-weighted mean gap
     and the bins."""
     p, q = np.asarray(probs, np.float64).ravel(), np.asarray(dist, np.float64).ravel()
-    idx = np.clip(np.ceil(p * bins).astype(np.int64) - 1, 0, bins - 1)
-    out, gap = [], 0.0
-    for b in range(bins):
-        m = idx == b
-        n = int(m.sum())
-        out.append({"lo": b / bins, "hi": (b + 1) / bins, "count": n,
-                    "probability": float(p[m].mean()) if n else None,
-                    "vote_share": float(q[m].mean()) if n else None})
-        if n:
-            gap += n / max(len(p), 1) * abs(p[m].mean() - q[m].mean())
+    out = _binned(p, q, bins, "probability", "vote_share")
+    gap = sum(b["count"] / max(len(p), 1) * abs(b["probability"] - b["vote_share"])
+              for b in out if b["count"])
     return float(gap), out
 
 
