@@ -29,7 +29,8 @@ from emobatch.faces.device import select_device
 from emobatch.types import EMOTIONS
 from emobatch.faces.weights import load_weights
 from emobatch.training.data import Split, load_fer
-from emobatch.training.evaluate import metrics, to_emotions_order, vote_metrics
+from emobatch.training.evaluate import to_emotions_order
+from emobatch.training.scoring import metrics, vote_metrics
 
 from machine import machine_info
 

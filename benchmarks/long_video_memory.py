@@ -20,7 +20,9 @@ import av
 from emobatch.config import Settings
 from emobatch.memory import configure_process
 from emobatch.pipeline import FacePipeline
-from emobatch.batch.sinks import TimelineSink
+from emobatch.media.sources import video_info
+
+from product_run import run_as_product
 
 
 def repeat_video(src: Path, dst: Path, minutes: float) -> int:
@@ -69,18 +71,19 @@ def main() -> None:
         reps = repeat_video(a.video, long, a.minutes)
         configure_process()  # as the CLI does where a process starts
         pipe = FacePipeline(Settings(device="cpu", quality=a.quality))
-        n, early, t0 = 0, None, time.perf_counter()
-        with TimelineSink(Path(d) / "t.parquet") as sink:
-            for frame, faces in pipe.frames(long):
-                sink.write(frame, faces)
-                n += 1
-                if early is None and frame.t_sec is not None and frame.t_sec > a.minutes * 6:
-                    early = rss_mb()
+        fps, early = video_info(long).fps or 25.0, []
+
+        def sample(event: str, info: dict) -> None:  # once, past the first 10% of the video
+            if not early and info["frames"] * pipe.settings.every / fps > a.minutes * 6:
+                early.append(rss_mb())
+
+        t0 = time.perf_counter()
+        n = run_as_product(pipe, long, Path(d) / "t.parquet", sample)
         dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"video: {a.video} x{reps} ({n} frames, {a.quality})")
     print(f"frames/s: {n / dt:.2f}")
-    print(f"rss_after_10pct_mb: {early:.1f}")
+    print(f"rss_after_10pct_mb: {early[0]:.1f}")
     print(f"peak_rss_mb: {peak:.1f}")
 
 

@@ -7,6 +7,10 @@ another and their times add up to the wall time (the product overlaps decoding w
 Each stage's time is exclusive: the networks are timed on their own, and a detection stage's
 figure is what is left of it (pyramid resampling, crops, NMS, glue). `other` is the rest of
 the wall time (frame buffering, the smoother's bookkeeping, Python glue).
+
+The rows take the product's path (product_run.py): `process_item` gathers them in a RowBuffer
+and writes a Parquet part into the input's store at each checkpoint, then the parts are
+copied into the timeline as `emobatch run` publishes them (TimelineSink.write_table).
 """
 from __future__ import annotations
 
@@ -27,12 +31,14 @@ from emobatch.config import Settings
 from emobatch.faces.detect import Detector
 from emobatch.memory import configure_process
 from emobatch.faces.mtcnn import CascadeMTCNN
-from emobatch.batch.sinks import TimelineSink
+from emobatch.batch.sinks import RowBuffer, TimelineSink
+from emobatch.batch.store import ItemStore
 from emobatch.faces.smooth import Smoother
 from emobatch.faces.track import Tracker
 from emobatch.faces.video_detect import VideoDetector
 
 from machine import machine_info
+from product_run import run_as_product
 
 
 class StageClock:
@@ -78,7 +84,9 @@ def patch(clock: StageClock, pipe: pipeline.FacePipeline) -> None:
               (CascadeMTCNN, "_output_onet", "O-Net stage (crops, NMS)"),
               (Aligner, "align", "alignment"), (classify, "predict_probs", "classifier (rest)"),
               (Tracker, "track", "tracking"), (Smoother, "smooth", "smoothing"),
-              (TimelineSink, "write", "timeline sink")]
+              (RowBuffer, "add", "timeline rows"),
+              (ItemStore, "write_chunk", "checkpoints (Parquet part, state)"),
+              (TimelineSink, "write_table", "timeline publish")]
     for owner, name, label in stages:
         setattr(owner, name, W(label, getattr(owner, name)))
     casc = pipe.detector.cascade
@@ -122,11 +130,9 @@ def main() -> None:
         break
     clock.seconds.clear()
     clock.calls.clear()
-    with tempfile.TemporaryDirectory() as d, TimelineSink(Path(d) / "t.parquet") as sink:
-        t0, n = time.perf_counter(), 0
-        for frame, faces in pipe.frames(a.video):
-            sink.write(frame, faces)
-            n += 1
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        n = run_as_product(pipe, a.video, Path(d) / "t.parquet")
         wall = time.perf_counter() - t0
     ms = {k: round(1000 * v / n, 2) for k, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1])}
     ms["other"] = round(1000 * wall / n - sum(ms.values()), 2)

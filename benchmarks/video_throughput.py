@@ -35,12 +35,12 @@ from emobatch.config import TTA_MODES, Settings
 from emobatch.faces.detect import Detector
 from emobatch.memory import configure_process
 from emobatch.pipeline import FacePipeline
-from emobatch.batch.sinks import TimelineSink
 from emobatch.media.sources import iter_video
 from emobatch.faces.track import iou_matrix
 from emobatch.types import EMOTIONS
 
 from machine import machine_info
+from product_run import run_as_product
 
 
 def decode_fps(video: Path) -> tuple[float, int]:
@@ -51,14 +51,12 @@ def decode_fps(video: Path) -> tuple[float, int]:
 
 
 def timed_run(pipe: FacePipeline, video: Path) -> tuple[float, pd.DataFrame]:
-    """fps of frames -> timeline rows (Parquet written, as a user's run does)."""
+    """fps of frames -> timeline rows, written as `emobatch run` writes them (a Parquet part
+    per checkpoint in the input's store, then the timeline)."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "t.parquet"
-        t0, n = time.perf_counter(), 0
-        with TimelineSink(out) as sink:
-            for frame, faces in pipe.frames(video):
-                sink.write(frame, faces)
-                n += 1
+        t0 = time.perf_counter()
+        n = run_as_product(pipe, video, out)
         fps = n / (time.perf_counter() - t0)
         return fps, pd.read_parquet(out)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .config import Settings
 from .faces.backends import resolve_backend, runtime_name_of
 from .faces.device import select_device

@@ -30,6 +30,18 @@ def test_empty_batch(clf):
     assert out.probs.shape == (0, 7)
 
 
+def test_empty_batch_has_the_models_class_count():
+    import torch
+
+    from emobatch.faces.backends import inference_model
+    from emobatch.faces.classify import predict_probs
+    from emobatch.faces.models import build_model
+
+    model = inference_model(build_model("tiny", num_classes=5).eval())
+    crops = np.zeros((0, 48, 48), np.uint8)
+    assert predict_probs(model, crops, torch.device("cpu"), None).shape == (0, 5)
+
+
 @pytest.mark.parametrize("tta", ["flip", "zoom", "tencrop"])
 def test_tta_is_mirror_symmetric(tta):
     """Each mode's views of a mirrored face are the mirrored views of the face."""

@@ -46,7 +46,8 @@ def clip_folder(tmp_path_factory) -> Path:
 
 
 def test_one_place_owns_the_suffix_sets():
-    assert sources.VIDEO_SUFFIXES is filetypes.VIDEO_SUFFIXES is annotate.VIDEO_SUFFIXES
+    assert sources.VIDEO_SUFFIXES is filetypes.VIDEO_SUFFIXES
+    assert not hasattr(annotate, "VIDEO_SUFFIXES")  # one place: filetypes
     assert sources.IMAGE_SUFFIXES is filetypes.IMAGE_SUFFIXES
     for suffix in (".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp", ".wmv", ".ogv", ".vob"):
         assert suffix in filetypes.VIDEO_SUFFIXES
@@ -59,7 +60,8 @@ def test_folder_of_common_containers_is_discovered_and_decoded(clip_folder):
     assert sorted(p.name for p in found.files) == sorted(f"clip{s}" for s in CLIPS)
     assert found.skipped == {} and found.unreadable == []
     for path in found.files:
-        assert kind_of(path) == "video" and annotate.is_video(path)
+        assert kind_of(path) == "video"
+        assert annotate.annotated_name(path, None, Path(".")).suffix == ".mp4"  # drawn as a video
         frames = list(iter_frames(path))
         assert [f.index for f in frames] == list(range(N_FRAMES)), path.name
         assert frames[0].image.shape == (48, 64, 3)

@@ -109,7 +109,7 @@ def test_annotation_root(tmp_path):
 def test_shared_video_every_frame(pipe, tmp_path):
     video = shared_path("media", "videos", "facenet_pytorch_video.mp4")
     out = tmp_path / "v.parquet"
-    s = run_files([video], out, None, Settings(device="cpu", every=5))
+    run_files([video], out, None, Settings(device="cpu", every=5))
     df = pd.read_parquet(out)
     assert sorted(df["frame"].unique()) == list(range(0, 105, 5))
     assert df.groupby("frame").size().median() >= 4  # several people per frame

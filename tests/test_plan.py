@@ -5,7 +5,6 @@ from collections import Counter
 
 import pytest
 
-import emobatch
 from conftest import SAMPLE
 from emobatch.config import Settings
 from emobatch.faces.net_backends import NetRuntime

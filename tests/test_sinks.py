@@ -6,7 +6,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from emobatch.batch.sinks import TimelineSink, errors_path, read_metadata, timeline_schema
+from emobatch.batch import sinks
+from emobatch.batch.sinks import (CsvTimeline, ParquetTimeline, RowBuffer, TimelineSink, errors_path,
+                                  read_metadata, read_timeline, timeline_schema)
 from emobatch.types import EMOTIONS, FaceBatch, Frame
 
 
@@ -19,13 +21,22 @@ def _faces(n: int) -> FaceBatch:
                      probs_raw=p)
 
 
+def _rows(*frames: tuple[Frame, FaceBatch]):
+    """The timeline table of some frames, as a run's store holds it."""
+    rows = RowBuffer()
+    for frame, faces in frames:
+        rows.add(frame, faces)
+    return rows.take()
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_rows_per_face_and_empty_frames(tmp_path, suffix):
     out = tmp_path / f"r{suffix}"
     with TimelineSink(out, {"k": "v"}, flush_rows=2) as sink:
-        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 0, 0.0), _faces(2))
-        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 1, 1001 / 30000), _faces(0))
-        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(3))
+        sink.write_table(_rows(
+            (Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 0, 0.0), _faces(2)),
+            (Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 1, 1001 / 30000), _faces(0))))
+        sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(3))))
         sink.add_error("bad.mp4", "zero-byte file")
     df = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
     assert len(df) == 6
@@ -47,7 +58,7 @@ def test_rows_per_face_and_empty_frames(tmp_path, suffix):
 def test_parquet_is_zstd(tmp_path):
     out = tmp_path / "r.parquet"
     with TimelineSink(out) as sink:
-        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(1))
+        sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(1))))
     assert pq.ParquetFile(out).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
@@ -55,7 +66,7 @@ def test_crash_never_leaves_final_name(tmp_path):
     out = tmp_path / "r.parquet"
     with pytest.raises(KeyboardInterrupt):
         with TimelineSink(out, flush_rows=1) as sink:
-            sink.write(Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(2))
+            sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(2))))
             assert not out.exists()
             raise KeyboardInterrupt
     assert not out.exists()
@@ -67,3 +78,44 @@ def test_crash_never_leaves_final_name(tmp_path):
 def test_bad_suffix():
     with pytest.raises(ValueError, match=".parquet or .csv"):
         TimelineSink("r.txt")
+
+
+def test_formats_by_suffix():
+    assert sinks.TIMELINE_WRITERS == {".parquet": ParquetTimeline, ".pq": ParquetTimeline,
+                                      ".csv": CsvTimeline}
+    assert TimelineSink("r.PQ").format is ParquetTimeline
+
+
+def test_a_registered_format_is_written_and_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(sinks, "TIMELINE_WRITERS", dict(sinks.TIMELINE_WRITERS))
+
+    @sinks.register_timeline_format(".jsonl")
+    class JsonLines:
+        def __init__(self, path, schema):
+            self.fh = open(path, "w")
+
+        def write_batch(self, batch):
+            for row in batch.to_pylist():
+                self.fh.write(json.dumps(row) + "\n")
+
+        def close(self, metadata):
+            self.fh.close()
+
+        @staticmethod
+        def write_sidecar(final, metadata):
+            final.with_suffix(".meta").write_text(json.dumps(metadata))
+
+        @staticmethod
+        def read_metadata(path):
+            return json.loads(path.with_suffix(".meta").read_text())
+
+        @staticmethod
+        def read(path):
+            return pd.read_json(path, lines=True)
+
+    out = tmp_path / "r.jsonl"
+    with TimelineSink(out, {"k": "v"}) as sink:
+        sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(2))))
+    df = read_timeline(out)
+    assert len(df) == 2 and list(df.columns) == timeline_schema().names
+    assert df.attrs["emobatch"]["k"] == "v" and errors_path(out).is_file()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from emobatch.types import EMOTIONS
 from training import evaluate as ev
+from training import scoring as sc
 from training.augment import mixup, random_affine, random_erasing
 from training.data import Split, TrainingError, load_fer
 
@@ -181,16 +182,16 @@ def test_seeded_run_repeats_exactly_also_when_resumed(fer_folder, tmp_path, monk
             torch.set_num_threads(threads)
 
     straight = go("straight")
-    real_write = fit._write_history
+    real_write = fit.write_history
 
     def stop_after_first_epoch(path, history):
         real_write(path, history)
         raise KeyboardInterrupt  # the checkpoint of epoch 1 is already saved
 
-    monkeypatch.setattr(fit, "_write_history", stop_after_first_epoch)
+    monkeypatch.setattr(fit, "write_history", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         go("resumed")
-    monkeypatch.setattr(fit, "_write_history", real_write)
+    monkeypatch.setattr(fit, "write_history", real_write)
     resumed = go("resumed", resume=True)
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert drop(resumed) == drop(straight)
@@ -328,7 +329,7 @@ def test_evaluate_other_dataset_six_classes(folder_run, tmp_path, capsys):
 def test_macro_f1_ignores_classes_the_data_lacks():
     labels = np.array([0, 0, 1, 1])
     pred = np.array([0, 2, 1, 1])  # one prediction into class 2, which the data does not have
-    m = ev.metrics(np.eye(3)[pred], labels, 3, ["a", "b", "c"])
+    m = sc.metrics(np.eye(3)[pred], labels, 3, ["a", "b", "c"])
     assert m["classes"] == ["a", "b"] and m["per_class"]["c"]["support"] == 0
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
     assert m["accuracy"] == pytest.approx(3 / 4)
@@ -339,9 +340,9 @@ def test_macro_f1_ignores_classes_the_data_lacks():
 def test_confusion_and_metrics():
     labels = np.array([0, 0, 1, 2, 2, 2])
     pred = np.array([0, 1, 1, 2, 2, 0])
-    cm = ev.confusion(pred, labels, 3)
+    cm = sc.confusion(pred, labels, 3)
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
-    m = ev.metrics(np.eye(3)[pred], labels, 3, ["a", "b", "c"])
+    m = sc.metrics(np.eye(3)[pred], labels, 3, ["a", "b", "c"])
     assert m["accuracy"] == pytest.approx(4 / 6) and m["n"] == 6
     assert m["per_class"]["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
     assert m["per_class"]["b"]["precision"] == pytest.approx(0.5) and m["per_class"]["b"]["recall"] == 1.0
@@ -358,12 +359,12 @@ def _toy(conf: float, acc: float, n: int = 1000) -> tuple[np.ndarray, np.ndarray
 
 
 def test_ece():
-    assert ev.ece(*_toy(0.8, 0.8)) == pytest.approx(0.0, abs=1e-9)
+    assert sc.ece(*_toy(0.8, 0.8)) == pytest.approx(0.0, abs=1e-9)
     p1, l1 = _toy(0.6, 0.6, 500)
     p2, l2 = _toy(0.9, 0.9, 500)
-    assert ev.ece(np.concatenate([p1, p2]), np.concatenate([l1, l2])) == pytest.approx(0.0, abs=1e-9)
-    assert ev.ece(*_toy(0.99, 0.5)) == pytest.approx(0.49)
-    bins = ev.reliability(*_toy(0.99, 0.5))
+    assert sc.ece(np.concatenate([p1, p2]), np.concatenate([l1, l2])) == pytest.approx(0.0, abs=1e-9)
+    assert sc.ece(*_toy(0.99, 0.5)) == pytest.approx(0.49)
+    bins = sc.reliability(*_toy(0.99, 0.5))
     assert len(bins) == 15 and sum(b["count"] for b in bins) == 1000 and bins[-1]["count"] == 1000
 
 
@@ -373,13 +374,13 @@ def test_fit_temperature_overconfident():
     p_true = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     labels = (p_true.cumsum(1) > rng.random((3000, 1))).argmax(1)  # sampled: calibrated at T=1
     over = np.exp(3 * z) / np.exp(3 * z).sum(1, keepdims=True)  # 3x sharper: overconfident
-    t = ev.fit_temperature(over, labels)
+    t = sc.fit_temperature(over, labels)
     assert 2.0 < t < 4.5
-    scaled = ev.scale_probs(over, t)
-    assert ev.nll(scaled, labels) < ev.nll(over, labels) - 0.1
-    assert ev.ece(scaled, labels) < ev.ece(over, labels)
+    scaled = sc.scale_probs(over, t)
+    assert sc.nll(scaled, labels) < sc.nll(over, labels) - 0.1
+    assert sc.ece(scaled, labels) < sc.ece(over, labels)
     assert (scaled.argmax(1) == over.argmax(1)).all()  # accuracy unchanged
-    assert ev.fit_temperature(np.zeros((0, 7)), np.zeros(0, np.int64)) == 1.0
+    assert sc.fit_temperature(np.zeros((0, 7)), np.zeros(0, np.int64)) == 1.0
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -33,7 +33,8 @@ from emobatch.faces.weights import load_weights, save_weights
 from . import ferplus, fit
 from .data import TrainingError, add_votes_argument, exit_on_error, load_fer, votes_arg
 from .distill import provenance
-from .evaluate import to_emotions_order, vote_metrics
+from .evaluate import to_emotions_order
+from .scoring import vote_metrics
 
 log = logging.getLogger("training.adjust")
 

@@ -8,7 +8,6 @@ history) is written every epoch; --resume continues from it. The best epoch on P
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import logging
 import math
@@ -23,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from emobatch.atomic import atomic_path, atomic_write
 from emobatch.faces.classify import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.faces.device import amp_dtype, autocast, select_device
@@ -31,11 +29,12 @@ from emobatch.faces.models import build_model
 from emobatch.faces.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
 from emobatch.faces.weights import DEFAULT_NAME, load_weights, save_weights
 from .augment import mixup, random_affine, random_erasing
+from .checkpoint import Trainee, resume, save_checkpoint, write_history
 from . import ferplus
 from .data import (Split, TrainingError, add_align_argument, add_votes_argument, exit_on_error,
                    load_fer, votes_arg)
 from .distill import cached_teacher_probs, distill_loss, provenance, soften
-from .evaluate import nll, vote_metrics
+from .scoring import nll, vote_metrics
 
 log = logging.getLogger("training.fit")
 
@@ -219,21 +218,6 @@ def training_targets(labels: str, train: Split, mix: float) -> tuple[Split, np.n
     return train.subset(keep), q[keep]
 
 
-def _save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    if not history:
-        return
-    with atomic_write(path, "w", newline="") as fh:
-        fields = list(dict.fromkeys(k for row in history for k in row))  # all rows' columns
-        w = csv.DictWriter(fh, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(history)
-
-
 def _out_path(out: str) -> Path:
     p = Path(out)
     return p if p.suffix == ".pt" else p / DEFAULT_NAME
@@ -301,6 +285,64 @@ def finalize(out_path: Path, val: Split, device, dtype) -> None:
     log.info("tta=%s (PublicTest %s %.4f) -> %s", config["tta"], key, best, out_path)
 
 
+def load_splits(args: argparse.Namespace) -> tuple[Split, Split, np.ndarray, str]:
+    """Training (--limit applied) with its targets (n, 7), PublicTest, and --labels resolved."""
+    data = load_fer(args.data, align=args.align, votes=votes_arg(args.votes))
+    train, val = data["Training"], data["PublicTest"]
+    if len(train) == 0 or len(val) == 0:
+        raise TrainingError(f"{args.data}: need Training and PublicTest images "
+                         f"(found {len(train)} and {len(val)})")
+    if args.limit:
+        train = train.subset(np.random.default_rng(args.seed).permutation(len(train))[:args.limit])
+    labels = resolve_labels(args, train, val)
+    train, targets = training_targets(labels, train, args.label_mix)
+    if labels == "fer2013":  # scored as before: FER2013's labels only
+        val = dataclasses.replace(val, votes=None)
+    return train, val, targets, labels
+
+
+def teacher_targets(args: argparse.Namespace, train: Split, ckpt_dir: Path, device
+                    ) -> tuple[np.ndarray | None, dict | None]:
+    """--distill's soft targets (n, 7) and their provenance for the config; (None, None)
+    without --distill."""
+    if not args.distill:
+        return None, None
+    soft, teachers = cached_teacher_probs(args.distill, train.images, ckpt_dir, device, args.amp)
+    log.info("distilling from %d teacher(s): their training accuracy %.4f",
+             len(teachers), float((soft.argmax(1) == train.labels).mean()))
+    return soft, {"teachers": teachers, "alpha": args.distill_alpha,
+                  "temperature": args.distill_temp}
+
+
+def build_training(args: argparse.Namespace, n_train: int, device) -> tuple[Trainee, dict | None]:
+    """The model (--init's weights copied in), its EMA, the optimizer and the schedule; and
+    --init's provenance."""
+    model = build_model(args.arch, dropout=args.dropout)
+    init = load_init(model, args.init, args.arch) if args.init else None
+    model = model.to(device).to(memory_format=torch.channels_last)
+    ema = AveragedModel(model, avg_fn=ema_avg_fn(args.ema_decay), use_buffers=True)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                          weight_decay=args.wd, nesterov=True)
+    steps = math.ceil(n_train / args.batch_size) * args.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, cosine_lambda(steps, int(args.warmup_epochs * steps / args.epochs)))
+    return Trainee(model, ema, opt, sched), init
+
+
+def fit_epoch(t: Trainee, train: Split, targets: np.ndarray, val: Split, args: argparse.Namespace,
+              epoch: int, device, dtype, soft: np.ndarray | None) -> tuple[dict, dict, dict]:
+    """One epoch of training, then PublicTest scored: the history row, the raw and EMA scores."""
+    t0 = time.time()
+    row = {"epoch": epoch + 1, "lr": t.opt.param_groups[0]["lr"]}
+    row |= train_one_epoch(t.model, t.ema, t.opt, t.sched, train.images, targets, args, epoch,
+                           device, dtype, soft)
+    raw, avg = (evaluate(m, val, device, dtype) for m in (t.model, t.ema.module))
+    row |= {f"val_{k}": v for k, v in raw.items()}
+    row |= {f"ema_val_{k}": v for k, v in avg.items()}
+    row["seconds"] = time.time() - t0
+    return row, raw, avg
+
+
 @exit_on_error
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -313,68 +355,22 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     ckpt_dir = Path(args.ckpt_dir or f"runs/{args.arch}")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    data = load_fer(args.data, align=args.align, votes=votes_arg(args.votes))
-    train, val = data["Training"], data["PublicTest"]
-    if len(train) == 0 or len(val) == 0:
-        raise TrainingError(f"{args.data}: need Training and PublicTest images "
-                         f"(found {len(train)} and {len(val)})")
-    if args.limit:
-        train = train.subset(np.random.default_rng(args.seed).permutation(len(train))[:args.limit])
-    labels = resolve_labels(args, train, val)
-    train, targets = training_targets(labels, train, args.label_mix)
+    train, val, targets, labels = load_splits(args)
     select = SELECT_ON[labels]
-    if labels == "fer2013":  # scored as before: FER2013's labels only
-        val = dataclasses.replace(val, votes=None)
     log.info("train %d (%s targets), PublicTest %d, device %s, autocast %s", len(train), labels,
              len(val), device, dtype)
-
-    soft, distill = None, None
-    if args.distill:
-        soft, teachers = cached_teacher_probs(args.distill, train.images, ckpt_dir, device,
-                                               args.amp)
-        distill = {"teachers": teachers, "alpha": args.distill_alpha,
-                   "temperature": args.distill_temp}
-        log.info("distilling from %d teacher(s): their training accuracy %.4f",
-                 len(teachers), float((soft.argmax(1) == train.labels).mean()))
-    model = build_model(args.arch, dropout=args.dropout)
-    init = load_init(model, args.init, args.arch) if args.init else None
-    model = model.to(device).to(memory_format=torch.channels_last)
-    ema = AveragedModel(model, avg_fn=ema_avg_fn(args.ema_decay), use_buffers=True)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                          weight_decay=args.wd, nesterov=True)
-    steps = math.ceil(len(train) / args.batch_size) * args.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, cosine_lambda(steps, int(args.warmup_epochs * steps / args.epochs)))
+    soft, distill = teacher_targets(args, train, ckpt_dir, device)
+    t, init = build_training(args, len(train), device)
     start, history, best = 0, [], -1.0
     ckpt_path = ckpt_dir / "checkpoint.pt"
     if args.resume:
         src = ckpt_path if args.resume == "auto" else Path(args.resume)
-        if src.is_file():
-            ck = torch.load(src, map_location=device, weights_only=False)
-            if ck.get("labels", "fer2013") != labels:  # checkpoints before FER+ learnt FER2013's
-                raise TrainingError(f"{src} was trained with --labels {ck.get('labels', 'fer2013')}, "
-                                    f"this run resolves --labels to {labels}: give the same "
-                                    f"--labels, or start a new --ckpt-dir")
-            model.load_state_dict(ck["model"])
-            ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
-            log.info("resumed from %s at epoch %d (best %.4f)", src, start, best)
-        else:
-            log.info("no checkpoint at %s: starting fresh", src)
+        start, history, best = resume(src, t, labels, device) or (start, history, best)
 
     command = f"python -m {__package__}.fit " + shlex.join(argv if argv is not None else sys.argv[1:])
     out_path = _out_path(args.out)
     for epoch in range(start, args.epochs):
-        t0 = time.time()
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        row |= train_one_epoch(model, ema, opt, sched, train.images, targets, args, epoch,
-                               device, dtype, soft)
-        raw, avg = (evaluate(m, val, device, dtype) for m in (model, ema.module))
-        row |= {f"val_{k}": v for k, v in raw.items()}
-        row |= {f"ema_val_{k}": v for k, v in avg.items()}
-        row["seconds"] = time.time() - t0
+        row, raw, avg = fit_epoch(t, train, targets, val, args, epoch, device, dtype, soft)
         history.append(row)
         log.info("epoch %d/%d %s", epoch + 1, args.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
@@ -382,14 +378,10 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         scores = avg if use_ema else raw
         if scores[select] > best:
             best = scores[select]
-            export(ema.module if use_ema else model, args, command, epoch, scores, labels,
+            export(t.ema.module if use_ema else t.model, args, command, epoch, scores, labels,
                    use_ema, out_path, init, distill)
-        _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
-                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "epoch": epoch, "args": vars(args), "history": history, "best": best,
-                      "labels": labels},
-                     ckpt_path)
-        _write_history(ckpt_dir / "history.csv", history)
+        save_checkpoint(ckpt_path, t, epoch, vars(args), history, best, labels)
+        write_history(ckpt_dir / "history.csv", history)
     if out_path.is_file():
         finalize(out_path, val, device, dtype)
     return {"best_publictest_acc": best, "selected_on": _METRIC_NAMES[select],

@@ -29,7 +29,7 @@ from emobatch.config import TTA_MODES
 from emobatch.faces.preprocess import to_tensor
 from emobatch.faces.weights import load_weights, save_weights
 from .data import TrainingError, add_align_argument, exit_on_error, load_fer
-from .evaluate import vote_metrics
+from .scoring import vote_metrics
 
 log = logging.getLogger("training.quantize")
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ..media.annotate import annotated_name
 from ..atomic import temp_path
-from .sinks import errors_path, meta_path, partial_path, timeline_format
+from .sinks import errors_path, meta_path, partial_path, timeline_writer
 from .store import WorkItem, item_key, work_dir
 from ..errors import UsageError
 
@@ -48,7 +48,7 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
     """UsageError unless the timeline, the report and the annotate folder can be written
     safely: none of them an input or where another output goes."""
     try:
-        timeline_format(out)
+        timeline_writer(out)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if out.is_dir():

@@ -1,16 +1,18 @@
 """Timeline sinks: Parquet (zstd) or CSV, written batch by batch and published atomically.
 
-Rows are appended per frame; every `flush_rows` rows a record batch is written to a hidden
-temporary file beside the target. A clean close renames it to the final name; an exception
-(Ctrl-C included) publishes what was written as `<stem>.partial<suffix>` instead, so the
-final name never holds a truncated file and finished work is not lost.
+A run gathers each input's rows in a RowBuffer (parts in its store); the sink appends them
+as record batches of at most `flush_rows` rows to a hidden temporary file beside the target,
+through the TimelineWriter registered for the target's suffix. A clean close renames it to
+the final name; an exception (Ctrl-C included) publishes what was written as
+`<stem>.partial<suffix>` instead, so the final name never holds a truncated file and
+finished work is not lost.
 """
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -97,8 +99,117 @@ class RowBuffer:
         return table
 
 
+class TimelineWriter(Protocol):
+    """One timeline file being written in one format (register_timeline_format): record
+    batches in, then closed; and how the format keeps the run metadata and is read back."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None: ...
+
+    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+
+    def close(self, metadata: dict[str, Any]) -> None:
+        """Finish the file, with the run metadata inside it where the format holds any."""
+
+    @staticmethod
+    def write_sidecar(final: Path, metadata: dict[str, Any]) -> None:
+        """Beside the published file: the run metadata the file itself cannot hold."""
+
+    @staticmethod
+    def read_metadata(path: Path) -> dict[str, Any]: ...
+
+    @staticmethod
+    def read(path: Path) -> Any:
+        """The timeline as a pandas DataFrame."""
+
+
+TIMELINE_WRITERS: dict[str, type[TimelineWriter]] = {}
+"""Lower-case suffix -> the timeline format written and read under it."""
+
+
+def register_timeline_format(*suffixes: str) -> Callable[[type], type]:
+    """Class decorator: the TimelineWriter of files ending in `suffixes`."""
+    def deco(cls: type) -> type:
+        for suffix in suffixes:
+            TIMELINE_WRITERS[suffix] = cls
+        return cls
+    return deco
+
+
+@register_timeline_format(".parquet", ".pq")
+class ParquetTimeline:
+    """Parquet (zstd); the run metadata as JSON under the key-value metadata's 'emobatch'."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self, metadata: dict[str, Any]) -> None:
+        try:
+            self._writer.add_key_value_metadata({"emobatch": json.dumps(metadata)})
+        finally:
+            self._writer.close()
+
+    @staticmethod
+    def write_sidecar(final: Path, metadata: dict[str, Any]) -> None:
+        pass
+
+    @staticmethod
+    def read_metadata(path: Path) -> dict[str, Any]:
+        kv = pq.read_metadata(path).metadata or {}
+        return json.loads(kv.get(b"emobatch", b"{}"))
+
+    @staticmethod
+    def read(path: Path) -> Any:
+        import pandas as pd
+
+        return pd.read_parquet(path)
+
+
+@register_timeline_format(".csv")
+class CsvTimeline:
+    """CSV with a header row; the run metadata in `<stem>.meta.json` beside it."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._writer = pacsv.CSVWriter(path, schema)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self, metadata: dict[str, Any]) -> None:
+        self._writer.close()
+
+    @staticmethod
+    def write_sidecar(final: Path, metadata: dict[str, Any]) -> None:
+        write_text(meta_path(final), json.dumps(metadata, indent=2) + "\n")
+
+    @staticmethod
+    def read_metadata(path: Path) -> dict[str, Any]:
+        return json.loads(meta_path(path).read_text())
+
+    @staticmethod
+    def read(path: Path) -> Any:
+        import pandas as pd
+
+        return pd.read_csv(path)
+
+
+def timeline_writer(path: str | Path) -> type[TimelineWriter]:
+    """The format of a timeline to write, by its suffix; ValueError for an unknown one."""
+    writer = TIMELINE_WRITERS.get(Path(path).suffix.lower())
+    if writer is None:
+        raise ValueError(f"--out must end in .parquet or .csv, not {Path(path).name!r}")
+    return writer
+
+
+def _reader(path: str | Path) -> type[TimelineWriter]:
+    # a timeline under any other name is read as Parquet, the default format
+    return TIMELINE_WRITERS.get(Path(path).suffix.lower(), ParquetTimeline)
+
+
 class TimelineSink:
-    """Context manager writing timeline rows to .parquet (zstd) or .csv, chosen by suffix.
+    """Context manager writing timeline tables to .parquet (zstd) or .csv, chosen by suffix.
 
     Rows go to a unique hidden temp file beside the target (emobatch.atomic); a clean exit
     publishes it under `path`, an exception (Ctrl-C included) under `partial_path(path)`.
@@ -106,52 +217,31 @@ class TimelineSink:
 
     def __init__(self, path: str | Path, metadata: dict[str, Any] | None = None,
                  labels: tuple[str, ...] | list[str] = EMOTIONS, flush_rows: int = 20_000) -> None:
+        """flush_rows: the most rows in one record batch written."""
         self.path = Path(path)
-        self.format = timeline_format(self.path)
+        self.format = timeline_writer(self.path)
         self.labels = labels
         self.schema = timeline_schema(labels)
         self.metadata = dict(metadata or {})
         self.flush_rows = flush_rows
         self.errors: list[dict[str, Any]] = []
-        self.rows_written = 0
-        self._buf = RowBuffer(labels)
         self._tmp = temp_path(self.path)
-        self._writer: Any = None
-        self.written_path: Path | None = None
+        self._writer: TimelineWriter | None = None
 
     def __enter__(self) -> "TimelineSink":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.format == "parquet":
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
-        else:
-            self._writer = pacsv.CSVWriter(self._tmp, self.schema)
+        self._writer = self.format(self._tmp, self.schema)
         return self
-
-    def write(self, frame: Frame, faces: FaceBatch) -> None:
-        """Append the rows of one frame."""
-        self._buf.add(frame, faces)
-        if len(self._buf) >= self.flush_rows:
-            self.flush()
 
     def write_table(self, table: pa.Table) -> None:
         """Append rows already in the timeline schema (e.g. a finished part of a run)."""
-        self.flush()
         for batch in table.cast(self.schema).to_batches(self.flush_rows):
             self._writer.write_batch(batch)
-        self.rows_written += table.num_rows
 
     def add_error(self, source: str | Path, error: str, frames_done: int = 0,
                   traceback: str | None = None) -> None:
         self.errors.append({"source": str(source), "error": error, "frames_done": frames_done,
                             "traceback": traceback or ""})
-
-    def flush(self) -> None:
-        if len(self._buf) == 0:
-            return
-        n = len(self._buf)
-        for batch in self._buf.take().to_batches():
-            self._writer.write_batch(batch)
-        self.rows_written += n
 
     def __exit__(self, exc_type, exc, tb) -> None:
         final = self.path
@@ -159,13 +249,7 @@ class TimelineSink:
             final = partial_path(self.path)
             self.metadata["interrupted"] = f"{exc_type.__name__}: {exc}"
         try:
-            try:
-                self.flush()
-                if self.format == "parquet":
-                    self._writer.add_key_value_metadata(
-                        {"emobatch": json.dumps({**self.metadata, "errors": self.errors})})
-            finally:
-                self._writer.close()
+            self._writer.close({**self.metadata, "errors": self.errors})
             publish(self._tmp, final)
             self._write_sidecars(final)
         except BaseException:
@@ -173,28 +257,14 @@ class TimelineSink:
             if exc_type is None:
                 raise
             return  # the original exception is the one to report
-        self.written_path = final
 
     def _write_sidecars(self, final: Path) -> None:
-        """errors table (always, maybe empty) and, for CSV, the run metadata as JSON."""
+        """errors table (always, maybe empty) and the metadata the format keeps beside it."""
         with atomic_write(errors_path(final), "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
             w.writeheader()
             w.writerows(self.errors)
-        if self.format == "csv":
-            write_text(meta_path(final), json.dumps({**self.metadata, "errors": self.errors},
-                                                    indent=2) + "\n")
-
-
-TIMELINE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
-
-
-def timeline_format(path: Path) -> str:
-    """'parquet' or 'csv' from the suffix; ValueError for anything else."""
-    fmt = TIMELINE_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise ValueError(f"--out must end in .parquet or .csv, not {Path(path).name!r}")
-    return fmt
+        self.format.write_sidecar(final, {**self.metadata, "errors": self.errors})
 
 
 def partial_path(timeline: Path) -> Path:
@@ -214,8 +284,14 @@ def errors_path(timeline: Path) -> Path:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The run metadata of a timeline (Parquet key-value metadata, or the CSV's .meta.json)."""
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        return json.loads(meta_path(path).read_text())
-    kv = pq.read_metadata(path).metadata or {}
-    return json.loads(kv.get(b"emobatch", b"{}"))
+    return _reader(path).read_metadata(Path(path))
+
+
+def read_timeline(path: str | Path):
+    """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs."""
+    df = _reader(path).read(Path(path))
+    try:
+        df.attrs["emobatch"] = read_metadata(path)
+    except (OSError, ValueError):
+        pass
+    return df

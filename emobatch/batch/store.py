@@ -157,9 +157,6 @@ class ItemStore:
         r = self.resume_point()
         return self.parts(r.chunk) if r else []
 
-    def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:

@@ -73,7 +73,7 @@ def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
                 p = model(xv).float().softmax(1)
             total = total + p.view(-1, len(x), p.shape[1]).sum(0)
         out.append((total / len(views)).cpu())
-    n_cls = getattr(model, "num_classes", 7)
+    n_cls = [m.out_features for m in model.modules() if hasattr(m, "out_features")][-1]
     return torch.cat(out).numpy() if out else np.zeros((0, n_cls), np.float32)
 
 

@@ -15,8 +15,7 @@ import av
 import cv2
 import numpy as np
 
-# the suffix sets live in emobatch.media.filetypes; VIDEO_SUFFIXES stays importable from here
-from .filetypes import BROWSER_IMAGE_SUFFIXES, VIDEO_SUFFIXES  # noqa: F401
+from .filetypes import BROWSER_IMAGE_SUFFIXES
 from .sources import kind_of
 from ..atomic import atomic_path, atomic_write, publish, temp_path
 from ..types import EMOTIONS, FaceBatch
@@ -42,11 +41,6 @@ BLUR_CELLS = 8
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _TIME_BASE = Fraction(1, 90000)
-
-
-def is_video(path: Path) -> bool:
-    """True for a video: a known video suffix, or another suffix whose file PyAV opens as one."""
-    return kind_of(Path(path)) == "video"
 
 
 # --------------------------------------------------------------------------- drawing
@@ -345,7 +339,7 @@ def annotated_name(source: Path, root: Path | None, out_dir: Path) -> Path:
     """
     rel = _relative(Path(source), None if root is None else Path(root))
     suffix = rel.suffix.lower()
-    if is_video(Path(source)):
+    if kind_of(Path(source)) == "video":
         keep = suffix == ".mp4"
         return Path(out_dir) / (rel if keep else rel.with_name(rel.name + ".mp4"))
     keep = suffix in BROWSER_IMAGE_SUFFIXES

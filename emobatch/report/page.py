@@ -1,227 +1,27 @@
-"""The offline HTML report of a timeline (`emobatch report RESULTS [--out report.html]`).
-
-One self-contained file: inline CSS, inline SVG plots, a few lines of inline JavaScript and
-face thumbnails as data URIs; the page fetches nothing (its Content-Security-Policy forbids
-it). Every figure comes from `emobatch.analysis` (summaries, episodes, binned series) and
-the run metadata: this module only lays them out and reads thumbnails from the inputs.
-
-Annotated MP4s are linked, not inlined: an hour of video as a data URI would make a
-gigabyte page. The `<video>` points at the MP4 by a path relative to the report, so the
-report works where it was written, or moved together with the annotated folder; without
-the MP4 the page still works, minus playback.
-"""
+"""The HTML report's page: overview, a section per video (probability areas, episodes,
+tables), the photos; inline CSS and JavaScript, nothing fetched."""
 from __future__ import annotations
 
-import base64
 import html
-import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
-from urllib.parse import quote
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import analysis
-from .types import EMOTIONS
+from .. import analysis
+from ..types import EMOTIONS
+from .data import MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key
 
-PLOT_BINS = 400          # points per track plot: an hour reads as well as a minute
-MAX_PLOTTED_TRACKS = 12  # per video, the longest on screen; the others are in the tables
 MAX_EPISODE_ROWS = 300   # per video, the longest episodes, shown in time order
-MAX_PHOTO_FACES = 400    # gallery and table
-THUMB_PX = 64            # thumbnail height
-SEEK_GAP = 5.0           # s: thumbnails further apart than this are reached by seeking
 _ESC = html.escape
-
-
-@dataclass
-class ReportData:
-    """What the report shows, all from emobatch.analysis."""
-
-    meta: dict[str, Any]
-    sources: pd.DataFrame    # summarize(by="source") with coverage's columns
-    tracks: pd.DataFrame     # summarize(by="track")
-    episodes: pd.DataFrame
-    series: pd.DataFrame     # resample(bins=PLOT_BINS)
-    faces: pd.DataFrame      # best_faces: a row per video track, every photo face
-    raw: bool = False
-
-
-def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> ReportData:
-    """Run the analysis functions the report shows on a timeline."""
-    cov = analysis.coverage(df)
-    sources = analysis.summarize(df, by="source", raw=raw).merge(
-        cov[["source", "frames", "frames_with_face", "duration_s", "max_faces", "tracks"]]
-        .rename(columns={"frames": "frames_total"}), on="source")
-    return ReportData(meta=dict(df.attrs.get("emobatch") or {}), sources=sources,
-                      tracks=analysis.summarize(df, raw=raw),
-                      episodes=analysis.episodes(df, raw=raw, min_duration=min_episode),
-                      series=analysis.resample(df, bins=PLOT_BINS, raw=raw),
-                      faces=analysis.best_faces(df, raw=raw), raw=raw)
-
-
-def write_report(timeline: str | Path, out: str | Path | None = None, *,
-                 annotate_dir: str | Path | None = None, thumbnails: bool = True,
-                 raw: bool = False, min_episode: float = 0.5) -> Path:
-    """Write the HTML report of a timeline (.parquet/.csv) atomically; returns its path.
-
-    out: default `<timeline stem>.report.html` beside the timeline. annotate_dir: where the
-    run's annotated outputs are (default: the metadata's `annotate`, if any); its MP4s are
-    embedded by relative path. thumbnails=False leaves every face picture out (privacy).
-    raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
-    """
-    from . import read_timeline
-    from .atomic import atomic_write
-
-    timeline = Path(timeline)
-    out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
-    data = analyse(read_timeline(timeline), raw, min_episode)
-    ann = annotate_dir if annotate_dir is not None else data.meta.get("annotate")
-    videos = find_annotated(data.sources["source"], ann, data.meta, out.parent)
-    thumbs = make_thumbnails(data) if thumbnails else {}
-    page = render(data, videos, thumbs, title=timeline.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    return out
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def find_annotated(sources: Iterable[str], annotate_dir: str | Path | None,
-                   meta: dict[str, Any], report_dir: Path) -> dict[str, str]:
-    """source -> URL of its annotated MP4 relative to report_dir, for those that exist.
-
-    The metadata's `annotated` map (source -> path) wins; else the MP4 is looked up in
-    annotate_dir by annotate.annotated_name's file name, the candidate sharing the most
-    parent folders with the source winning (names mirror the inputs below the folder).
-    """
-    from .media.annotate import annotated_name, is_video
-
-    known = {s: Path(p) for s, p in (meta.get("annotated") or {}).items() if p}
-    index: dict[str, list[Path]] = {}
-    if annotate_dir is not None and Path(annotate_dir).is_dir():
-        for folder, _, files in os.walk(annotate_dir):
-            for name in files:
-                index.setdefault(name, []).append(Path(folder, name))
-    urls = {}
-    for src in sources:
-        if not is_video(Path(src)):
-            continue
-        cands = [known[src]] if src in known else index.get(
-            annotated_name(Path(src), None, Path(".")).name, [])
-        parents = Path(src).parent.parts[::-1]
-        cands = sorted((c for c in cands if c.is_file()), key=lambda c: -_common_prefix(
-            c.parent.parts[::-1], parents))
-        if cands:
-            rel = os.path.relpath(cands[0].resolve(), report_dir.resolve())
-            urls[src] = quote(Path(rel).as_posix())
-    return urls
-
-
-def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
-    """How many leading items a and b share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _read_video_frames(path: Path, times: list[float]) -> dict[float, np.ndarray]:
-    """Upright RGB frames at the given t_sec (as in the timeline): one forward decoding pass
-    that seeks over gaps longer than SEEK_GAP s, so a thumbnail per track costs about a
-    keyframe interval of decoding, not the whole video."""
-    import av
-
-    from .media.sources import _upright
-
-    frames: dict[float, np.ndarray] = {}
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        origin, tb = stream.start_time or 0, stream.time_base
-        decoded, at = None, -math.inf
-        for t in sorted(set(times)):
-            if decoded is None or t - at > SEEK_GAP:
-                container.seek(origin + int(t / tb), stream=stream, backward=True)
-                decoded = container.decode(stream)
-            for frame in decoded:
-                if frame.pts is None:
-                    continue
-                at = float((frame.pts - origin) * tb)
-                if at >= t - 1e-3:
-                    frames[t] = _upright(frame)
-                    break
-    return frames
-
-
-def _crop(image: np.ndarray, row: pd.Series) -> str:
-    """The face box of row (15% margin), THUMB_PX high, as a JPEG data URI."""
-    import cv2
-
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = (float(row[c]) for c in ("x1", "y1", "x2", "y2"))
-    mx, my = 0.15 * (x2 - x1), 0.15 * (y2 - y1)
-    x1, y1 = max(int(x1 - mx), 0), max(int(y1 - my), 0)
-    x2, y2 = min(int(math.ceil(x2 + mx)), w), min(int(math.ceil(y2 + my)), h)
-    face = image[y1:y2, x1:x2]
-    size = (max(1, round(THUMB_PX * face.shape[1] / max(face.shape[0], 1))), THUMB_PX)
-    face = cv2.resize(face, size, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
-
-
-def _thumb_key(row: pd.Series) -> tuple[str, str]:
-    """(source, 't<track>' for a video track or 'f<face>' for a photo face)."""
-    if row["kind"] == "video":
-        return row["source"], f"t{'' if pd.isna(row['track']) else int(row['track'])}"
-    return row["source"], f"f{int(row['face'])}"
-
-
-def make_thumbnails(data: ReportData) -> dict[tuple[str, str], str]:
-    """Thumbnails (data URIs) of the plotted tracks of each video and of the photos' faces
-    (up to MAX_PHOTO_FACES), keyed by _thumb_key; inputs that can't be read are skipped."""
-    from .media.sources import read_image
-    from .errors import InputError
-
-    plotted = {_thumb_key(r) for _, r in _plotted(data.tracks).iterrows()}
-    video = data.faces[data.faces["kind"] == "video"]
-    faces = pd.concat([video[[_thumb_key(r) in plotted for _, r in video.iterrows()]],
-                       data.faces[data.faces["kind"] == "image"].head(MAX_PHOTO_FACES)])
-    thumbs = {}
-    for source, rows in faces.groupby("source", sort=False):
-        try:
-            if rows["kind"].iloc[0] == "video":
-                images = _read_video_frames(Path(source), rows["t_sec"].tolist())
-                pics = [images.get(t) for t in rows["t_sec"]]
-            else:
-                pics = [read_image(Path(source)).image] * len(rows)
-        except (InputError, OSError, ValueError, IndexError):
-            continue
-        for (_, row), pic in zip(rows.iterrows(), pics):
-            if pic is not None:
-                thumbs[_thumb_key(row)] = _crop(pic, row)
-    return thumbs
-
-
-def _plotted(tracks: pd.DataFrame) -> pd.DataFrame:
-    """The video tracks that get a plot: the MAX_PLOTTED_TRACKS longest on screen per video."""
-    video = tracks[tracks["kind"] == "video"]
-    return (video.sort_values("time_s", ascending=False, kind="stable")
-            .groupby("source", sort=False).head(MAX_PLOTTED_TRACKS))
 
 
 # --------------------------------------------------------------------------- formatting
 
 
 def _hex(emotion: str) -> str:
-    from .media.annotate import PALETTE
+    from ..media.annotate import PALETTE
 
     return "#%02x%02x%02x" % PALETTE.get(emotion, (128, 128, 128))
 
@@ -339,7 +139,7 @@ def _of(df: pd.DataFrame, source: str, track: Any = None) -> pd.DataFrame:
 
 
 def _summary_table(tracks: pd.DataFrame, thumbs: dict) -> str:
-    rows = [_tr([_thumb(thumbs.get(_thumb_key(r))), _track(r["track"]), _t(r["time_s"]),
+    rows = [_tr([_thumb(thumbs.get(thumb_key(r))), _track(r["track"]), _t(r["time_s"]),
                  f'{_t(r["first_s"])}-{_t(r["last_s"])}', _pct(r["coverage"]),
                  _chip(r["dominant"]), _mix(r), _num(r["mean_confidence"])],
                 f' data-t="{r["first_s"]:.3f}"') for _, r in tracks.iterrows()]
@@ -366,8 +166,8 @@ def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
     dur = float(src["duration_s"]) if src["duration_s"] > 0 else 1.0
     tracks, eps = _of(data.tracks, source), _of(data.episodes, source)
     plots = [_track_plot(tr, _of(data.series, source, tr["track"]),
-                         _of(eps, source, tr["track"]), dur, thumbs.get(_thumb_key(tr)))
-             for _, tr in _plotted(tracks).iterrows()]
+                         _of(eps, source, tr["track"]), dur, thumbs.get(thumb_key(tr)))
+             for _, tr in plotted_tracks(tracks).iterrows()]
     more = len(tracks) - len(plots)
     player = (f'<video controls preload="metadata" src="{_ESC(url)}"></video>' if url else
               '<p class="note">No annotated video found (run with --annotate, or give '
@@ -394,7 +194,7 @@ def _photo_section(data: ReportData, thumbs: dict) -> str:
     faces = faces.head(MAX_PHOTO_FACES)
     cards, rows = [], []
     for _, r in faces.iterrows():
-        uri = thumbs.get(_thumb_key(r))
+        uri = thumbs.get(thumb_key(r))
         if uri:
             cards.append(f'<figure>{_thumb(uri)}<figcaption>{_chip(r["label"])} '
                          f'{r["p"]:.2f}</figcaption></figure>')
@@ -532,3 +332,4 @@ document.querySelectorAll('section.video').forEach(function (sec) {
   if (video) { video.addEventListener('timeupdate', function () { show(video.currentTime); }); }
 });
 """
+

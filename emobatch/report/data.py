@@ -1,0 +1,54 @@
+"""What the HTML report shows, computed once from a timeline by `emobatch.analysis`, and which
+video tracks and photo faces get a plot or a thumbnail."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .. import analysis
+
+PLOT_BINS = 400          # points per track plot: an hour reads as well as a minute
+MAX_PLOTTED_TRACKS = 12  # per video, the longest on screen; the others are in the tables
+MAX_PHOTO_FACES = 400    # gallery and table
+
+
+@dataclass
+class ReportData:
+    """What the report shows, all from emobatch.analysis."""
+
+    meta: dict[str, Any]
+    sources: pd.DataFrame    # summarize(by="source") with coverage's columns
+    tracks: pd.DataFrame     # summarize(by="track")
+    episodes: pd.DataFrame
+    series: pd.DataFrame     # resample(bins=PLOT_BINS)
+    faces: pd.DataFrame      # best_faces: a row per video track, every photo face
+    raw: bool = False
+
+
+def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> ReportData:
+    """Run the analysis functions the report shows on a timeline."""
+    cov = analysis.coverage(df)
+    sources = analysis.summarize(df, by="source", raw=raw).merge(
+        cov[["source", "frames", "frames_with_face", "duration_s", "max_faces", "tracks"]]
+        .rename(columns={"frames": "frames_total"}), on="source")
+    return ReportData(meta=dict(df.attrs.get("emobatch") or {}), sources=sources,
+                      tracks=analysis.summarize(df, raw=raw),
+                      episodes=analysis.episodes(df, raw=raw, min_duration=min_episode),
+                      series=analysis.resample(df, bins=PLOT_BINS, raw=raw),
+                      faces=analysis.best_faces(df, raw=raw), raw=raw)
+
+
+def plotted_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
+    """The video tracks that get a plot: the MAX_PLOTTED_TRACKS longest on screen per video."""
+    video = tracks[tracks["kind"] == "video"]
+    return (video.sort_values("time_s", ascending=False, kind="stable")
+            .groupby("source", sort=False).head(MAX_PLOTTED_TRACKS))
+
+
+def thumb_key(row: pd.Series) -> tuple[str, str]:
+    """(source, 't<track>' for a video track or 'f<face>' for a photo face)."""
+    if row["kind"] == "video":
+        return row["source"], f"t{'' if pd.isna(row['track']) else int(row['track'])}"
+    return row["source"], f"f{int(row['face'])}"
