@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from emobatch import pipeline
 from emobatch.faces import classify
-from emobatch.media import sources
+from emobatch.media import sources, video
 from emobatch.faces.align import Aligner
 from emobatch.config import Settings
 from emobatch.faces.detect import Detector
@@ -74,7 +74,7 @@ class StageClock:
 def patch(clock: StageClock, pipe: pipeline.FacePipeline) -> None:
     """Time the stages in place (this process only)."""
     W = clock.wrap
-    stages = [(sources, "_rgb", "colour conversion"),
+    stages = [(video, "_rgb", "colour conversion"),
               (VideoDetector, "_scene_cut", "scene-cut check"),
               (VideoDetector, "_full", "full detection (rest)"),
               (VideoDetector, "_follow", "following (rest)"),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import signal
 import sys
 import time
@@ -116,18 +115,12 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 def check_timeline(path: Path) -> None:
     """UsageError unless `path` is a readable timeline file (its suffix and first columns)."""
-    from .batch.sinks import timeline_format
+    from .batch.sinks import timeline_writer
 
     if not path.is_file():
         raise UsageError(f"no such timeline: {path}")
     try:
-        if timeline_format(path) == "parquet":
-            import pyarrow.parquet as pq
-
-            names = pq.read_schema(path).names
-        else:
-            with open(path, newline="") as fh:
-                names = next(csv.reader(fh), [])
+        names = timeline_writer(path).columns(path)
     except (OSError, ValueError) as e:  # pyarrow's errors are these too
         raise UsageError(f"cannot read the timeline {path}: {e}") from None
     missing = [c for c in ("source", "frame", "t_sec") if c not in names]

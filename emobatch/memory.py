@@ -58,10 +58,10 @@ def configure_process() -> None:
     processes and a Dask worker started with `--preload emobatch.batch.dask_preload`.
 
     The malloc settings above, and Pillow's decompression-bomb limit no stricter than ours
-    (emobatch.media.sources.raise_pillow_limit). Never done on import or by a library
+    (emobatch.media.images.raise_pillow_limit). Never done on import or by a library
     call: an application using emobatch keeps its own process settings.
     """
-    from .media.sources import raise_pillow_limit
+    from .media.images import raise_pillow_limit
 
     limit_heap_growth()
     raise_pillow_limit()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emobatch.media import sources
+from emobatch.media import images, sources, video
 from emobatch.errors import InputError
 from emobatch.media.sources import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoInfo, discover,
                               iter_frames, iter_video, kind_of, read_image, video_info)
@@ -249,7 +249,7 @@ def test_too_many_pixels(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="too large"):  # Pillow's own bomb error
         read_image(png_header_only(tmp_path / "huge.png", 30_000, 30_000))
     small = save(Image.new("RGB", (30, 20)), tmp_path / "small.png")
-    monkeypatch.setattr(sources, "MAX_IMAGE_PIXELS", 599)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 599)
     with pytest.raises(InputError, match="too large"):
         read_image(small)
 
@@ -263,7 +263,7 @@ def test_pillows_own_limit_is_a_clear_input_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="image too large: 180000000 pixels, over the limit "
                                          "of 178956970 "):
         read_image(big)
-    sources.raise_pillow_limit()
+    images.raise_pillow_limit()
     assert Image.MAX_IMAGE_PIXELS == sources.MAX_IMAGE_PIXELS
     with pytest.raises(InputError, match="truncated or corrupt"):  # past both size guards
         read_image(big)
@@ -341,8 +341,8 @@ def test_video_generator_close_closes_container(ntsc_mp4, monkeypatch):
             self.closed = True
             self.container.close()
 
-    real_open = sources._open_video
-    monkeypatch.setattr(sources, "_open_video", lambda p: opened.append(Spy(real_open(p))) or opened[-1])
+    real_open = video._open_video
+    monkeypatch.setattr(video, "_open_video", lambda p: opened.append(Spy(real_open(p))) or opened[-1])
     gen = iter_video(ntsc_mp4)
     next(gen)
     gen.close()  # consumer stops early
@@ -463,7 +463,7 @@ def test_shared_facenet_video():
 
 def test_yuv420p_frames_match_swscale_rgb():
     from conftest import SAMPLE
-    from emobatch.media.sources import _rgb
+    from emobatch.media.video import _rgb
 
     with av.open(str(SAMPLE / "astronaut_clip.mp4")) as c:
         frame = next(c.decode(video=0))

@@ -115,6 +115,18 @@ def _header(path: Path, kind: str | None) -> VideoInfo | None:
         return None
 
 
+def _continue(store: ItemStore, res: SourceResult) -> tuple[int, Checkpoint | None]:
+    """The chunk to write next and where the stream continues (None: from the start); a
+    resumed video's counts so far go into `res`. Chunks after the last checkpoint go."""
+    resume = store.resume_point()
+    if resume is None:
+        store.drop_after(-1)
+        return 0, None
+    res.frames, res.faces, res.resumed_from = resume.frames, resume.faces, resume.next_index
+    store.drop_after(resume.chunk)
+    return resume.chunk + 1, Checkpoint(resume.next_index, resume.processed, resume.state)
+
+
 def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
                  progress: ProgressFn | None = None) -> SourceResult:
     """Run one input into its store, continuing from its last checkpoint if it has one.
@@ -128,14 +140,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
         return SourceResult.from_dict(done[0])
     path = item.source
     res = SourceResult(path, kind_of(path))
-    resume = store.resume_point()
-    chunk = 0
-    start: Checkpoint | None = None
-    if resume is not None:
-        chunk, res.frames, res.faces = resume.chunk + 1, resume.frames, resume.faces
-        start = Checkpoint(resume.next_index, resume.processed, resume.state)
-        res.resumed_from = resume.next_index
-    store.drop_after(chunk - 1)
+    chunk, start = _continue(store, res)
     t0 = time.perf_counter()
     rows = RowBuffer(pipe.classifier.labels)
     info = _header(path, res.kind)

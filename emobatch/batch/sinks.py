@@ -121,6 +121,10 @@ class TimelineWriter(Protocol):
     def read(path: Path) -> Any:
         """The timeline as a pandas DataFrame."""
 
+    @staticmethod
+    def columns(path: Path) -> list[str]:
+        """The file's column names, without reading its rows."""
+
 
 TIMELINE_WRITERS: dict[str, type[TimelineWriter]] = {}
 """Lower-case suffix -> the timeline format written and read under it."""
@@ -166,6 +170,10 @@ class ParquetTimeline:
 
         return pd.read_parquet(path)
 
+    @staticmethod
+    def columns(path: Path) -> list[str]:
+        return pq.read_schema(path).names
+
 
 @register_timeline_format(".csv")
 class CsvTimeline:
@@ -194,6 +202,11 @@ class CsvTimeline:
 
         return pd.read_csv(path)
 
+    @staticmethod
+    def columns(path: Path) -> list[str]:
+        with open(path, newline="") as fh:
+            return next(csv.reader(fh), [])
+
 
 def timeline_writer(path: str | Path) -> type[TimelineWriter]:
     """The format of a timeline to write, by its suffix; ValueError for an unknown one."""
@@ -203,7 +216,7 @@ def timeline_writer(path: str | Path) -> type[TimelineWriter]:
     return writer
 
 
-def _reader(path: str | Path) -> type[TimelineWriter]:
+def timeline_reader(path: str | Path) -> type[TimelineWriter]:
     # a timeline under any other name is read as Parquet, the default format
     return TIMELINE_WRITERS.get(Path(path).suffix.lower(), ParquetTimeline)
 
@@ -284,12 +297,12 @@ def errors_path(timeline: Path) -> Path:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The run metadata of a timeline (Parquet key-value metadata, or the CSV's .meta.json)."""
-    return _reader(path).read_metadata(Path(path))
+    return timeline_reader(path).read_metadata(Path(path))
 
 
 def read_timeline(path: str | Path):
     """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs."""
-    df = _reader(path).read(Path(path))
+    df = timeline_reader(path).read(Path(path))
     try:
         df.attrs["emobatch"] = read_metadata(path)
     except (OSError, ValueError):

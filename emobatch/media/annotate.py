@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .filetypes import BROWSER_IMAGE_SUFFIXES
-from .sources import kind_of
+from .discover import kind_of
 from ..atomic import atomic_path, atomic_write, publish, temp_path
 from ..types import EMOTIONS, FaceBatch
 

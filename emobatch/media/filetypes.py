@@ -1,12 +1,16 @@
-"""The one place that knows which file suffixes are images and which are videos.
+"""The one place that knows which file suffixes are images and which are videos, and what
+makes a file readable at all (`check_file`).
 
 Suffixes are lower case with the dot. These sets decide what a walked folder picks up; a file
-named explicitly with another suffix is still probed by content (`emobatch.media.sources.kind_of`).
+named explicitly with another suffix is still probed by content (`emobatch.media.discover.kind_of`).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
+
+from ..errors import InputError
 
 Kind = Literal["image", "video"]
 
@@ -42,3 +46,21 @@ def kind_by_suffix(path: str | Path) -> Kind | None:
     if suffix in VIDEO_SUFFIXES:
         return "video"
     return None
+
+
+def check_file(path: Path) -> None:
+    """Raise InputError unless `path` is an existing, readable, non-empty file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError("file not found") from None
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except OSError as exc:
+        raise InputError(f"cannot access file: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise InputError("is a directory, not a file")
+    if st.st_size == 0:
+        raise InputError("zero-byte file")
+    if not os.access(path, os.R_OK):
+        raise InputError("permission denied")

@@ -61,7 +61,7 @@ def find_annotated(sources: Iterable[str], annotate_dir: str | Path | None,
     parent folders with the source winning (names mirror the inputs below the folder).
     """
     from ..media.annotate import annotated_name
-    from ..media.sources import kind_of
+    from ..media.discover import kind_of
 
     known = {s: Path(p) for s, p in (meta.get("annotated") or {}).items() if p}
     index: dict[str, list[Path]] = {}

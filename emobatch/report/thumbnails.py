@@ -20,7 +20,7 @@ def _read_video_frames(path: Path, times: list[float]) -> dict[float, np.ndarray
     keyframe interval of decoding, not the whole video."""
     import av
 
-    from ..media.sources import _upright
+    from ..media.video import upright
 
     frames: dict[float, np.ndarray] = {}
     with av.open(str(path)) as container:
@@ -37,7 +37,7 @@ def _read_video_frames(path: Path, times: list[float]) -> dict[float, np.ndarray
                     continue
                 at = float((frame.pts - origin) * tb)
                 if at >= t - 1e-3:
-                    frames[t] = _upright(frame)
+                    frames[t] = upright(frame)
                     break
     return frames
 
