@@ -106,7 +106,9 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     for name, args in (("default", []),
                        ("torch", ["--backend", "torch", "--detector-backend", "torch", "--amp", "off"])):
         out = tmp_path / f"{name}.parquet"
-        r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", out, "--quiet", *args)
+        # the CPU's defaults, also on a machine with a GPU
+        r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", out, "--quiet",
+                         "--device", "cpu", *args)
         assert r.returncode == 0, r.stderr
         rows[name] = (read_metadata(out), pd.read_parquet(out))
     torch_meta, default_meta = rows["torch"][0], rows["default"][0]

@@ -80,3 +80,12 @@ def test_plan_fingerprint_depends_on_what_changes_rows(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.device = "cuda"  # type: ignore[misc]
     assert isinstance(a, RunPlan)
+
+
+def test_workers_on_a_gpu_are_refused_before_anything_is_built():
+    from emobatch.batch.runners import make_runner
+    from emobatch.errors import UsageError
+
+    plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device="cuda")
+    with pytest.raises(UsageError, match="one process drives a GPU"):
+        make_runner(plan, 2)

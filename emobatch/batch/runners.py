@@ -208,7 +208,12 @@ def make_runner(plan: RunPlan, workers: int | str = 1, scheduler: Any = None) ->
     if scheduler is not None:
         return DaskRunner(plan, scheduler)
     if workers == "auto":
-        workers = auto_workers(10**9)
+        workers = auto_workers(10**9) if plan.device == "cpu" else 1
+    if int(workers) > 1 and plan.device != "cpu":
+        # measured on an H200: --workers 4 ran 29.2 frames/s against one process's 36.6
+        raise UsageError(f"--workers {workers} with --device {plan.device}: one process "
+                         "drives a GPU; use --workers 1 (or one run per GPU, each with its "
+                         "own CUDA_VISIBLE_DEVICES)")
     if int(workers) > 1:
         return ProcessRunner(plan, int(workers))
     return SerialRunner(FacePipeline(plan))
