@@ -1,6 +1,7 @@
 """One settings dataclass, built by both the CLI and the Python API, validated once."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -65,6 +66,7 @@ class Settings:
         self.thresholds = tuple(float(t) for t in self.thresholds)
         if self.weights is not None:
             self.weights = Path(self.weights)
+        weights_problem = self.weights and weights_path_problem(self.weights)
         checks = [
             (self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, not {self.amp!r}"),
@@ -99,10 +101,7 @@ class Settings:
              "classify_every must be an integer >= 0 (0: auto)"),
             (self.smooth_tau >= 0, "smooth_tau (--smooth) must be >= 0 seconds"),
             (0 < self.checkpoint_every < float("inf"), "checkpoint_every must be > 0 seconds"),
-            (self.weights is None or not self.weights.is_dir(),
-             f"weights {self.weights} is a directory, not a weights file"),
-            (self.weights is None or self.weights.exists(),
-             f"weights file not found: {self.weights}"),
+            (not weights_problem, weights_problem),
         ]
         for ok, message in checks:
             if not ok:
@@ -147,6 +146,17 @@ class Settings:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def weights_path_problem(path: Path) -> str | None:
+    """What makes `path` unusable as a weights file, in words (None: a readable file)."""
+    if path.is_dir():
+        return f"weights {path} is a directory, not a weights file"
+    if not path.is_file():
+        return f"weights file not found: {path}"
+    if not os.access(path, os.R_OK):
+        return f"weights {path} cannot be read: permission denied"
+    return None
 
 
 # the backends that ship (the CLI's choices). The registries load torch: validation reads
