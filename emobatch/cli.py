@@ -18,6 +18,7 @@ from ._version import __version__
 from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, QUALITY_PRESETS,
                      TTA_MODES, Settings)
 from .errors import BackendUnavailable, OutputError, UsageError, WeightsError
+from .media.filetypes import check_inputs_exist
 
 console = Console(stderr=True)
 
@@ -246,12 +247,14 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    # a bad option or input is refused before torch, PyAV and OpenCV load (seconds)
+    settings = settings_from_args(a)
+    workers = workers_from_args(a.workers)
+    check_inputs_exist(a.inputs)
     from .batch.driver import run_files
     from .batch.sinks import errors_path, partial_path
     from .batch.store import work_dir
 
-    settings = settings_from_args(a)
-    workers = workers_from_args(a.workers)
     prog = RichProgress(a.quiet, settings.every)
     try:
         summary = run_files(a.inputs, a.out, a.annotate, settings, prog, resume=a.resume,

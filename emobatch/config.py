@@ -1,6 +1,8 @@
 """One settings dataclass, built by both the CLI and the Python API, validated once."""
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -64,6 +66,7 @@ class Settings:
         self.thresholds = tuple(float(t) for t in self.thresholds)
         if self.weights is not None:
             self.weights = Path(self.weights)
+        weights_problem = self.weights and weights_path_problem(self.weights)
         checks = [
             (self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, not {self.amp!r}"),
@@ -98,8 +101,7 @@ class Settings:
              "classify_every must be an integer >= 0 (0: auto)"),
             (self.smooth_tau >= 0, "smooth_tau (--smooth) must be >= 0 seconds"),
             (0 < self.checkpoint_every < float("inf"), "checkpoint_every must be > 0 seconds"),
-            (self.weights is None or self.weights.is_file(),
-             f"weights file not found: {self.weights}"),
+            (not weights_problem, weights_problem),
         ]
         for ok, message in checks:
             if not ok:
@@ -146,24 +148,39 @@ class Settings:
 DEVICES = ("auto", "cpu", "cuda")
 
 
-# the backends that ship (the CLI's choices; the registries load torch, so they are read only
-# when settings are validated, and then also accept backends a user registered)
+def weights_path_problem(path: Path) -> str | None:
+    """What makes `path` unusable as a weights file, in words (None: a readable file)."""
+    if path.is_dir():
+        return f"weights {path} is a directory, not a weights file"
+    if not path.is_file():
+        return f"weights file not found: {path}"
+    if not os.access(path, os.R_OK):
+        return f"weights {path} cannot be read: permission denied"
+    return None
+
+
+# the backends that ship (the CLI's choices). The registries load torch: validation reads
+# them only if already imported, as they are wherever a user registered a backend, so a bad
+# option is refused without loading torch
 BACKEND_NAMES = ("auto", "torch", "int8")
 DETECTOR_BACKEND_NAMES = ("auto", "torch", "openvino")
 
 
 def backend_choices() -> tuple[str, ...]:
-    """'auto' and every registered classifier backend (emobatch.faces.backends.BACKENDS)."""
-    from .faces.backends import BACKENDS
-
-    return tuple(dict.fromkeys(("auto", *BACKENDS)))
+    """'auto', the shipped classifier backends and any a user registered
+    (emobatch.faces.backends.BACKENDS, when that module is loaded)."""
+    return _choices(BACKEND_NAMES, "emobatch.faces.backends", "BACKENDS")
 
 
 def detector_backend_choices() -> tuple[str, ...]:
-    """'auto' and every registered backend of MTCNN's nets (emobatch.faces.net_backends.NET_BACKENDS)."""
-    from .faces.net_backends import NET_BACKENDS
+    """'auto', the shipped backends of MTCNN's nets and any a user registered
+    (emobatch.faces.net_backends.NET_BACKENDS, when that module is loaded)."""
+    return _choices(DETECTOR_BACKEND_NAMES, "emobatch.faces.net_backends", "NET_BACKENDS")
 
-    return tuple(dict.fromkeys(("auto", *NET_BACKENDS)))
+
+def _choices(shipped: tuple[str, ...], module: str, registry: str) -> tuple[str, ...]:
+    loaded = sys.modules.get(module)
+    return tuple(dict.fromkeys((*shipped, *getattr(loaded, registry, ()))))
 
 
 def _openvino_available() -> bool:

@@ -18,8 +18,9 @@ class InputError(Exception):
 
 
 class OutputError(Exception):
-    """An output could not be written (disk full, folder removed or read-only, ...): the
-    run stops, with what it finished kept where the message says."""
+    """An output could not be written (disk full, folder removed or read-only, ...) or the
+    Dask scheduler running it was lost: the run stops, with what it finished kept where the
+    message says."""
 
 
 class UsageError(ValueError):

@@ -35,16 +35,68 @@ def test_bad_inputs_nonzero_exit_but_good_rows_written(tmp_path):
     txt = tmp_path / "notes.txt"
     txt.write_text("hello")
     out = tmp_path / "r.parquet"
-    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", bad, txt, tmp_path / "missing.mp4",
-                     "--out", out, "--quiet")
+    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", bad, txt, "--out", out, "--quiet")
     assert r.returncode == 1
-    for name in ("corrupt.jpg", "notes.txt", "missing.mp4"):
+    for name in ("corrupt.jpg", "notes.txt"):
         assert name in r.stderr
     assert "unsupported file type" in r.stderr
     df = pd.read_parquet(out)
     assert len(df) == 1 and df["source"].iloc[0].endswith("astronaut.jpg")
     errs = pd.read_csv(tmp_path / "r.errors.csv")
-    assert len(errs) == 3
+    assert len(errs) == 2
+
+
+# the real command, in a process that then says which heavy modules it imported
+_MAIN_THEN_MODULES = """import sys
+from emobatch.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+print(' '.join(m for m in ('torch', 'cv2', 'av') if m in sys.modules))
+sys.exit(rc)
+"""
+
+
+def test_bad_options_and_missing_inputs_exit_2_before_torch_loads(tmp_path):
+    """A newcomer's first mistakes (a bad number, device or weights path, a misspelled
+    input) exit 2 with one line naming it, before torch, OpenCV or PyAV load and before any
+    output or run folder is written."""
+    photo, out, weights_dir = SAMPLE / "astronaut.jpg", tmp_path / "r.parquet", tmp_path / "w"
+    weights_dir.mkdir()
+    cases = [([photo, "--min-score", "7"], "min_score must be in [0, 1]"),
+             ([photo, "--batch-size", "0"], "batch_size must be"),
+             ([photo, "--smooth", "-1"], "smooth_tau"),
+             ([photo, "--device", "gpu"], "invalid choice"),
+             ([photo, "--backend", "onnx"], "invalid choice"),
+             ([photo, "--workers", "0"], "--workers must be"),
+             ([photo, "--weights", weights_dir], "is a directory, not a weights file"),
+             ([photo, tmp_path / "phtoo.jpg"], f"no such file or folder: {tmp_path / 'phtoo.jpg'}"),
+             ([tmp_path / "no_such_folder"], "no such file or folder")]
+    for args, message in cases:
+        r = subprocess.run([sys.executable, "-c", _MAIN_THEN_MODULES, "run", *map(str, args),
+                            "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert r.stdout.strip() == "", (args, f"imported {r.stdout}")
+    assert list(tmp_path.iterdir()) == [weights_dir]  # no timeline, no run folder
+
+
+def test_api_refuses_missing_inputs_and_keeps_registered_backends(tmp_path):
+    from emobatch.errors import UsageError
+    from emobatch.faces import backends
+
+    with pytest.raises(UsageError, match="no such file or folder"):
+        emobatch.run([SAMPLE / "astronaut.jpg", tmp_path / "gone.mp4"], out=tmp_path / "r.parquet")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UsageError, match="backend must be one of"):
+        emobatch.Settings(backend="mine")
+    backends.register_backend("mine")(backends.BACKENDS["torch"])
+    try:
+        assert emobatch.Settings(backend="mine").backend == "mine"
+    finally:
+        del backends.BACKENDS["mine"]
 
 
 def test_bad_out_suffix(tmp_path):

@@ -3,6 +3,8 @@ folder walk skips (emobatch.media.sources.discover_inputs). Clips are made here 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,6 +106,32 @@ def test_explicit_unknown_suffix_is_probed(clip_folder, tmp_path):
         list(iter_frames(empty))
     # an annotated copy of a probed video is an MP4
     assert annotate.annotated_name(video, tmp_path, tmp_path / "ann").name == "recording.vid.mp4"
+
+
+def test_a_video_named_as_a_photo_is_processed_as_the_video_it_is(tmp_path):
+    """`clip.jpg` holding the sample clip: every frame in the timeline with its time, drawn as
+    an MP4 (`clip.jpg.mp4`); a broken `.jpg` is still reported as a broken image."""
+    import pandas as pd
+
+    from conftest import ROOT, SAMPLE
+
+    clip, broken = tmp_path / "clip.jpg", tmp_path / "broken.jpg"
+    clip.write_bytes((SAMPLE / "astronaut_clip.mp4").read_bytes())
+    broken.write_bytes(b"\xff\xd8\xff\xe0 a jpeg cut short")
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = subprocess.run([sys.executable, "-m", "emobatch", "run", str(clip), str(broken), "--out",
+                        str(out), "--annotate", str(ann), "--every", "3", "--quiet"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr  # the broken photo
+    df = pd.read_parquet(out)
+    assert sorted(df["frame"].unique()) == list(range(0, 30, 3))  # the 2 s, 15 fps clip
+    assert df["t_sec"].notna().all() and (df["emotion"].notna()).any()
+    errors = pd.read_csv(tmp_path / "r.errors.csv")
+    assert errors["source"].tolist() == [str(broken)]
+    assert "not a decodable image" in errors["error"].iloc[0]
+    with av.open(str(ann / "clip.jpg.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+    assert not (ann / "clip.jpg").exists()
 
 
 def test_walk_counts_skipped_files_by_suffix_and_unreadable_folders(tmp_path, monkeypatch):

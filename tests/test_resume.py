@@ -7,12 +7,15 @@ deterministically; one test kills at a random moment instead.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -213,13 +216,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_dask_cluster_survives_a_killed_worker(inputs, reference, tmp_path):
+@contextlib.contextmanager
+def dask_cluster(workers: int, env: dict | None = None) -> Iterator[tuple[str, list]]:
+    """A real `dask scheduler` and `workers` one-thread `dask worker`s on a free local port:
+    (address, [scheduler, worker nannies...]); all stopped (SIGTERM, then SIGKILL) after."""
     pytest.importorskip("distributed")
-    import psutil
-
     dask_cli = Path(sys.executable).with_name("dask")
     if not dask_cli.exists():
         pytest.skip("the dask command is not installed")
+    port = str(_free_port())
+    addr, quiet = f"tcp://127.0.0.1:{port}", dict(stdout=subprocess.DEVNULL,
+                                                    stderr=subprocess.DEVNULL, env=env)
+    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", port,
+                               "--dashboard-address", ":0"], **quiet)]
+    try:
+        for _ in range(workers):
+            procs.append(subprocess.Popen([str(dask_cli), "worker", addr, "--nthreads", "1",
+                                           "--nworkers", "1", "--dashboard-address", ":0"], **quiet))
+        yield addr, procs
+    finally:
+        for p in procs[::-1]:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _wait_for_a_finished_input(run_dir: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not list((run_dir / "items").glob("*/done.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_real_dask_cluster_survives_a_killed_worker(inputs, reference, tmp_path):
+    import psutil
+
     many = tmp_path / "many"
     many.mkdir()
     for i in range(6):
@@ -227,23 +261,12 @@ def test_real_dask_cluster_survives_a_killed_worker(inputs, reference, tmp_path)
     single = tmp_path / "single.parquet"
     assert cli("run", many, "--out", single, *RUN_ARGS).returncode == 0
 
-    addr = f"tcp://127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port",
-                               addr.rsplit(":", 1)[1], "--dashboard-address", ":0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        for _ in range(2):
-            procs.append(subprocess.Popen([str(dask_cli), "worker", addr, "--nthreads", "1",
-                                           "--nworkers", "1", "--dashboard-address", ":0"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    with dask_cluster(2) as (addr, procs):
         out = tmp_path / "r.parquet"
         run = subprocess.Popen([sys.executable, "-m", "emobatch", "run", str(many), "--out",
                                 str(out), "--scheduler", addr, *RUN_ARGS], cwd=ROOT,
                                stderr=subprocess.PIPE, text=True)
-        items = tmp_path / ".r.parquet.emobatch" / "items"
-        deadline = time.monotonic() + 300
-        while not list(items.glob("*/done.json")) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_a_finished_input(tmp_path / ".r.parquet.emobatch")
         victims = psutil.Process(procs[1].pid).children(recursive=True)
         assert victims, "the dask worker process runs under its nanny"
         for v in victims:
@@ -251,14 +274,55 @@ def test_real_dask_cluster_survives_a_killed_worker(inputs, reference, tmp_path)
         _, err = run.communicate(timeout=600)
         assert run.returncode == 0, err
         same_rows(pd.read_parquet(out), pd.read_parquet(single))
-    finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+
+
+def test_lost_dask_scheduler_exits_3_and_resume_finishes_on_a_new_one(tmp_path):
+    """The scheduler and its worker killed (SIGKILL) while an input is being processed: exit 3
+    with one line saying the work is kept for --resume, the finished input kept; --resume on a
+    new cluster completes the timeline; no emobatch temp folder is left in the temp dir."""
+    import psutil
+
+    folder, tmp = tmp_path / "in", tmp_path / "tmp"
+    folder.mkdir(), tmp.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shutil.copy(CLIP, folder / name)
+    env = dict(os.environ, TMPDIR=str(tmp))
+    out = tmp_path / "r.parquet"
+    args = [sys.executable, "-m", "emobatch", "run", str(folder), "--out", str(out), "--quiet",
+            "--every", "3"]
+    with dask_cluster(1, env) as (addr, procs):
+        run = subprocess.Popen([*args, "--scheduler", addr], cwd=ROOT, env=env,
+                               stderr=subprocess.PIPE, text=True)
+        _wait_for_a_finished_input(tmp_path / ".r.parquet.emobatch")
+        worker = psutil.Process(procs[1].pid)
+        for p in [procs[0], worker, *worker.children(recursive=True)]:
+            p.kill()  # the whole cluster gone mid-task, as when its job is cancelled
+        _, err = run.communicate(timeout=120)
+    assert run.returncode == 3, err
+    assert "lost the Dask scheduler" in err and "--resume" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert list((tmp_path / ".r.parquet.emobatch" / "items").glob("*/done.json"))
+    assert not out.exists()
+
+    with dask_cluster(1, env) as (addr, _):
+        r = subprocess.run([*args, "--scheduler", addr, "--resume"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(out)
+    assert df.groupby(df["source"].map(lambda s: Path(s).name))["frame"].nunique().to_dict() == {
+        "a.mp4": 10, "b.mp4": 10, "c.mp4": 10}
+    assert not [p for p in tmp.rglob("*") if p.name.startswith("emobatch")]
+
+
+def test_unreachable_dask_scheduler_exits_2_within_seconds(tmp_path):
+    pytest.importorskip("distributed")
+    out = tmp_path / "r.parquet"
+    t0 = time.monotonic()
+    r = cli("run", PHOTO, "--out", out, "--quiet", "--scheduler", f"tcp://127.0.0.1:{_free_port()}")
+    seconds = time.monotonic() - t0
+    assert r.returncode == 2 and "cannot reach the Dask scheduler" in r.stderr, r.stderr
+    assert seconds < 30, seconds  # a hang guard (it waited 60 s for a connection), not a benchmark
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stage_states_round_trip_exactly():

@@ -1,4 +1,9 @@
 import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +13,7 @@ from emobatch.faces.models import build_model
 from emobatch.types import EMOTIONS
 from emobatch.faces.weights import default_weights_path, load_weights, save_weights
 from emobatch.errors import WeightsError
+from conftest import ROOT, SAMPLE
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -33,10 +39,55 @@ def test_tampered_file_rejected(tmp_path):
 
 def test_garbage_file_rejected(tmp_path):
     (tmp_path / "g.pt").write_bytes(b"not a model")
-    with pytest.raises(WeightsError, match="cannot load"):
+    with pytest.raises(WeightsError, match="not a PyTorch weights file"):
         load_weights(tmp_path / "g.pt")
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "missing.pt")
+    with pytest.raises(WeightsError, match="is a directory, not a weights file"):
+        load_weights(tmp_path)
+
+
+# the command with one file unreadable, as chmod 000 makes it for anyone but root (tests may
+# run as root, who reads any file): open and os.access are denied for it, as the kernel would
+_LOCKED = """import builtins, os, sys
+locked, real_open, real_access = sys.argv.pop(1), builtins.open, os.access
+def is_locked(path):
+    return isinstance(path, (str, os.PathLike)) and os.path.abspath(path) == locked
+def deny_open(path, *args, **kwargs):
+    if is_locked(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    return real_open(path, *args, **kwargs)
+builtins.open = deny_open
+os.access = lambda path, mode, **kw: not is_locked(path) and real_access(path, mode, **kw)
+from emobatch.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_bad_weights_files_exit_2_saying_what_is_wrong():
+    """`--weights` a text file, a folder, a file the user may not read, a file cut short, a
+    PyTorch file that is not emobatch weights: exit 2, one line that says which."""
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        (d / "text.pt").write_text("hello, these are not weights\n")
+        (d / "folder.pt").mkdir()
+        (d / "locked.pt").write_bytes(default_weights_path().read_bytes())
+        os.chmod(d / "locked.pt", 0)
+        (d / "cut.pt").write_bytes(default_weights_path().read_bytes()[:100_000])
+        torch.save({"fc.weight": torch.zeros(2)}, d / "bare.pt")
+        cases = {"text.pt": "not a PyTorch weights file (it holds text: 'hello, these are",
+                 "folder.pt": "is a directory, not a weights file",
+                 "locked.pt": "cannot be read: permission denied",
+                 "cut.pt": "is a truncated PyTorch weights file",
+                 "bare.pt": "is a PyTorch file but not emobatch weights"}
+        for name, message in cases.items():
+            cmd = ["-c", _LOCKED, str(d / name)] if name == "locked.pt" else ["-m", "emobatch"]
+            r = subprocess.run([sys.executable, *cmd, "run", str(SAMPLE / "astronaut.jpg"),
+                                "--out", str(d / "r.parquet"), "--weights", str(d / name), "--quiet"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 2 and message in r.stderr, (name, r.stderr)
+            assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+            assert not (d / "r.parquet").exists()
 
 
 def test_shipped_weights_load_and_carry_config():

@@ -19,6 +19,7 @@ from ..plan import resolve_plan
 from .outputs import check_outputs, plan_items
 from .item import ProgressFn, SourceResult
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
+from ..media.filetypes import check_inputs_exist
 from ..media.sources import discover_inputs
 from .runners import Runner, make_runner
 from .store import RunStore, WorkItem
@@ -72,8 +73,8 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
               report: str | Path | None = None) -> RunSummary:
     """The run behind the CLI and run(): returns the per-source results.
 
-    Raises UsageError (a ValueError) before any work for unusable outputs, a live run on the
-    same `out`, or an unfinished one without `resume`; OutputError when an output cannot be
+    Raises UsageError (a ValueError) before any work for an input that does not exist,
+    unusable outputs, a live run on the same `out`, or an unfinished one without `resume`; OutputError when an output cannot be
     written mid-run (finished work stays in the run's folder for `resume`).
     """
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
@@ -83,6 +84,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
     ann_dir = Path(annotate) if annotate is not None else None
     report = Path(report) if report is not None else None
+    check_inputs_exist(inputs)
     found = discover_inputs(inputs)
     check_outputs(out, ann_dir, inputs, found.files, report)
     items, renamed = plan_items(found.files, inputs, ann_dir)

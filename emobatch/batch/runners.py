@@ -10,7 +10,8 @@ rows in input order from the run's store, so the timeline is the same whichever 
 - `DaskRunner`: `--scheduler ADDRESS`, tasks on a Dask distributed cluster; a task returns
   its rows to this client, which stores them (resume works per input); annotated outputs are
   written by the workers, so --annotate must be a path they share. A task whose worker dies
-  is rerun elsewhere by Dask with the same result.
+  is rerun elsewhere by Dask with the same result; a lost scheduler stops the run with an
+  OutputError (exit 3), the finished inputs kept for --resume.
 """
 from __future__ import annotations
 
@@ -151,11 +152,27 @@ def _dask_pipeline(plan: RunPlan) -> FacePipeline:
 def dask_item(item: WorkItem, plan: RunPlan) -> tuple[dict[str, Any], pa.Table]:
     """The Dask task: one input processed on a worker as `plan` says; returns (result, rows)."""
     pipe = _dask_pipeline(plan)
-    with tempfile.TemporaryDirectory(prefix="emobatch-") as d:
+    with tempfile.TemporaryDirectory(prefix="emobatch-", dir=_worker_dir()) as d:
         store = ItemStore(Path(d))
         res = process_item(pipe, item, store)
         table = pa.concat_tables([pq.read_table(p) for p in store.finished_parts()])
     return res.to_dict(), table
+
+
+def _worker_dir() -> str | None:
+    """Where a task keeps its input's store: its worker's local directory, which Dask removes
+    when the worker closes and purges after a killed one when the next worker starts there
+    (a folder in /tmp would outlive a worker killed mid-task); None outside a worker."""
+    from distributed import get_worker
+
+    try:
+        return get_worker().local_directory
+    except ValueError:  # not in a worker: the system's temp folder
+        return None
+
+
+# how long the client waits for a scheduler: a reachable one answers in well under a second
+CONNECT_TIMEOUT = "5s"
 
 
 class DaskRunner:
@@ -169,10 +186,11 @@ class DaskRunner:
         self.plan = plan
         try:
             self.client = (scheduler if isinstance(scheduler, distributed.Client)
-                           else distributed.Client(scheduler, timeout="60s"))
+                           else distributed.Client(scheduler, timeout=CONNECT_TIMEOUT))
         except (OSError, TimeoutError, ValueError) as e:  # ValueError: a malformed address
             raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
         self._own = self.client is not scheduler
+        self._lost = False
 
     def run(self, items: Sequence[WorkItem], store: RunStore,
             progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
@@ -184,8 +202,9 @@ class DaskRunner:
             futures = {self.client.submit(dask_item, _absolute(item), self.plan, pure=False,
                                           key=f"emobatch-{run_id}-{item.index}"): item
                        for item in items}
-            for fut, (result, table) in dask_completed(list(futures), with_results=True):
+            for fut in dask_completed(list(futures)):
                 item = futures[fut]
+                result, table = self._result(fut, store)
                 istore = store.item(item)
                 istore.drop_after(-1)
                 istore.write_chunk(0, table, None)
@@ -194,7 +213,36 @@ class DaskRunner:
                 yield item, SourceResult.from_dict(result)
         finally:
             if self._own:
-                self.client.close()
+                self._close()
+
+    def _close(self) -> None:
+        """Close our client; after a lost scheduler without Dask's log of its cancelled
+        reconnection (a traceback), as the run's one-line message says it all."""
+        import logging
+
+        log = logging.getLogger("distributed.client")
+        level = log.level
+        if self._lost:
+            log.setLevel(logging.CRITICAL)
+        try:
+            self.client.close()
+        finally:
+            log.setLevel(level)
+
+
+    def _result(self, fut: Any, store: RunStore) -> tuple[dict[str, Any], pa.Table]:
+        """A task's (result, rows); OutputError (exit 3) if the scheduler was lost: its
+        tasks are cancelled, and what finished is in the store for --resume."""
+        from concurrent.futures import CancelledError
+
+        try:
+            return fut.result()
+        except (CancelledError, OSError, TimeoutError) as e:  # CommClosedError is an OSError
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+            self._lost = True
+            raise OutputError(f"lost the Dask scheduler at {self.client.scheduler.address} "
+                              f"({why}); finished inputs are kept in {store.dir}: rerun with "
+                              f"--resume") from None
 
 
 def _absolute(item: WorkItem) -> WorkItem:

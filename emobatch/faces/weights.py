@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path, write_text
+from ..config import weights_path_problem
 from ..errors import WeightsError
 from .models import build_model
 from ..types import EMOTIONS
@@ -38,11 +41,23 @@ class LoadedModel:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256 (hex); WeightsError if it cannot be read (a folder, no permission)."""
+    check_weights_path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise WeightsError(f"cannot read weights {path}: {e.strerror or e}") from None
     return h.hexdigest()
+
+
+def check_weights_path(path: Path) -> None:
+    """WeightsError unless `path` names a readable file (the message says what is wrong)."""
+    problem = weights_path_problem(path)
+    if problem:
+        raise WeightsError(problem)
 
 
 def default_weights_path() -> Path:
@@ -77,8 +92,6 @@ def save_weights(model: nn.Module, config: dict[str, Any], path: str | Path,
 def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedModel:
     """Load a weights file (default: the shipped one) into its architecture, in eval mode."""
     path = Path(path) if path is not None else default_weights_path()
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
     digest = sha256_of(path)
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -88,16 +101,49 @@ def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedM
                                f"({expected[:12]}...); the file is corrupt or was replaced")
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
-        config = blob["config"]
+    except Exception as e:  # torch raises many types for a bad file
+        raise WeightsError(f"{path} is {_unloadable(path, e)}") from e
+    if not (isinstance(blob, dict) and isinstance(blob.get("config"), dict)
+            and "state_dict" in blob):
+        raise WeightsError(f"{path} is a PyTorch file but not emobatch weights (no config and "
+                           f"state_dict; write them with emobatch.faces.weights.save_weights)")
+    config = blob["config"]
+    try:
         model = build_model(config["arch"], num_classes=len(config["labels"]))
         model.load_state_dict(blob["state_dict"])
     except WeightsError:
         raise
-    except Exception as e:  # torch raises many types for a bad file
-        raise WeightsError(f"cannot load weights {path}: {e}") from e
+    except Exception as e:
+        raise WeightsError(f"cannot load weights {path}: {_first_line(e)}") from e
     # the config says whether there is a calibration (runs' fingerprints read it from the sidecar)
     int8 = blob.get("int8") if config.get("int8") else None
     return LoadedModel(model.to(device).eval(), config, path, digest, int8)
+
+
+def _unloadable(path: Path, error: Exception) -> str:
+    """Why torch.load failed on `path`, in words: what the file holds instead."""
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+    if zipfile.is_zipfile(path):
+        if isinstance(error, pickle.UnpicklingError):
+            return ("a PyTorch file holding more than tensors and plain data, which weights "
+                    "are not loaded with (weights_only=True)")
+        return f"a corrupt PyTorch weights file ({_first_line(error)})"
+    if head.startswith(b"PK"):  # a zip archive without its end: torch.save's, cut short
+        return "a truncated PyTorch weights file (copied or downloaded only in part?)"
+    if b"\0" not in head:
+        try:
+            text = head.decode("utf-8").strip().splitlines()
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            shown = text[0][:40] if text else ""
+            return f"not a PyTorch weights file (it holds text: {shown!r})"
+    return "not a PyTorch weights file (not the zip archive torch.save writes)"
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:

@@ -22,26 +22,56 @@ NO_SUFFIX = "(none)"
 def kind_of(path: Path) -> Kind | None:
     """'image' / 'video' for an input, None if neither.
 
-    By the suffix (case-insensitive, `emobatch.media.filetypes`) when it is a known one; an existing
-    file with any other suffix is probed by content (`probe_kind`), so a video FFmpeg decodes
-    is a video whatever it is called.
+    By the suffix (case-insensitive, `emobatch.media.filetypes`) when it is a video one; an
+    existing file with any other suffix is probed by content (`probe_kind`), so a video FFmpeg
+    decodes is a video whatever it is called. An image suffix is trusted when Pillow
+    identifies the file's header; a file it does not (a video named `.jpg`) is probed too.
     """
     kind = kind_by_suffix(path)
-    if kind is not None:
+    if kind == "video":
         return kind
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        return kind
     if not os.path.isfile(path) or st.st_size == 0:
-        return None
-    return _probe_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+        return kind  # reading it says what is wrong (iter_frames)
+    key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    return _image_or_video(*key) if kind == "image" else _probe_cached(*key)
 
 
+# keyed by mtime and size too, so a file replaced under the same name is looked at again
 @functools.lru_cache(maxsize=256)
 def _probe_cached(path: str, mtime_ns: int, size: int) -> Kind | None:
-    # keyed by mtime and size too, so a file replaced under the same name is probed again
     return probe_kind(Path(path))
+
+
+@functools.lru_cache(maxsize=1024)
+def _image_or_video(path: str, mtime_ns: int, size: int) -> Kind:
+    """A file with an image suffix: a video if Pillow cannot identify it and FFmpeg opens it
+    as one, else an image (whose reading then says what is wrong with it)."""
+    if _pillow_identifies(Path(path)):
+        return "image"
+    try:
+        with av.open(path, mode="r") as container:
+            # FFmpeg reads any file named .jpg as a still image (image2), a text as a picture
+            # of it (tty): only a real container's video stream makes it a video
+            fmt = container.format.name
+            real = fmt not in ("image2", "tty") and not fmt.endswith("_pipe")
+            return "video" if real and container.streams.video else "image"
+    except Exception:  # not a container FFmpeg opens
+        return "image"
+
+
+def _pillow_identifies(path: Path) -> bool:
+    """Whether Pillow recognises the file's header as an image (reads only the header)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.format != "MPEG"  # Pillow names MPEG video headers, decodes none
+    except Exception:  # not an image Pillow knows (or too big for it: reading says so)
+        return False
 
 
 def probe_kind(path: Path) -> Kind | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 
 Kind = Literal["image", "video"]
 
@@ -64,3 +64,11 @@ def check_file(path: Path) -> None:
         raise InputError("zero-byte file")
     if not os.access(path, os.R_OK):
         raise InputError("permission denied")
+
+
+def check_inputs_exist(inputs: Sequence[str | Path]) -> None:
+    """UsageError naming the first input (file or folder, as given) that does not exist: a
+    misspelled path is a mistake in the command, not a bad input to report and go on."""
+    for item in inputs:
+        if not os.path.lexists(item):
+            raise UsageError(f"no such file or folder: {item}")
