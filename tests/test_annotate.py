@@ -241,3 +241,49 @@ def test_blur_box_clips_and_ignores_degenerate_boxes() -> None:
 
     assert roughness(out[:25, :30]) < 0.3 * roughness(img[:25, :30])
     assert np.array_equal(out[25:], img[25:]) and np.array_equal(out[:, 30:], img[:, 30:])
+
+
+# --------------------------------------------------------------------------- tag layout
+
+
+def _crowd(n_rows: int = 3, n_cols: int = 6, size: int = 70) -> FaceBatch:
+    """A crowd of adjacent and overlapping faces (the 1080p clip's worst case, denser)."""
+    rng = np.random.default_rng(7)
+    boxes = [[300 + c * (size * 0.8) + rng.uniform(-8, 8), 300 + r * (size * 1.05) + rng.uniform(-8, 8)]
+             for r in range(n_rows) for c in range(n_cols)]
+    boxes = [[x, y, x + size, y + size] for x, y in boxes]
+    return _faces(boxes, track=list(range(len(boxes))))
+
+
+def _intersect(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def test_tags_cover_no_tag_and_no_face_in_a_crowd() -> None:
+    from emobatch.media.annotate import tag_rects
+
+    faces = _crowd()
+    h, w = 1080, 1920
+    texts, rects, leader = tag_rects(faces, h, w)
+    assert len(texts) == len(faces) and all(t.startswith(f"#{i} ") for i, t in enumerate(texts))
+    assert ((rects[:, :2] >= 0) & (rects[:, 2:] <= [w, h])).all()
+    for i in range(len(faces)):
+        assert not any(_intersect(rects[i], box) for box in faces.xyxy), i
+        assert not any(_intersect(rects[i], rects[j]) for j in range(len(faces)) if j != i), i
+    assert leader.any() and not leader.all()   # inner faces' tags sit away, with a line
+    assert np.array_equal(rects, tag_rects(faces, h, w)[1])   # deterministic
+    out = draw(np.full((h, w, 3), 90, np.uint8), faces)
+    for (x1, y1, x2, y2), text in zip(rects, texts):       # each tag is drawn where laid out
+        colour = out[y1 + 1, x1 + 1]
+        assert (np.abs(out[y1:y2, x1:x2].astype(int) - colour).sum(-1) == 0).mean() > 0.5, text
+
+
+def test_photo_tags_carry_the_face_index() -> None:
+    from emobatch.media.annotate import tag_rects
+
+    faces = _faces([[40, 60, 120, 150], [200, 60, 280, 150]])
+    texts, _, _ = tag_rects(faces, 300, 400, still=True)
+    assert texts == ["#0 happy 0.88", "#1 happy 0.88"]
+    assert tag_rects(faces, 300, 400)[0] == ["happy 0.88", "happy 0.88"]   # video, untracked
+    img = _grey(300, 400)
+    assert not np.array_equal(draw(img, faces, still=True), draw(img, faces))

@@ -63,7 +63,7 @@ class _Annotation:
     def write(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
         if self.path is None:
             return
-        img = draw(frame.image, faces, self.labels, blur=self.blur)
+        img = draw(frame.image, faces, self.labels, blur=self.blur, still=frame.t_sec is None)
         with writing(f"the annotated output of {frame.source}"):
             if frame.t_sec is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

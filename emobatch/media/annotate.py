@@ -17,6 +17,7 @@ import numpy as np
 
 from .filetypes import BROWSER_IMAGE_SUFFIXES
 from .discover import kind_of
+from .labels import layout_tags
 from ..atomic import atomic_path, atomic_write, publish, temp_path
 from ..types import EMOTIONS, FaceBatch
 
@@ -41,6 +42,12 @@ BLUR_CELLS = 8
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _TIME_BASE = Fraction(1, 90000)
+X264_PARAMS = "mbtree=0"
+"""libx264's MB-tree pass (x264 core 165) reads an uninitialised stack value for some frame
+sizes (an odd number of macroblocks across, e.g. 322x242 or 336x240; valgrind shows it):
+the quantisers it derives then follow whatever that stack held, so two identical runs wrote
+different pixels. Without MB-tree the encoder reads only what it was given: identical
+frames give byte-identical MP4s (about 20% larger at the same CRF)."""
 
 
 # --------------------------------------------------------------------------- drawing
@@ -66,31 +73,55 @@ def _style(height: int, width: int) -> tuple[int, float, int]:
     return box_t, font_scale, text_t
 
 
-def _label(faces: FaceBatch, i: int, labels: Sequence[str]) -> tuple[str, tuple[int, int, int]]:
-    """Tag text and RGB colour of face i: '[#track ]emotion p' or '[#track ]score'."""
+def _label(faces: FaceBatch, i: int, labels: Sequence[str],
+           still: bool = False) -> tuple[str, tuple[int, int, int]]:
+    """Tag text and RGB colour of face i: '[#id ]emotion p' or '[#id ]score'; the id is the
+    face's index in a still (the timeline's `face`), else its track when >= 0."""
     if faces.probs is not None:
         k = int(np.argmax(faces.probs[i]))
         text, colour = f"{labels[k]} {float(faces.probs[i, k]):.2f}", _colour(labels, k)
     else:
         text, colour = f"{float(faces.score[i]):.2f}", SCORE_ONLY_COLOUR
-    if faces.track is not None and int(faces.track[i]) >= 0:
+    if still:
+        text = f"#{i} {text}"
+    elif faces.track is not None and int(faces.track[i]) >= 0:
         text = f"#{int(faces.track[i])} {text}"
     return text, colour
 
 
-def _draw_tag(img: np.ndarray, text: str, colour: tuple[int, int, int], x1: int, y1: int,
+def tag_rects(faces: FaceBatch, height: int, width: int, labels: Sequence[str] = EMOTIONS,
+              still: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """What draw() writes on a height x width image: (texts, rects (n, 4) int x1, y1, x2, y2
+    with exclusive ends, -1 for a face with a non-finite box; leader (n,) bool) from
+    labels.layout_tags: no tag covers another tag or a face box where the image has room."""
+    _, font_scale, text_t = _style(height, width)
+    texts, sizes = [], np.zeros((len(faces), 2), np.int64)
+    for i in range(len(faces)):
+        texts.append(_label(faces, i, labels, still)[0])
+        (tw, th), base = cv2.getTextSize(texts[-1], _FONT, font_scale, text_t)
+        sizes[i] = tw + 2 * max(1, text_t), th + base + 2 * max(1, text_t)
+    rects, leader = layout_tags(faces.xyxy, sizes, height, width, gap=_style(height, width)[0])
+    return texts, rects, leader
+
+
+def _draw_tag(img: np.ndarray, text: str, colour: tuple[int, int, int], rect: np.ndarray,
               font_scale: float, text_t: int) -> None:
-    """Filled tag with text, above (x1, y1), or just below it if there is no room; in place."""
-    h, w = img.shape[:2]
-    (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, text_t)
+    """Filled tag rect (x1, y1, x2, y2; ends exclusive) with text; in place."""
+    (_, th), _ = cv2.getTextSize(text, _FONT, font_scale, text_t)
+    x, y, x2, y2 = (int(v) for v in rect)
     pad = max(1, text_t)
-    tag_w, tag_h = tw + 2 * pad, th + base + 2 * pad
-    x = min(max(x1, 0), max(w - tag_w, 0))
-    y = y1 - tag_h if y1 - tag_h >= 0 else max(y1, 0)   # top of the tag
-    y = min(y, max(h - tag_h, 0))
-    cv2.rectangle(img, (x, y), (x + tag_w - 1, y + tag_h - 1), colour, cv2.FILLED)
+    cv2.rectangle(img, (x, y), (x2 - 1, y2 - 1), colour, cv2.FILLED)
     cv2.putText(img, text, (x + pad, y + pad + th), _FONT, font_scale, _text_colour(colour),
                 text_t, cv2.LINE_AA)
+
+
+def _leader(img: np.ndarray, rect: np.ndarray, box: np.ndarray, colour: tuple[int, int, int],
+            thickness: int) -> None:
+    """A line from a tag placed away from its face to the nearest point of the face's box."""
+    cx, cy = (rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2
+    px, py = float(np.clip(cx, box[0], box[2])), float(np.clip(cy, box[1], box[3]))
+    tx, ty = float(np.clip(px, rect[0], rect[2] - 1)), float(np.clip(py, rect[1], rect[3] - 1))
+    cv2.line(img, (round(tx), round(ty)), (round(px), round(py)), colour, thickness, cv2.LINE_AA)
 
 
 def _draw_landmarks(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int],
@@ -121,16 +152,17 @@ def blur_box(image: np.ndarray, box: Sequence[float]) -> None:
 
 
 def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
-         blur: bool = False) -> np.ndarray:
+         blur: bool = False, still: bool = False) -> np.ndarray:
     """Return an annotated copy of image (H, W, 3) uint8 RGB; the input is not modified.
 
-    Per face: the box in its emotion's colour (PALETTE), a filled tag above the box (inside
-    the frame when the box touches the top) reading 'happy 0.87', or '#3 happy 0.87' when
-    faces.track is set and >= 0, or just the detection score '0.98' when faces.probs is
-    None; and the 5 landmarks as small dots. Sizes scale with the image's short side.
-    labels must have faces.probs.shape[1] entries. blur=True first blurs every face box
-    (blur_box) and leaves out the landmarks, for outputs shared with people who must not
-    recognise the faces.
+    Per face: the box in its emotion's colour (PALETTE), a filled tag reading 'happy 0.87',
+    '#3 happy 0.87' when faces.track is set and >= 0, '#0 happy 0.87' (the face's index,
+    the timeline's `face`) when still, or just the detection score '0.98' when faces.probs
+    is None; and the 5 landmarks as small dots. Tags go where tag_rects puts them: beside
+    the box, over no other tag and no face, with a line to the box when placed further
+    away. Sizes scale with the image's short side. labels must have faces.probs.shape[1]
+    entries. blur=True first blurs every face box (blur_box) and leaves out the landmarks,
+    for outputs shared with people who must not recognise the faces.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -142,15 +174,19 @@ def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
         for box in faces.xyxy:
             if np.all(np.isfinite(box)):
                 blur_box(out, box)
-    for i in range(len(faces)):
-        if not np.all(np.isfinite(faces.xyxy[i])):
-            continue
+    texts, rects, leader = tag_rects(faces, *out.shape[:2], labels, still)
+    shown = [i for i in range(len(faces)) if np.all(np.isfinite(faces.xyxy[i]))]
+    for i in shown:
         x1, y1, x2, y2 = (int(round(float(v))) for v in faces.xyxy[i])
-        text, colour = _label(faces, i, labels)
+        colour = _label(faces, i, labels)[1]
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, box_t, cv2.LINE_AA)
         if not blur:  # landmarks outline the eyes and mouth
             _draw_landmarks(out, faces.landmarks[i], colour, max(1, box_t))
-        _draw_tag(out, text, colour, x1, y1, font_scale, text_t)
+    for i in shown:  # tags last: no box or landmark is drawn over one
+        colour = _label(faces, i, labels)[1]
+        if leader[i]:
+            _leader(out, rects[i], faces.xyxy[i], colour, max(1, box_t - 1))
+        _draw_tag(out, texts[i], colour, rects[i], font_scale, text_t)
     return out
 
 
@@ -197,11 +233,12 @@ class VideoWriter:
             raise
 
     def _add_stream(self, crf: int) -> av.VideoStream:
-        """The libx264 stream: even size, yuv420p, CRF, preset veryfast, 1/90000 time base."""
+        """The libx264 stream: even size, yuv420p, CRF, preset veryfast, no MB-tree, 1/90000
+        time base."""
         stream = self._container.add_stream("libx264", rate=self.rate)
         stream.width, stream.height = self.width + self.width % 2, self.height + self.height % 2
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": X264_PARAMS}
         stream.codec_context.time_base = _TIME_BASE
         stream.time_base = _TIME_BASE
         return stream
