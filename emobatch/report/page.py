@@ -189,7 +189,7 @@ def _untracked_table(rows: pd.DataFrame) -> str:
     return ('<h3>Untracked faces</h3><p class="note">Faces without a track id (tracking off, '
             'or seen too briefly to confirm a track), pooled: they are not one person, so '
             'they get no plot; their episodes below follow each face index.</p>'
-            + _table(["faces", "frames", "face-seconds", "seen", "dominant", "emotion mix",
+            + _table(["detections", "frames", "face-seconds", "seen", "dominant", "emotion mix",
                       "mean confidence"], [_tr(cells, f' data-t="{r["first_s"]:.3f}"')],
                      "untracked"))
 
@@ -243,7 +243,7 @@ def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
     head = (f'<h2 id="v{i}" title="{_ESC(source)}">{_ESC(Path(source).name)}</h2>'
             f'<p>{_t(src["duration_s"])} · {_plural(src["frames_total"], "frame")} processed · '
             f'faces in {_pct(src["coverage"])} of them · {_plural(src["tracks"], "track")}'
-            + (f' · {_plural(int(loose["faces"].sum()), "untracked face")}' if len(loose)
+            + (f' · {_plural(int(loose["faces"].sum()), "untracked detection")}' if len(loose)
                else "") + f' · mix {_mix(src)}</p>')
     body = _plots(source, tracks, data, dur, thumbs) or (
         '<p class="note">No tracked faces to plot: the untracked ones are below.</p>'
