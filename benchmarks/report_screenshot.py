@@ -4,7 +4,8 @@
     python benchmarks/report_screenshot.py /tmp/s/r.parquet --annotate /tmp/s/ann --png docs/report-1080p.png
 
 The page is opened from a file:// URL, the first video is sought to --at seconds by a click
-on its first plot (so the frame and the playhead show), and the top --height px are saved.
+on its first plot (so the frame and the playhead show), and the top --height px are saved
+as a 256-colour PNG (a third of the size of Chromium's, the same to the eye).
 """
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ SEEK = """new Promise(done => {
 })"""
 
 
+def _palette(png: Path) -> None:
+    """Rewrite png with 256 colours (flat UI colours, one video frame: no visible loss)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        small = im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE,
+                                           dither=Image.Dither.NONE)
+    small.save(png, optimize=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("timeline", type=Path)
@@ -42,6 +53,7 @@ def main() -> None:
         if browser.problems():
             sys.exit(f"page problems: {browser.problems()}")
         browser.screenshot(a.png, a.height)
+    _palette(a.png)
     print(f"wrote {a.png}")
 
 

@@ -99,13 +99,17 @@ def summarize(df: pd.DataFrame, by: str = "track", raw: bool = False) -> pd.Data
     """Emotion summary per source (by='source') or per source and track (by='track').
 
     Columns: source[, track], kind, frames (frames with the group's faces), faces (rows),
-    time_s (time on screen, sum of dt; NaN for images), first_s/last_s (first and last
-    appearance), coverage (by='track': share of the source's frames the track is in;
-    by='source': share of frames with at least one face), dominant (largest share),
-    share_<e> (time-weighted share of faces labelled e), mean_<e> (time-weighted mean
-    probability), mean_confidence (mean probability of the label), peak_<e>. Photos and
-    untracked faces get track <NA>: one group per source. Sources without faces appear
-    with by='source' only, with NaN statistics.
+    then the group's time (NaN for images): by='track' time_s, the track's time on screen
+    (sum of its rows' dt); by='source' face_seconds, the same summed over all its faces (two
+    faces for 1 s make 2.0, so it can exceed the video) and duration_s, the source's
+    processed length. Then first_s/last_s (first and last appearance), coverage (by='track':
+    share of the source's frames the track is in; by='source': share of frames with at
+    least one face), dominant (largest share), share_<e> (time-weighted share of faces
+    labelled e), mean_<e> (time-weighted mean probability), mean_confidence (mean
+    probability of the label), peak_<e>. Rows in order of first appearance. Photos and
+    untracked faces (no track id: --no-track, or a face not yet confirmed as a track) get
+    track <NA>: one group per source, whose time_s is face-seconds too. Sources without
+    faces appear with by='source' only, with NaN statistics.
     """
     if by not in ("source", "track"):
         raise ValueError(f"by must be 'source' or 'track', not {by!r}")
@@ -124,12 +128,14 @@ def summarize(df: pd.DataFrame, by: str = "track", raw: bool = False) -> pd.Data
     out = out.join(stats).reset_index()
     cov = _coverage(d)
     if by == "track":
-        total = out["source"].map(cov.set_index("source")["frames"])
+        total = out["source"].map(cov.set_index("source")["frames"]).to_numpy(np.float64)
         out.insert(out.columns.get_loc("last_s") + 1, "coverage", out["frames"] / total)
         return out
-    out = cov[["source", "kind", "coverage"]].merge(out.drop(columns="kind"), on="source",
-                                                     how="left")
+    out = cov[["source", "kind", "coverage", "duration_s"]].merge(
+        out.drop(columns="kind").rename(columns={"time_s": "face_seconds"}), on="source",
+        how="left")
     out[["frames", "faces"]] = out[["frames", "faces"]].fillna(0).astype(int)
+    out.insert(out.columns.get_loc("face_seconds") + 1, "duration_s", out.pop("duration_s"))
     return out
 
 
@@ -186,6 +192,8 @@ def _track_episodes(g: pd.DataFrame, cols: list[str], margin: float, min_duratio
     state = _absorb_short(_runs(state, t, dt, max_gap), state, t, dt, min_duration)
     rows = []
     for a, b, _ in _runs(state, t, dt, max_gap):
+        if t[b - 1] + dt[b - 1] - t[a] < min_duration:
+            continue  # the face was seen for less than min_duration: no emotion held that long
         p = probs[a:b, state[a]]
         peak = a + int(p.argmax())
         rows.append({"emotion": EMOTIONS[state[a]], "onset_s": t[a],
@@ -207,7 +215,8 @@ def episodes(df: pd.DataFrame, raw: bool = False, min_duration: float = 0.5,
     time order. Hysteresis: the emotion changes only when another one's probability beats
     the current one's by `margin`. Then spans shorter than `min_duration` seconds are merged
     into the preceding span (the following one at the start). The face missing for more
-    than `max_gap` seconds ends a span. Columns (EPISODE_COLUMNS): onset_s (first frame's
+    than `max_gap` seconds ends a span; an appearance shorter than `min_duration` as a whole
+    gives none, so no episode is ever shorter than `min_duration`. Columns (EPISODE_COLUMNS): onset_s (first frame's
     time), offset_s (last frame's time + its dt), duration_s, peak_s and peak_prob (the
     emotion's highest probability in the span and when), mean_prob, frames, onset_frame,
     offset_frame. Photos have no episodes.

@@ -5,6 +5,7 @@ import argparse
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ from rich.table import Table
 from ._version import __version__
 from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, QUALITY_PRESETS,
                      TTA_MODES, Settings)
-from .errors import BackendUnavailable, OutputError, UsageError, WeightsError
+from .errors import BackendUnavailable, OutputError, ReportWarning, UsageError, WeightsError
 from .media.filetypes import check_inputs_exist
 
 console = Console(stderr=True)
@@ -117,6 +118,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 def check_timeline(path: Path) -> None:
     """UsageError unless `path` is a readable timeline file (its suffix and first columns)."""
     from .batch.sinks import timeline_writer
+    from .types import EMOTIONS
 
     if not path.is_file():
         raise UsageError(f"no such timeline: {path}")
@@ -124,7 +126,9 @@ def check_timeline(path: Path) -> None:
         names = timeline_writer(path).columns(path)
     except (OSError, ValueError) as e:  # pyarrow's errors are these too
         raise UsageError(f"cannot read the timeline {path}: {e}") from None
-    missing = [c for c in ("source", "frame", "t_sec") if c not in names]
+    # what the report reads: a table with only some of these is not a timeline
+    missing = [c for c in ("source", "frame", "t_sec", "face", "track", "x1", "y1", "x2", "y2",
+                           "det_score", *EMOTIONS) if c not in names]
     if missing:
         raise UsageError(f"{path} is not an emobatch timeline (no {', '.join(missing)} column)")
 
@@ -133,8 +137,16 @@ def cmd_report(a: argparse.Namespace) -> int:
     from .report import write_report
 
     check_timeline(a.results)
-    out = write_report(a.results, a.out, annotate_dir=a.annotate,
-                       thumbnails=not a.no_thumbnails, raw=a.raw, min_episode=a.min_episode)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)
+        out = write_report(a.results, a.out, annotate_dir=a.annotate,
+                           thumbnails=not a.no_thumbnails, raw=a.raw, min_episode=a.min_episode)
+    for w in caught:
+        if issubclass(w.category, ReportWarning):
+            console.print(f"emobatch: warning: {w.message}", soft_wrap=True, highlight=False,
+                          markup=False)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     console.print(f"report: {out}", soft_wrap=True, highlight=False)
     return 0
 
@@ -275,11 +287,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     finally:
         prog.stop()
     print_summary(summary, a.verbose)
-    console.print(f"timeline: {summary.out}  errors: {errors_path(summary.out)}"
+    failed = summary.errors or summary.unreadable
+    console.print(f"timeline: {summary.out}"
+                  + (f"  errors: {errors_path(summary.out)}" if failed else "")
                   + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
     if summary.report is not None:
         console.print(f"report: {summary.report}", soft_wrap=True, highlight=False)
-    return 1 if summary.errors or summary.unreadable else 0
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,3 +34,8 @@ class WeightsError(RuntimeError):
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot run these weights on this device."""
+
+
+class ReportWarning(UserWarning):
+    """The report was written, but without something asked for (e.g. `--annotate DIR`
+    holds none of the timeline's annotated videos); the CLI prints it on stderr."""

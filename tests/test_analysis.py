@@ -92,7 +92,9 @@ def test_summarize_per_track_known_shares_and_times(two_faces: pd.DataFrame) -> 
 def test_summarize_per_source_pools_tracks(two_faces: pd.DataFrame) -> None:
     s = summarize(two_faces, by="source").iloc[0]
     assert s["coverage"] == pytest.approx(0.75)
-    assert s["time_s"] == pytest.approx(2.5)  # face-seconds: 1.5 + 1.0
+    # face-seconds (1.5 + 1.0) exceed the 2 s video: named so, the duration beside them
+    assert s["face_seconds"] == pytest.approx(2.5) and s["duration_s"] == pytest.approx(2.0)
+    assert "time_s" not in s.index
     assert s["share_surprise"] == pytest.approx(0.4)
     assert s["share_happy"] == pytest.approx(0.9 / 2.5)
     with pytest.raises(ValueError):
@@ -281,3 +283,34 @@ def test_real_run_of_the_shared_media(tmp_path_factory: pytest.TempPathFactory) 
     for raw in (False, True):
         shares = summarize(df, raw=raw)[[f"share_{e}" for e in EMOTIONS]].sum(axis=1)
         assert np.allclose(shares, 1.0)
+
+
+def test_no_episode_is_shorter_than_min_duration() -> None:
+    # 25 fps, 4 s: track 0 happy throughout; an untracked face (no track id) flickers in for
+    # single frames more than max_gap apart, and track 1 is seen for 0.2 s only
+    rows = _track_video(["happy"] * 100)
+    rows += [_row("v.mp4", i, i / 25, 1, None, _probs("sad")) for i in (5, 45, 85)]
+    rows += [_row("v.mp4", i, i / 25, 2, 1, _probs("fear")) for i in range(50, 55)]
+    df = _timeline(rows)
+    for min_duration in (0.5, 0.1):
+        ep = episodes(df, min_duration=min_duration)
+        assert (ep["duration_s"] >= min_duration - 1e-9).all(), ep
+        assert list(zip(ep["track"], ep["emotion"])) == [(0, "happy")] + (
+            [(1, "fear")] if min_duration <= 0.2 else [])
+    # a face seen long enough without a track still has its episodes (per face index)
+    ep = episodes(_timeline(_track_video(["sad"] * 50, track=None)), min_duration=0.5)
+    assert len(ep) == 1 and pd.isna(ep.iloc[0]["track"]) and ep.iloc[0]["duration_s"] == 2.0
+
+
+def test_an_empty_timeline_gives_empty_tables(tmp_path) -> None:
+    from emobatch.batch.sinks import TimelineSink
+
+    with TimelineSink(tmp_path / "r.parquet") as sink:  # every input failed: no rows
+        sink.add_error("bad.mp4", "zero-byte file")
+    df = emobatch.read_timeline(tmp_path / "r.parquet")
+    assert len(df) == 0
+    assert coverage(df).empty and summarize(df, by="source").empty
+    tracks = summarize(df)
+    assert tracks.empty and {"track", "time_s", "coverage", "dominant"} <= set(tracks.columns)
+    assert list(episodes(df).columns) == EPISODE_COLUMNS and episodes(df).empty
+    assert resample(df).empty and best_faces(df).empty

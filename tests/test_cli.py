@@ -239,7 +239,11 @@ def test_cuda_without_a_gpu_and_a_bad_scheduler_exit_2(tmp_path):
 def test_report_of_something_not_a_timeline_exits_2(tmp_path):
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    # the first columns of a timeline, but not the faces' and emotions' the report reads
+    pd.DataFrame({"source": ["a.mp4"], "frame": [0], "t_sec": [0.0]}).to_parquet(
+        tmp_path / "part.parquet")
     for path, message in ((tmp_path / "notes.csv", "not an emobatch timeline"),
+                          (tmp_path / "part.parquet", "not an emobatch timeline (no face"),
                           (tmp_path / "broken.parquet", "cannot read the timeline"),
                           (tmp_path / "r.txt", "no such timeline")):
         r = emobatch_cli("report", path)

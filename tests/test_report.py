@@ -139,6 +139,15 @@ def test_real_run_report_in_chromium(tmp_path_factory: pytest.TempPathFactory,
     assert counts["episodes"] == counts["rows"] >= 1
     assert set(counts["tables"]) == {"sources", "summary", "episodes", "faces"}
     assert counts["thumbs"] >= 1 + 5  # the video's track and the group photo's faces
+    looks = browser.js("""({
+        poster: document.querySelector('video').poster.slice(0, 23),
+        scale: [...document.querySelectorAll('.yax span')].slice(0, 3).map(s => s.textContent),
+        scaleLeft: document.querySelector('.yax').getBoundingClientRect().left,
+        chartRight: document.querySelector('.chart').getBoundingClientRect().right,
+        legend: document.querySelectorAll('.plots .plegend .chip').length})""")
+    assert looks["poster"] == "data:image/jpeg;base64,"  # a frame before play, not black
+    assert looks["scale"] == ["1", "0.5", "0"] and looks["scaleLeft"] >= looks["chartRight"] - 1
+    assert looks["legend"] == len(EMOTIONS)
     # the video plays: clicks on an episode, a table row and the plot seek it
     ready = browser.js("""new Promise(r => { const v = document.querySelector('video');
         if (v.readyState >= 1) r(v.readyState);
@@ -157,3 +166,138 @@ def test_real_run_report_in_chromium(tmp_path_factory: pytest.TempPathFactory,
     now, _ = browser.js(seek % (box[0] + box[1] / 2) + "('.chart')")
     assert now == pytest.approx(dur / 2, abs=0.1)
     assert browser.problems() == []
+
+
+# --------------------------------------------------------------------------- polish
+
+
+def _spans(path: Path, spans: list[tuple], fps: float = 10.0, seconds: float = 10.0) -> Path:
+    """A video timeline: a face per (track (None: untracked), start s, end s, emotion) in
+    spans, present from start to end (p 0.7); frames without faces have their empty row."""
+    rows = []
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        here = [(k, e) for k, a, b, e in spans if a <= t < b]
+        for face, (k, e) in enumerate(here):
+            probs = {x: (0.7 if x == e else 0.05) for x in EMOTIONS}
+            rows.append({"source": "clip.mp4", "frame": i, "t_sec": t, "face": face,
+                         "track": k, "x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 50.0,
+                         "det_score": 0.99, **probs, **{f"{x}_raw": p for x, p in probs.items()},
+                         "emotion": e, "confidence": 0.7})
+        if not here:
+            rows.append({"source": "clip.mp4", "frame": i, "t_sec": t})
+    pd.DataFrame(rows).astype({"face": "Int32", "track": "Int64"}).to_parquet(path)
+    return path
+
+
+def _cells(table: str) -> list[list[str]]:
+    """The cells of each body row of an HTML table."""
+    body = table.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr[ >].*?</tr>", body)]
+
+
+def _seconds(t: str) -> float:
+    m, s = t.split(":")
+    return 60 * int(m) + float(s)
+
+
+def test_plots_have_a_scale_and_legend_and_follow_first_appearance(tmp_path: Path) -> None:
+    # track 7 comes first but is short; track 3 comes later and stays longer
+    timeline = _spans(tmp_path / "t.parquet", [(7, 0, 3, "happy"), (3, 1, 10, "sad")])
+    page = write_report(timeline, tmp_path / "r.html").read_text()
+    plots = page[page.index('<div class="plots">'):page.index("<h3>Tracks</h3>")]
+    assert re.findall(r"<b>#(\d+)</b>", plots) == ["7", "3"]  # first appearance, not length
+    assert [r[1] for r in _cells(page.split('<table class="summary">')[1])] == ["#7", "#3"]
+    eps = _cells(page.split('<table class="episodes">')[1])
+    assert [r[0] for r in eps] == ["#7", "#3"] and eps[1][2] == "0:01.0"  # by onset
+    # a probability scale beside each plot, a legend of the colours above them
+    scales = re.findall(r'<div class="yax"[^>]*>(.*?)</div>', plots)
+    assert len(scales) == 2 and re.findall(r">([\d.]+)</span>", scales[0]) == ["1", "0.5", "0"]
+    legend = plots[plots.index("plegend"):plots.index('<div class="chart">')]
+    assert "probability" in legend and all(f">{e}</span>" in legend for e in EMOTIONS)
+
+
+def test_untracked_faces_are_no_pseudo_track(tmp_path: Path) -> None:
+    # track 0 all along; untracked faces: a 0.1 s flicker, later 3 s without a track id
+    timeline = _spans(tmp_path / "t.parquet", [(0, 0, 10, "happy"), (None, 2, 2.1, "fear"),
+                                               (None, 5, 8, "sad")])
+    page = write_report(timeline, tmp_path / "r.html", min_episode=0.5).read_text()
+    assert page.count('<svg class="area"') == 1  # track 0 only: no '-' pseudo-track plot
+    assert [row[1] for row in _cells(page.split('<table class="summary">')[1])] == ["#0"]
+    untracked = page[page.index("<h3>Untracked faces</h3>"):page.index("<h3>Episodes</h3>")]
+    assert _cells(untracked)[0][0] == "31"  # face rows: 1 + 30
+    eps = _cells(page.split('<table class="episodes">')[1])
+    assert all(_seconds(row[4]) >= 0.5 for row in eps), eps  # duration, m:ss.s
+    # the 3 s untracked face has its episode; the 0.1 s flicker none
+    assert [(row[0], _seconds(row[2])) for row in eps] == [("#0", 0.0), ("untracked", 5.0)]
+
+
+def _cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emobatch", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_every_input_failed_still_gives_summary_and_report(tmp_path: Path) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
+    out, html = tmp_path / "r.parquet", tmp_path / "r.html"
+    r = _cli("run", tmp_path / "empty.jpg", tmp_path / "junk.mp4", "--out", out,
+             "--report", html, "--quiet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "emobatch summary" in r.stderr and "2 input(s) failed" in r.stderr
+    assert f"report: {html}" in r.stderr.replace("\n", "")
+    for page in (html.read_text(), None):
+        if page is None:  # the same timeline through `emobatch report`
+            r = _cli("report", out)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+            page = (tmp_path / "r.report.html").read_text()
+        assert "No rows: no input was processed, so no faces were found" in page
+        errors = _cells(page.split('<table class="errors">')[1])
+        assert [Path(e[0]).name for e in errors] == ["empty.jpg", "junk.mp4"]
+        assert "zero-byte file" in errors[0][1]
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The sample through `emobatch run --annotate --report` (every 5th frame): the folder
+    and the command's stderr."""
+    from conftest import SAMPLE
+
+    folder = tmp_path_factory.mktemp("sample")
+    r = _cli("run", SAMPLE, "--out", folder / "r.parquet", "--annotate", folder / "ann",
+             "--report", folder / "r.html", "--every", "5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return folder, r.stderr
+
+
+def test_report_wording_poster_and_a_clean_run_without_errors_table(sample_run) -> None:
+    import base64
+
+    import cv2
+
+    folder, stderr = sample_run
+    assert not (folder / "r.errors.csv").exists() and "errors:" not in stderr
+    page = (folder / "r.html").read_text()
+    facts = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page))
+    assert facts["tracking"] == "on" and facts["smoothing time constant"] == "0.3 s"
+    assert facts["video frames processed"] == "every 5th frame"
+    assert re.fullmatch(r"\d+:\d\d\.\d", facts["run time"]) and "True" not in page
+    head = page.split('<section class="video"')[1].split("</p>")[0]
+    assert re.search(r"0:0\d\.\d · \d+ frames processed · faces in \d+% of them · 1 track ·",
+                     head), head
+    # the video box shows a frame of the annotated MP4 before it plays, not black
+    poster = re.search(r'<video [^>]*poster="data:image/jpeg;base64,([^"]+)"', page)
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(poster.group(1)), np.uint8),
+                         cv2.IMREAD_COLOR)
+    assert image.shape[0] == 360 and image.mean() > 40
+
+
+def test_report_warns_when_the_annotate_folder_has_none_of_the_videos(sample_run) -> None:
+    folder, _ = sample_run
+    (folder / "elsewhere").mkdir()
+    for ann, warned in (("elsewhere", True), ("missing", True), ("ann", False)):
+        r = _cli("report", folder / "r.parquet", "--annotate", folder / ann, "--out",
+                 folder / f"{ann}.html")
+        assert r.returncode == 0, r.stderr
+        assert ("warning: --annotate" in r.stderr) == warned, (ann, r.stderr)
+        assert ("<video" in (folder / f"{ann}.html").read_text()) != warned

@@ -118,4 +118,36 @@ def test_a_registered_format_is_written_and_read(tmp_path, monkeypatch):
         sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(2))))
     df = read_timeline(out)
     assert len(df) == 2 and list(df.columns) == timeline_schema().names
-    assert df.attrs["emobatch"]["k"] == "v" and errors_path(out).is_file()
+    assert df.attrs["emobatch"]["k"] == "v"
+    assert not errors_path(out).exists()  # a clean run writes no errors table
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_track_is_a_nullable_integer_in_the_file_and_when_read(tmp_path, suffix):
+    out = tmp_path / f"r{suffix}"
+    faces = _faces(2).with_(track=np.array([3, -1]))  # the second face is untracked
+    with TimelineSink(out) as sink:
+        sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 0, 0.0),
+                                faces),
+                               (Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 1, 0.04),
+                                _faces(0))))
+    if suffix == ".parquet":
+        assert str(pq.read_schema(out).field("track").type) == "int64"
+    else:
+        track = [line.split(",")[4] for line in out.read_text().splitlines()[1:]]
+        assert track == ["3", "", ""]  # integers, not 3.0
+    df = read_timeline(out)
+    assert str(df["track"].dtype) == "Int64" and str(df["face"].dtype) == "Int32"
+    assert df["track"].iloc[0] == 3 and df["track"].isna().tolist() == [False, True, True]
+    assert df["face"].tolist()[:2] == [0, 1] and pd.isna(df["face"].iloc[2])
+
+
+def test_errors_table_only_when_an_input_failed_and_a_stale_one_removed(tmp_path):
+    out = tmp_path / "r.parquet"
+    errors_path(out).write_text("source,error,frames_done,traceback\nold.mp4,gone,0,\n")
+    with TimelineSink(out) as sink:  # a clean run at the same name
+        sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(1))))
+    assert out.is_file() and not errors_path(out).exists()  # old.mp4 is not this run's failure
+    with TimelineSink(out) as sink:
+        sink.add_error("bad.jpg", "zero-byte file")
+    assert pd.read_csv(errors_path(out))["source"].tolist() == ["bad.jpg"]

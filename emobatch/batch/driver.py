@@ -218,9 +218,9 @@ def _remove_timeline(path: Path) -> None:
 
 
 def _as_dataframe(summary: RunSummary):
-    import pandas as pd
+    from .sinks import read_timeline
 
-    df = pd.read_parquet(summary.out)
+    df = read_timeline(summary.out)  # face and track as nullable integers, as everywhere
     df.attrs["errors"] = [{"source": str(r.source), "error": r.error, "traceback": r.traceback}
                          for r in summary.errors]
     summary.tmpdir.cleanup()

@@ -26,6 +26,10 @@ from ..types import EMOTIONS, FaceBatch, Frame
 ERROR_FIELDS = ("source", "error", "frames_done", "traceback")
 
 
+INT_COLUMNS = {"face": "Int32", "track": "Int64"}
+"""Nullable integer columns: pandas would read them as floats wherever one is null."""
+
+
 def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema:
     """One row per face per frame; a frame without faces has one row with null face fields."""
     fields = [
@@ -272,11 +276,16 @@ class TimelineSink:
             return  # the original exception is the one to report
 
     def _write_sidecars(self, final: Path) -> None:
-        """errors table (always, maybe empty) and the metadata the format keeps beside it."""
-        with atomic_write(errors_path(final), "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
-            w.writeheader()
-            w.writerows(self.errors)
+        """The errors table (only when an input failed; an earlier run's at that name is
+        removed, so it never lists what this run did not see) and the metadata the format
+        keeps beside the timeline."""
+        if not self.errors:
+            errors_path(final).unlink(missing_ok=True)
+        else:
+            with atomic_write(errors_path(final), "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
+                w.writeheader()
+                w.writerows(self.errors)
         self.format.write_sidecar(final, {**self.metadata, "errors": self.errors})
 
 
@@ -301,8 +310,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def read_timeline(path: str | Path):
-    """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs."""
+    """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs.
+
+    face and track come back as nullable integers (Int32, Int64; <NA> where a frame has no
+    face or a face no track), whatever the format: not as floats.
+    """
     df = timeline_reader(path).read(Path(path))
+    df = df.astype({c: t for c, t in INT_COLUMNS.items() if c in df.columns})
     try:
         df.attrs["emobatch"] = read_metadata(path)
     except (OSError, ValueError):

@@ -9,21 +9,25 @@ HTML, `thumbnails`: face crops read from the inputs).
 Annotated MP4s are linked, not inlined: an hour of video as a data URI would make a
 gigabyte page. The `<video>` points at the MP4 by a path relative to the report, so the
 report works where it was written, or moved together with the annotated folder; without
-the MP4 the page still works, minus playback.
+the MP4 the page still works, minus playback; its poster (the frame shown before play) is
+a small JPEG data URI. An `annotate_dir` given that holds none of the timeline's annotated
+videos gives a ReportWarning (the CLI prints it).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from ..errors import ReportWarning
 from .data import MAX_PLOTTED_TRACKS, PLOT_BINS, ReportData, analyse
 from .page import render
-from .thumbnails import make_thumbnails
+from .thumbnails import make_posters, make_thumbnails
 
-__all__ = ["MAX_PLOTTED_TRACKS", "PLOT_BINS", "ReportData", "analyse", "find_annotated",
-           "make_thumbnails", "render", "write_report"]
+__all__ = ["MAX_PLOTTED_TRACKS", "PLOT_BINS", "ReportData", "analyse", "annotated_paths",
+           "find_annotated", "make_posters", "make_thumbnails", "render", "write_report"]
 
 
 def write_report(timeline: str | Path, out: str | Path | None = None, *,
@@ -33,7 +37,8 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
 
     out: default `<timeline stem>.report.html` beside the timeline. annotate_dir: where the
     run's annotated outputs are (default: the metadata's `annotate`, if any); its MP4s are
-    embedded by relative path. thumbnails=False leaves every face picture out (privacy).
+    embedded by relative path (a ReportWarning when one is given and holds none of them).
+    thumbnails=False leaves every face picture out (privacy), the videos' posters too.
     raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
     """
     from ..batch.sinks import read_timeline
@@ -42,46 +47,86 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     timeline = Path(timeline)
     out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
     data = analyse(read_timeline(timeline), raw, min_episode)
-    ann = annotate_dir if annotate_dir is not None else data.meta.get("annotate")
-    videos = find_annotated(data.sources["source"], ann, data.meta, out.parent)
+    paths = annotated_paths(data.sources["source"], annotate_dir, data.meta)
+    if annotate_dir is not None:
+        _check_annotate_dir(Path(annotate_dir), data, paths)
+    videos = {s: _url(p, out.parent) for s, p in paths.items()}
     thumbs = make_thumbnails(data) if thumbnails else {}
-    page = render(data, videos, thumbs, title=timeline.name)
+    posters = make_posters(data, paths) if thumbnails else {}
+    page = render(data, videos, thumbs, title=timeline.name, posters=posters)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "w", encoding="utf-8") as fh:
         fh.write(page)
     return out
 
 
+def _check_annotate_dir(folder: Path, data: ReportData, found: dict[str, Path]) -> None:
+    """ReportWarning when the timeline has videos and none of their MP4s was found."""
+    videos = int((data.sources["kind"] == "video").sum())
+    if videos and not found:
+        where = "is not a folder" if not folder.is_dir() else (
+            f"holds none of the timeline's {videos} annotated video(s)")
+        warnings.warn(f"--annotate {folder} {where}: the report has no video playback",
+                      ReportWarning, stacklevel=3)
+
+
+def _url(path: Path, report_dir: Path) -> str:
+    """path relative to report_dir, as a URL."""
+    return quote(Path(os.path.relpath(path.resolve(), report_dir.resolve())).as_posix())
+
+
 def find_annotated(sources: Iterable[str], annotate_dir: str | Path | None,
                    meta: dict[str, Any], report_dir: Path) -> dict[str, str]:
-    """source -> URL of its annotated MP4 relative to report_dir, for those that exist.
+    """source -> URL of its annotated MP4 relative to report_dir, for those that exist."""
+    return {s: _url(p, report_dir) for s, p in
+            annotated_paths(sources, annotate_dir, meta).items()}
 
-    The metadata's `annotated` map (source -> path) wins; else the MP4 is looked up in
-    annotate_dir by annotate.annotated_name's file name, the candidate sharing the most
-    parent folders with the source winning (names mirror the inputs below the folder).
+
+def annotated_paths(sources: Iterable[str], annotate_dir: str | Path | None,
+                    meta: dict[str, Any]) -> dict[str, Path]:
+    """source -> its annotated MP4, for the video sources whose MP4 exists.
+
+    annotate_dir None: where the run wrote them (the metadata's `annotated` map, source ->
+    path, then its `annotate` folder). A folder given is where they are now, and only
+    there: a mapped MP4 at its place below the run's folder, else one found by
+    annotate.annotated_name's file name, the candidate sharing the most parent folders with
+    the source winning (names mirror the inputs below the folder).
     """
     from ..media.annotate import annotated_name
     from ..media.discover import kind_of
 
     known = {s: Path(p) for s, p in (meta.get("annotated") or {}).items() if p}
+    run_dir = meta.get("annotate")
+    if annotate_dir is not None:
+        known = {s: _moved(p, Path(run_dir), Path(annotate_dir)) for s, p in known.items()
+                 } if run_dir else {}
+    folder = annotate_dir if annotate_dir is not None else run_dir
     index: dict[str, list[Path]] = {}
-    if annotate_dir is not None and Path(annotate_dir).is_dir():
-        for folder, _, files in os.walk(annotate_dir):
+    if folder is not None and Path(folder).is_dir():
+        for sub, _, files in os.walk(folder):
             for name in files:
-                index.setdefault(name, []).append(Path(folder, name))
-    urls = {}
+                index.setdefault(name, []).append(Path(sub, name))
+    found = {}
     for src in sources:
         if kind_of(Path(src)) != "video":
             continue
-        cands = [known[src]] if src in known else index.get(
-            annotated_name(Path(src), None, Path(".")).name, [])
+        if src in known and known[src].is_file():
+            found[src] = known[src]
+            continue
         parents = Path(src).parent.parts[::-1]
-        cands = sorted((c for c in cands if c.is_file()), key=lambda c: -_common_prefix(
-            c.parent.parts[::-1], parents))
+        cands = sorted(index.get(annotated_name(Path(src), None, Path(".")).name, []),
+                       key=lambda c: -_common_prefix(c.parent.parts[::-1], parents))
         if cands:
-            rel = os.path.relpath(cands[0].resolve(), report_dir.resolve())
-            urls[src] = quote(Path(rel).as_posix())
-    return urls
+            found[src] = cands[0]
+    return found
+
+
+def _moved(path: Path, old: Path, new: Path) -> Path:
+    """path, written below folder old, at its place below folder new."""
+    try:
+        return new / path.relative_to(old)
+    except ValueError:
+        return new / path.name
 
 
 def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:

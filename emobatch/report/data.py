@@ -31,7 +31,7 @@ def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> Re
     """Run the analysis functions the report shows on a timeline."""
     cov = analysis.coverage(df)
     sources = analysis.summarize(df, by="source", raw=raw).merge(
-        cov[["source", "frames", "frames_with_face", "duration_s", "max_faces", "tracks"]]
+        cov[["source", "frames", "frames_with_face", "max_faces", "tracks"]]
         .rename(columns={"frames": "frames_total"}), on="source")
     return ReportData(meta=dict(df.attrs.get("emobatch") or {}), sources=sources,
                       tracks=analysis.summarize(df, raw=raw),
@@ -40,11 +40,23 @@ def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> Re
                       faces=analysis.best_faces(df, raw=raw), raw=raw)
 
 
+def video_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
+    """The rows of summarize(by='track') that are tracks of a video (not its untracked
+    faces, not photos), in order of first appearance."""
+    return tracks[(tracks["kind"] == "video") & tracks["track"].notna()]
+
+
+def untracked(tracks: pd.DataFrame) -> pd.DataFrame:
+    """The rows of summarize(by='track') pooling each video's untracked faces."""
+    return tracks[(tracks["kind"] == "video") & tracks["track"].isna()]
+
+
 def plotted_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
-    """The video tracks that get a plot: the MAX_PLOTTED_TRACKS longest on screen per video."""
-    video = tracks[tracks["kind"] == "video"]
+    """The video tracks that get a plot: the MAX_PLOTTED_TRACKS longest on screen per video,
+    shown in order of first appearance like every table."""
+    video = video_tracks(tracks)
     return (video.sort_values("time_s", ascending=False, kind="stable")
-            .groupby("source", sort=False).head(MAX_PLOTTED_TRACKS))
+            .groupby("source", sort=False).head(MAX_PLOTTED_TRACKS).sort_index())
 
 
 def thumb_key(row: pd.Series) -> tuple[str, str]:

@@ -11,7 +11,9 @@ import pandas as pd
 
 from .. import analysis
 from ..types import EMOTIONS
-from .data import MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key
+from .assets import CSP, CSS, JS
+from .data import (MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key, untracked,
+                   video_tracks)
 
 MAX_EPISODE_ROWS = 300   # per video, the longest episodes, shown in time order
 _ESC = html.escape
@@ -49,7 +51,23 @@ def _chip(emotion: Any) -> str:
 
 
 def _track(track: Any) -> str:
-    return "-" if pd.isna(track) else f"#{int(track)}"
+    return "untracked" if pd.isna(track) else f"#{int(track)}"
+
+
+def _plural(n: Any, word: str) -> str:
+    """'1 track', '2 tracks'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _every(n: Any) -> str | None:
+    """1 -> 'every frame', 2 -> 'every 2nd frame'; None stays None."""
+    if n is None:
+        return None
+    n = int(n)
+    if n <= 1:
+        return "every frame"
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, "th")
+    return f"every {n}{suffix} frame"
 
 
 def _table(headers: list[str], rows: list[str], cls: str = "") -> str:
@@ -118,13 +136,26 @@ def _axis(dur: float) -> str:
         f'<span style="left:{100 * t / dur:.2f}%">{_t(t)}</span>' for t in ticks) + "</div>"
 
 
+# the probability scale beside each plot: the stacked areas fill 0 (bottom) to 1 (top)
+_YAXIS = ('<div class="yax" title="probability">' + "".join(
+    f'<span style="top:{48 * (1 - p):g}px">{p:g}</span>' for p in (1, 0.5, 0)) + "</div>")
+
+
+def _plot_legend() -> str:
+    """What the plots show, beside them: the colours, the y scale, the episode bar."""
+    chips = "".join(_chip(e) for e in EMOTIONS)
+    return (f'<div class="trow plegend"><div class="who"><small>track</small></div><div>'
+            f'probability of each emotion, stacked (0 to 1): {chips}; the thin bar under '
+            f'each plot: its episodes</div></div>')
+
+
 def _track_plot(tr: pd.Series, series: pd.DataFrame, eps: pd.DataFrame, dur: float,
                 thumb: str | None) -> str:
-    """One track: thumbnail and label, then its probability areas and episode bar."""
+    """One track: thumbnail and label, then its probability areas, episode bar, y scale."""
     label = (f'<div class="who">{_thumb(thumb)}<b>{_track(tr["track"])}</b>'
              f'<small>{_t(tr["time_s"])} on screen</small>{_chip(tr["dominant"])}</div>')
     return (f'<div class="trow">{label}<div class="chart"><div class="ph"></div>'
-            f'{_area_svg(series, dur)}{_episode_svg(eps, dur)}</div></div>')
+            f'{_area_svg(series, dur)}{_episode_svg(eps, dur)}</div>{_YAXIS}</div>')
 
 
 # --------------------------------------------------------------------------- sections
@@ -147,40 +178,82 @@ def _summary_table(tracks: pd.DataFrame, thumbs: dict) -> str:
                    "mean confidence"], rows, "summary")
 
 
+def _untracked_table(rows: pd.DataFrame) -> str:
+    """A video's untracked faces, pooled: not one person, so no plot and no 'time on screen'."""
+    if rows.empty:
+        return ""
+    r = rows.iloc[0]
+    cells = [str(r["faces"]), str(r["frames"]), _t(r["time_s"]),
+             f'{_t(r["first_s"])}-{_t(r["last_s"])}', _chip(r["dominant"]), _mix(r),
+             _num(r["mean_confidence"])]
+    return ('<h3>Untracked faces</h3><p class="note">Faces without a track id (tracking off, '
+            'or seen too briefly to confirm a track), pooled: they are not one person, so '
+            'they get no plot; their episodes below follow each face index.</p>'
+            + _table(["detections", "frames", "face-seconds", "seen", "dominant", "emotion mix",
+                      "mean confidence"], [_tr(cells, f' data-t="{r["first_s"]:.3f}"')],
+                     "untracked"))
+
+
 def _episode_table(eps: pd.DataFrame) -> str:
     note = ""
     if len(eps) > MAX_EPISODE_ROWS:
         note = (f'<p class="note">The {MAX_EPISODE_ROWS} longest of {len(eps)} episodes; all '
                 f'are in emobatch.episodes(df).</p>')
-        eps = eps.nlargest(MAX_EPISODE_ROWS, "duration_s").sort_index()
+        eps = eps.nlargest(MAX_EPISODE_ROWS, "duration_s")
+    eps = eps.sort_values("onset_s", kind="stable")  # in time order, like the plots' bars
     rows = [_tr([_track(r.track), _chip(r.emotion), _t(r.onset_s), _t(r.offset_s),
-                 f"{r.duration_s:.1f} s", _t(r.peak_s), f"{r.peak_prob:.2f}", f"{r.mean_prob:.2f}"],
+                 _t(r.duration_s), _t(r.peak_s), f"{r.peak_prob:.2f}", f"{r.mean_prob:.2f}"],
                 f' data-t="{r.onset_s:.3f}"') for r in eps.itertuples()]
     return note + _table(["track", "emotion", "onset", "offset", "duration", "peak at", "peak p",
                           "mean p"], rows, "episodes")
 
 
-def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
-                   thumbs: dict) -> str:
-    source = src["source"]
-    dur = float(src["duration_s"]) if src["duration_s"] > 0 else 1.0
-    tracks, eps = _of(data.tracks, source), _of(data.episodes, source)
+def _player(url: str | None, poster: str | None) -> str:
+    """The annotated MP4 (its poster: a frame of it, so the box is not black before play)."""
+    if not url:
+        return ('<p class="note">No annotated video found (run with --annotate, or give '
+                'emobatch report --annotate DIR).</p>')
+    attr = f' poster="{poster}"' if poster else ""
+    return f'<video controls preload="metadata"{attr} src="{_ESC(url)}"></video>'
+
+
+def _plots(source: str, tracks: pd.DataFrame, data: ReportData, dur: float,
+           thumbs: dict) -> str:
+    """The legend, a plot per plotted track (in order of first appearance), the time axis."""
+    eps = _of(data.episodes, source)
     plots = [_track_plot(tr, _of(data.series, source, tr["track"]),
                          _of(eps, source, tr["track"]), dur, thumbs.get(thumb_key(tr)))
              for _, tr in plotted_tracks(tracks).iterrows()]
+    if not plots:
+        return ""
     more = len(tracks) - len(plots)
-    player = (f'<video controls preload="metadata" src="{_ESC(url)}"></video>' if url else
-              '<p class="note">No annotated video found (run with --annotate, or give '
-              'emobatch report --annotate DIR).</p>')
+    note = (f'<p class="note">{_plural(more, "shorter track")} {"is" if more == 1 else "are"} '
+            f'in the tables only.</p>' if more > 0 else "")
+    return (f'<div class="plots">{_plot_legend()}{"".join(plots)}<div class="trow">'
+            f'<div class="who"><small>time (m:ss.s)</small></div>{_axis(dur)}'
+            f'<div class="yspace"></div></div></div>{note}')
+
+
+def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
+                   thumbs: dict, poster: str | None = None) -> str:
+    source = src["source"]
+    dur = float(src["duration_s"]) if src["duration_s"] > 0 else 1.0
+    tracks, eps = video_tracks(_of(data.tracks, source)), _of(data.episodes, source)
+    loose = untracked(_of(data.tracks, source))
     head = (f'<h2 id="v{i}" title="{_ESC(source)}">{_ESC(Path(source).name)}</h2>'
-            f'<p>{_t(src["duration_s"])} · {src["frames_total"]} frames · faces in '
-            f'{_pct(src["coverage"])} of them · {src["tracks"]} tracks · mix {_mix(src)}</p>')
-    body = (f'<div class="plots">{"".join(plots)}<div class="trow"><div class="who"></div>'
-            f'{_axis(dur)}</div></div>' if plots else '<p class="note">No faces found.</p>')
-    if more > 0:
-        body += f'<p class="note">{more} shorter tracks are in the tables only.</p>'
-    tables = (f"<h3>Tracks</h3>{_summary_table(tracks, thumbs)}"
-              f"<h3>Episodes</h3>{_episode_table(eps)}" if len(tracks) else "")
+            f'<p>{_t(src["duration_s"])} · {_plural(src["frames_total"], "frame")} processed · '
+            f'faces in {_pct(src["coverage"])} of them · {_plural(src["tracks"], "track")}'
+            + (f' · {_plural(int(loose["faces"].sum()), "untracked detection")}' if len(loose)
+               else "") + f' · mix {_mix(src)}</p>')
+    body = _plots(source, tracks, data, dur, thumbs) or (
+        '<p class="note">No tracked faces to plot: the untracked ones are below.</p>'
+        if len(loose) else '<p class="note">No faces found.</p>')
+    tables = (f"<h3>Tracks</h3>{_summary_table(tracks, thumbs)}" if len(tracks) else "")
+    tables += _untracked_table(loose)
+    if len(tracks) or len(loose):
+        tables += "<h3>Episodes</h3>" + (_episode_table(eps) if len(eps) else (
+            '<p class="note">No emotion held for the minimum episode length.</p>'))
+    player = _player(url, poster)
     return (f'<section class="video" data-dur="{dur:.3f}">{head}{player}'
             f'<p class="now">t = <span>0:00.0</span> (click a plot, an episode or a row to '
             f'seek)</p>{body}{tables}</section>')
@@ -218,16 +291,19 @@ def _run_facts(meta: dict[str, Any], raw: bool) -> dict[str, Any]:
     if weights:
         weights = (f'{Path(str(weights)).name} ({str(meta.get("weights_sha256"))[:12]}…, '
                    f'{meta.get("arch")})')
+    tau, track = s.get("smooth_tau"), s.get("track")
     return {"files": meta.get("files"), "frames": meta.get("frames"), "faces": meta.get("faces"),
-            "errors": len(meta.get("errors") or []),
-            "run time": f'{meta["seconds"]:.1f} s' if "seconds" in meta else None,
+            "failed inputs": len(meta.get("errors") or []),
+            "run time": _t(meta["seconds"]) if "seconds" in meta else None,
             "emobatch": meta.get("emobatch_version"), "device": meta.get("device"),
             "weights": weights,
-            "TTA photos / videos": f'{meta["tta"]} / {meta.get("tta_video")}' if "tta" in meta
-            else None,
-            "quality": s.get("quality"), "every": s.get("every"),
-            "classified every": meta.get("classify_every"),
-            "smoothing τ": s.get("smooth_tau"), "tracking": s.get("track"),
+            "test-time augmentation": f'photos {meta["tta"]}, videos {meta.get("tta_video")}'
+            if "tta" in meta else None,
+            "quality preset": s.get("quality"), "video frames processed": _every(s.get("every")),
+            "faces classified": _every(meta.get("classify_every")),
+            "tracking": None if track is None else ("on" if track else "off"),
+            "smoothing time constant": None if tau is None else (
+                f"{tau:g} s" if tau and track is not False else "off"),
             "probabilities": "per-frame (*_raw)" if raw else "smoothed"}
 
 
@@ -243,93 +319,60 @@ def _overview(data: ReportData, sections: dict[str, str]) -> str:
         rows.append(_tr([link, r["kind"], str(r["frames_total"]), _t(r["duration_s"]),
                          _pct(r["coverage"]), str(r["faces"]), str(r["tracks"]),
                          _chip(r["dominant"]), _mix(r)]))
-    errors = [_tr([_ESC(str(e.get("source"))), _ESC(str(e.get("error")))])
-              for e in data.meta.get("errors") or []]
+    errors = data.meta.get("errors") or []
+    files = (_table(["file", "kind", "frames", "duration", "coverage", "faces", "tracks",
+                     "dominant", "emotion mix"], rows, "sources") if rows else "")
     return ('<section class="overview"><h2>Run</h2><dl>' + dl + "</dl><h3>Files</h3>"
-            + _table(["file", "kind", "frames", "duration", "coverage", "faces", "tracks",
-                      "dominant", "emotion mix"], rows, "sources")
-            + (("<h3>Errors</h3>" + _table(["file", "error"], errors, "errors")) if errors else "")
-            + "</section>")
+            + _nothing_found(data, bool(errors)) + files + _errors_table(errors) + "</section>")
+
+
+def _nothing_found(data: ReportData, errors: bool) -> str:
+    """The note on a timeline without rows (every input failed) or without faces."""
+    why = " (the errors below say why)" if errors else ""
+    if data.sources.empty:
+        return (f'<p class="note empty">No rows: no input was processed, so no faces were '
+                f'found{why}.</p>')
+    if not data.sources["faces"].any():
+        return '<p class="note empty">No faces were found in any input.</p>'
+    return ""
+
+
+def _errors_table(errors: list[dict[str, Any]]) -> str:
+    """The failed inputs (the run's errors table), a bug's traceback folded under its row."""
+    if not errors:
+        return ""
+    rows = []
+    for e in errors:
+        tb = e.get("traceback")
+        fold = (f"<details><summary>traceback</summary><pre>{_ESC(str(tb))}</pre></details>"
+                if isinstance(tb, str) and tb.strip() else "")
+        rows.append(_tr([_ESC(str(e.get("source"))), _ESC(str(e.get("error"))),
+                         _ESC(str(e.get("frames_done", "-"))), fold]))
+    return "<h3>Errors</h3>" + _table(["file", "error", "frames done", "traceback"], rows,
+                                      "errors")
 
 
 def render(data: ReportData, videos: dict[str, str], thumbs: dict[tuple[str, str], str],
-           title: str = "timeline") -> str:
-    """The report page: overview, one section per video, the photos; a complete HTML string."""
+           title: str = "timeline", posters: dict[str, str] | None = None) -> str:
+    """The report page: overview, one section per video, the photos; a complete HTML string.
+
+    videos: source -> URL of its annotated MP4; thumbs: thumb_key -> data URI; posters:
+    source -> data URI of a frame shown in the video's box before it plays.
+    """
+    posters = posters or {}
     vids = data.sources[data.sources["kind"] == "video"].reset_index(drop=True)
     sections = {r["source"]: f"v{i}" for i, r in vids.iterrows()}
     sections |= {s: "photos" for s in data.sources.loc[data.sources["kind"] == "image", "source"]}
     body = [_overview(data, sections)]
-    body += [_video_section(i, r, data, videos.get(r["source"]), thumbs)
-             for i, r in vids.iterrows()]
+    body += [_video_section(i, r, data, videos.get(r["source"]), thumbs,
+                            posters.get(r["source"])) for i, r in vids.iterrows()]
     if (data.sources["kind"] == "image").any():
         body.append(_photo_section(data, thumbs))
     legend = "".join(_chip(e) for e in EMOTIONS)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>emobatch report: {_ESC(title)}</title><style>{_CSS}</style></head><body>'
+            f'<title>emobatch report: {_ESC(title)}</title><style>{CSS}</style></head><body>'
             f'<header><h1>emobatch report <small>{_ESC(title)}</small></h1>'
             f'<div class="legend">{legend}</div></header>{"".join(body)}'
-            f'<script>{_JS}</script></body></html>\n')
-
-
-# Nothing may be fetched but the linked annotated MP4s (media-src) and inline data.
-_CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-        "img-src data:; media-src 'self' file: data: blob:")
-
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px 40px;
-color:#222}
-header{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:6px 0;z-index:2}
-h1{font-size:20px;margin:4px 0}h1 small{color:#777;font-weight:normal}h2{margin:28px 0 4px}
-.legend .chip{margin-right:4px}
-.chip{display:inline-block;padding:0 6px;border-radius:8px;color:#000;font-size:12px}
-dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#666}dd{margin:0}
-table{border-collapse:collapse;margin:6px 0;font-size:13px}
-th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
-tr[data-t]{cursor:pointer}tr[data-t]:hover{background:#f3f6ff}
-.mix{display:inline-flex;width:140px;height:12px;background:#eee;vertical-align:middle}
-.mix i{display:block;height:100%}
-.thumb{height:40px;border-radius:3px;vertical-align:middle}
-video{display:block;width:100%;max-width:720px;max-height:405px;background:#000}
-.plots{margin-top:6px}.trow{display:flex;align-items:center;margin:3px 0}
-.who{width:215px;flex:none;display:flex;align-items:center;gap:6px;font-size:12px}
-.who small{color:#666}
-.chart{position:relative;flex:1;cursor:crosshair}
-.area{display:block;width:100%;height:48px;background:#f4f4f4}
-.eps{display:block;width:100%;height:8px;margin-top:1px}.eps rect{cursor:pointer}
-.ph{position:absolute;top:0;bottom:0;width:2px;background:#000;left:0;pointer-events:none}
-.axis{position:relative;flex:1;height:16px;font-size:11px;color:#666}
-.axis span{position:absolute;transform:translateX(-50%)}
-.note,.now{color:#666;font-size:12px}
-.gallery{display:flex;flex-wrap:wrap;gap:8px}
-figure{margin:0;text-align:center;font-size:12px}figure .thumb{height:64px}
-"""
-
-# Seeking: a click on a plot goes to that time, on an episode or a table row to its onset.
-_JS = """
-document.querySelectorAll('section.video').forEach(function (sec) {
-  var video = sec.querySelector('video'), dur = +sec.dataset.dur;
-  var now = sec.querySelector('.now span');
-  function fmt(t) { var m = Math.floor(t / 60), s = (t - 60 * m).toFixed(1);
-    return m + ':' + (s < 10 ? '0' : '') + s; }
-  function show(t) {
-    sec.querySelectorAll('.ph').forEach(function (p) { p.style.left = (100 * t / dur) + '%'; });
-    now.textContent = fmt(t);
-  }
-  function seek(t) { if (video) { video.currentTime = t; } show(t); }
-  sec.querySelectorAll('.chart').forEach(function (c) {
-    c.addEventListener('click', function (e) {
-      var t = e.target.closest('[data-t]');
-      if (t) { seek(+t.dataset.t); return; }
-      var r = c.getBoundingClientRect();
-      seek(Math.max(0, Math.min(1, (e.clientX - r.left) / r.width)) * dur);
-    });
-  });
-  sec.querySelectorAll('tr[data-t]').forEach(function (row) {
-    row.addEventListener('click', function () { seek(+row.dataset.t); });
-  });
-  if (video) { video.addEventListener('timeupdate', function () { show(video.currentTime); }); }
-});
-"""
-
+            f'<script>{JS}</script></body></html>\n')

@@ -1,4 +1,5 @@
-"""Face thumbnails for the HTML report: crops of the inputs' frames as JPEG data URIs."""
+"""Pictures for the HTML report as JPEG data URIs: face thumbnails (crops of the inputs'
+frames) and each video's poster (a frame of its annotated MP4)."""
 from __future__ import annotations
 
 import base64
@@ -8,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key
+from .data import MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key, video_tracks
 
 THUMB_PX = 64            # thumbnail height
+POSTER_PX = 360          # poster height: sharp enough in the 405 px box, ~20 KB
 SEEK_GAP = 5.0           # s: thumbnails further apart than this are reached by seeking
 
 
@@ -44,18 +46,22 @@ def _read_video_frames(path: Path, times: list[float]) -> dict[float, np.ndarray
 
 def _crop(image: np.ndarray, row: pd.Series) -> str:
     """The face box of row (15% margin), THUMB_PX high, as a JPEG data URI."""
-    import cv2
-
     h, w = image.shape[:2]
     x1, y1, x2, y2 = (float(row[c]) for c in ("x1", "y1", "x2", "y2"))
     mx, my = 0.15 * (x2 - x1), 0.15 * (y2 - y1)
     x1, y1 = max(int(x1 - mx), 0), max(int(y1 - my), 0)
     x2, y2 = min(int(math.ceil(x2 + mx)), w), min(int(math.ceil(y2 + my)), h)
-    face = image[y1:y2, x1:x2]
-    size = (max(1, round(THUMB_PX * face.shape[1] / max(face.shape[0], 1))), THUMB_PX)
-    face = cv2.resize(face, size, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return _jpeg_uri(image[y1:y2, x1:x2], THUMB_PX)
+
+
+def _jpeg_uri(image: np.ndarray, height: int, quality: int = 80) -> str:
+    """image (H, W, 3) uint8 RGB scaled to `height` px high, as a JPEG data URI."""
+    import cv2
+
+    size = (max(1, round(height * image.shape[1] / max(image.shape[0], 1))), height)
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
@@ -83,3 +89,32 @@ def make_thumbnails(data: ReportData) -> dict[tuple[str, str], str]:
             if pic is not None:
                 thumbs[thumb_key(row)] = _crop(pic, row)
     return thumbs
+
+
+def _poster_time(data: ReportData, source: str) -> float:
+    """When the video shows its longest track's best face (its middle without tracks)."""
+    tracks = video_tracks(data.tracks[data.tracks["source"] == source])
+    faces = data.faces[data.faces["source"] == source]
+    if len(tracks):
+        longest = tracks.loc[tracks["time_s"].idxmax(), "track"]
+        best = faces[faces["track"] == longest]
+        if len(best):
+            return float(best["t_sec"].iloc[0])
+    dur = data.sources.loc[data.sources["source"] == source, "duration_s"]
+    return float(dur.iloc[0]) / 2 if len(dur) and dur.iloc[0] > 0 else 0.0
+
+
+def make_posters(data: ReportData, videos: dict[str, Path]) -> dict[str, str]:
+    """source -> a frame of its annotated MP4 (videos: source -> path), POSTER_PX high, as a
+    JPEG data URI: what the page's video box shows before it plays, not a black box. MP4s
+    that can't be read get none."""
+    posters = {}
+    for source, path in videos.items():
+        t = _poster_time(data, source)
+        try:
+            frames = _read_video_frames(path, [t]) or _read_video_frames(path, [0.0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if frames:
+            posters[source] = _jpeg_uri(next(iter(frames.values())), POSTER_PX, 75)
+    return posters
