@@ -3,7 +3,6 @@
 timeline's metadata lists is what is on disk."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -14,22 +13,8 @@ import pandas as pd
 import pytest
 
 import emobatch
-from conftest import ROOT, SAMPLE
-
-CLIP = SAMPLE / "astronaut_clip.mp4"
-PHOTO = SAMPLE / "astronaut.jpg"
-HOOKS = Path(__file__).with_name("fault_hooks.py")
-FAST = ("--every", "3", "--quiet")
-
-
-def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emobatch", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+from conftest import ROOT
+from test_faults import CLIP, FAST, HOOKS, PHOTO, checksums, cli
 
 
 def test_a_second_run_on_the_same_annotate_folder_is_refused_while_the_first_lives(tmp_path):
