@@ -143,7 +143,7 @@ def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
         _publish(out, items, store, meta, results, summary, summary.seconds)
     except (KeyboardInterrupt, SystemExit):
         try:
-            with _signals_deferred():  # a second Ctrl-C must not cut the partial short
+            with _signals_ignored():  # a second Ctrl-C must not cut the partial short
                 _publish(out, items, store, meta, results, summary, time.perf_counter() - t0,
                          partial=True)
         finally:
@@ -156,7 +156,7 @@ def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
 
 
 @contextmanager
-def _signals_deferred() -> Iterator[None]:
+def _signals_ignored() -> Iterator[None]:
     """SIGINT and SIGTERM ignored inside (the run is already stopping for one of them);
     only where Python handles signals, its main thread."""
     if threading.current_thread() is not threading.main_thread():
