@@ -67,6 +67,8 @@ def inject(target: str, calls: int, action: str) -> None:
 def main() -> int:
     for target, calls, action in zip(*(a.split(",") for a in sys.argv[1:4]), strict=True):
         inject(target, int(calls), action)
+    # Ctrl-C as in a terminal, also where the tests run in the background (SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from emobatch.cli import main as cli_main
 
     return cli_main(sys.argv[4:])
