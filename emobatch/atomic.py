@@ -3,10 +3,12 @@
 A temp file is a hidden sibling of its target (same folder, so the rename is atomic) named
 `.<target name>.<host>-<pid>-<random>.emobatch-tmp`: two runs never share one, and the host
 and pid say whether the process that made it is still alive, so the temp files of a killed
-run are recognised and removed by the next one (`remove_stale_temps`).
+run are recognised and removed by the next one (`remove_stale_temps`). A target name too long
+for that is shortened in it (`fit_name`), so any name the file system takes can be written.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -23,10 +25,35 @@ TEMP_SUFFIX = ".emobatch-tmp"
 _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
 
 
+NAME_MAX = 255
+"""The longest file name (bytes, one path component) on Linux's file systems."""
+
+
+def fit_name(prefix: str, name: str, suffix: str) -> str:
+    """`prefix + name + suffix`, or where that is longer than NAME_MAX bytes, with `name`
+    cut short and a hash of it added (`name-start~<hash>`): distinct names stay distinct."""
+    whole = prefix + name + suffix
+    if len(whole.encode()) <= NAME_MAX:
+        return whole
+    tag = "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    room = NAME_MAX - len((prefix + tag + suffix).encode())
+    short = name.encode()[:max(room, 0)].decode(errors="ignore")  # no split UTF-8 character
+    return prefix + short + tag + suffix
+
+
+_TEMP_TAIL = len(f"{_HOST}-{2**22}-{'0' * 8}{TEMP_SUFFIX}")  # the longest: pids < 2**22
+
+
+def _temp_prefix(name: str) -> str:
+    """What every temp file of the target `name` starts with (the name may be shortened)."""
+    return fit_name(".", name, "." + "x" * _TEMP_TAIL)[:-_TEMP_TAIL]
+
+
 def temp_path(path: str | Path) -> Path:
     """A fresh, unique hidden temp path beside `path` (nothing is created)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    return path.with_name(f"{_temp_prefix(path.name)}{_HOST}-{os.getpid()}-"
+                          f"{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
 @contextmanager
@@ -128,7 +155,7 @@ def remove_stale_temps(folder: str | Path, target_name: str | None = None,
     processes' temp files are left alone, unless `any_owner`: for names only the holder of
     a run's lock writes, where another host's (a container's) leftovers count as dead too."""
     folder = Path(folder)
-    prefix = f".{target_name}." if target_name else "."
+    prefix = _temp_prefix(target_name) if target_name else "."
     removed = []
     try:
         entries = list(folder.rglob(f"*{TEMP_SUFFIX}") if recursive else folder.iterdir())

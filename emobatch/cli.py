@@ -86,6 +86,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "probabilities are always kept in the *_raw columns)")
     r.add_argument("--resume", action="store_true",
                    help="continue the unfinished run at --out (same inputs and settings)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out timeline and annotated outputs (else refused)")
     r.add_argument("--checkpoint-every", type=float, default=d("checkpoint_every"), metavar="SEC",
                    help="save a long video's progress every SEC seconds of video")
     r.add_argument("--workers", default="1", metavar="N",
@@ -237,6 +239,9 @@ def print_summary(summary, verbose: bool = False) -> None:
             f"{n} {ext}" for ext, n in summary.skipped.items()), **plain)
     for src, dst in summary.renamed.items():
         console.print(f"annotated name taken: {src} -> {dst}", **plain)
+    for r in summary.results:
+        if r.changed:
+            console.print(f"changed since the interrupted run, redone: {r.source}", **plain)
     if n_errors:
         console.print(f"[bold red]{n_errors} input(s) failed:")
         for r in summary.errors:
@@ -270,12 +275,15 @@ def cmd_run(a: argparse.Namespace) -> int:
     prog = RichProgress(a.quiet, settings.every)
     try:
         summary = run_files(a.inputs, a.out, a.annotate, settings, prog, resume=a.resume,
-                            workers=workers, scheduler=a.scheduler, report=a.report)
+                            workers=workers, scheduler=a.scheduler, report=a.report,
+                            overwrite=a.overwrite)
     except KeyboardInterrupt as e:
         prog.stop()
+        partial = partial_path(a.out)
+        rows = f"finished rows in {partial}" if partial.is_file() else "no partial timeline"
         console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}: "
-                      f"finished rows in {partial_path(a.out)}; continue with --resume "
-                      f"(progress kept in {work_dir(a.out)})", soft_wrap=True)
+                      f"{rows}; continue with --resume (progress kept in {work_dir(a.out)})",
+                      soft_wrap=True)
         return 143 if isinstance(e, Terminated) else 130
     except OutputError as e:
         prog.stop()

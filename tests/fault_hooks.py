@@ -5,9 +5,10 @@
 After the CALLS-th call of TARGET (finish: an input's result stored; chunk: a chunk of rows
 and its checkpoint stored; part: a chunk's rows stored, its checkpoint not yet; publish: a
 part copied into the final timeline; still: a photo's faces found and classified), ACTION
-happens in the running process: SIGKILL or SIGTERM to itself, rmtree:PATH (the output
-folder vanishes), waitfor:PATH (the run holds still there, alive, until PATH exists), or
-raise (a RuntimeError there, as a bug would raise).
+happens in the running process: SIGKILL, SIGTERM or SIGINT to itself, rmtree:PATH (the
+output folder vanishes), waitfor:PATH (the run holds still there, alive, until PATH exists),
+fill:PATH (the disk holding the folder PATH is filled up), or raise (a RuntimeError there,
+as a bug would raise). Several faults: comma-separated TARGETs, CALLS and ACTIONs.
 """
 import os
 import shutil
@@ -23,8 +24,33 @@ TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "wr
            "still": (pipeline.FacePipeline, "process")}
 
 
-def main() -> int:
-    target, calls, action = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def fill(folder: str) -> None:
+    """Write a file into `folder` until its disk is full."""
+    with open(os.path.join(folder, "filler"), "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+
+
+def act(action: str, calls: int, target: str) -> None:
+    if action.startswith("rmtree:"):
+        shutil.rmtree(action.split(":", 1)[1])
+    elif action.startswith("fill:"):
+        fill(action.split(":", 1)[1])
+    elif action == "raise":
+        raise RuntimeError(f"fault injected after call {calls} of {target}")
+    elif action.startswith("waitfor:"):
+        flag, deadline = action.split(":", 1)[1], time.monotonic() + 300
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        os.kill(os.getpid(), getattr(signal, action))
+
+
+def inject(target: str, calls: int, action: str) -> None:
     owner, name = TARGETS[target]
     original, count = getattr(owner, name), [0]
 
@@ -32,19 +58,17 @@ def main() -> int:
         result = original(*args, **kwargs)
         count[0] += 1
         if count[0] == calls:
-            if action.startswith("rmtree:"):
-                shutil.rmtree(action.split(":", 1)[1])
-            elif action == "raise":
-                raise RuntimeError(f"fault injected after call {calls} of {target}")
-            elif action.startswith("waitfor:"):
-                flag, deadline = action.split(":", 1)[1], time.monotonic() + 300
-                while not os.path.exists(flag) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            else:
-                os.kill(os.getpid(), getattr(signal, action))
+            act(action, calls, target)
         return result
 
     setattr(owner, name, wrapped)
+
+
+def main() -> int:
+    for target, calls, action in zip(*(a.split(",") for a in sys.argv[1:4]), strict=True):
+        inject(target, int(calls), action)
+    # Ctrl-C as in a terminal, also where the tests run in the background (SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from emobatch.cli import main as cli_main
 
     return cli_main(sys.argv[4:])

@@ -177,7 +177,8 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_lives(inputs, u
     assert df["source"].str.endswith("clip.mp4").sum() >= 9 and no_temp_files(inputs.parent)
     # a dead run holds no lock: after a SIGKILL the next run may take over (with --resume)
     r = subprocess.run([sys.executable, str(HOOKS), "finish", "1", "SIGKILL", "run", str(inputs),
-                        "--out", str(out), *FAST], cwd=ROOT, capture_output=True, timeout=600)
+                        "--out", str(out), "--overwrite", *FAST], cwd=ROOT, capture_output=True,
+                       timeout=600)
     assert r.returncode < 0
     assert cli("run", inputs, "--out", out, "--resume", *FAST).returncode == 0
 
@@ -276,3 +277,62 @@ def test_a_bug_on_one_input_keeps_its_traceback_and_the_run_goes_on(inputs, tmp_
     quiet = run(tmp_path / "q.parquet")
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
     assert "fault injected" in quiet.stderr and "--verbose" in quiet.stderr
+
+
+def test_disk_full_while_publishing_leaves_no_unreadable_file(inputs, untouched, mount, tmp_path):
+    full = tmp_path / "ref.parquet"
+    assert cli("run", inputs, "--out", full, *FAST).returncode == 0
+    disk = mount("size=8m")
+    out = disk / "r.parquet"
+    # the disk fills up once the final timeline is being written
+    r = subprocess.run([sys.executable, str(HOOKS), "publish", "1", f"fill:{disk}", "run",
+                        str(inputs), "--out", str(out), *FAST], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 3, r.stderr
+    assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in disk.iterdir()) == [".r.parquet.emobatch", "filler"]
+    (disk / "filler").unlink()
+    r = cli("run", inputs, "--out", out, "--resume", *FAST)
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full), check_exact=True)
+    assert sorted(p.name for p in disk.iterdir()) == ["r.errors.csv", "r.parquet"]
+
+
+def test_sigterm_while_publishing_keeps_every_finished_row(inputs, untouched, tmp_path):
+    full = tmp_path / "ref.parquet"
+    assert cli("run", inputs, "--out", full, *FAST).returncode == 0
+    out = tmp_path / "r.parquet"
+    r = subprocess.run([sys.executable, str(HOOKS), "publish", "1", "SIGTERM", "run",
+                        str(inputs), "--out", str(out), *FAST], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 143, r.stderr
+    partial = tmp_path / "r.partial.parquet"
+    assert f"finished rows in {partial}" in r.stderr and not out.exists()
+    # every input had finished: the partial timeline holds all their rows, and says so
+    pd.testing.assert_frame_equal(pd.read_parquet(partial), pd.read_parquet(full), check_exact=True)
+    meta = emobatch.read_timeline(partial).attrs["emobatch"]
+    assert "interrupted" in meta and len(meta["results"]) == 2 and no_temp_files(tmp_path)
+    r = cli("run", inputs, "--out", out, "--resume", *FAST)
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full), check_exact=True)
+    assert not list(tmp_path.glob("r.partial*"))
+
+
+def test_a_second_ctrl_c_while_the_partial_is_written(inputs, untouched, tmp_path):
+    out = tmp_path / "r.parquet"
+    # Ctrl-C after the first input (the clip) finished, again while its rows are published
+    r = subprocess.run([sys.executable, str(HOOKS), "finish,publish", "1,1", "SIGINT,SIGINT",
+                        "run", str(inputs), "--out", str(out), *FAST], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 130, r.stderr
+    partial = tmp_path / "r.partial.parquet"
+    assert f"finished rows in {partial}" in r.stderr
+    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.partial.errors.csv", "r.partial.parquet"]
+    df = pd.read_parquet(partial)
+    assert len(df) >= 9 and df["source"].str.endswith("clip.mp4").all()
+    meta = emobatch.read_timeline(partial).attrs["emobatch"]
+    assert "interrupted" in meta and [Path(x["source"]).name for x in meta["results"]] == ["clip.mp4"]
+    r = cli("run", inputs, "--out", out, "--resume", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.errors.csv", "r.parquet"]
+    assert no_temp_files(tmp_path)

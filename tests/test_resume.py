@@ -20,7 +20,11 @@ from typing import Iterator
 import av
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
+import emobatch
 
 from conftest import ROOT, SAMPLE, shared_path
 
@@ -109,8 +113,6 @@ def test_resume_continues_mid_video_and_skips_finished_inputs(inputs, reference,
     cli_killed_at("chunk", 10, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
     r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
     assert r.returncode == 0, r.stderr
-    import emobatch
-
     meta = emobatch.read_timeline(out).attrs["emobatch"]
     assert meta["resumed_inputs"] == 1  # clip b continued after its third checkpoint
     results = {Path(r["source"]).name: r for r in meta["results"]}
@@ -348,3 +350,48 @@ def test_stage_states_round_trip_exactly():
     a = smoother.smooth(tracker.track(nxt, 5 / 30), 5 / 30)
     b = s2.smooth(t2.track(nxt, 5 / 30), 5 / 30)
     assert np.array_equal(a.track, b.track) and np.array_equal(a.probs, b.probs)
+
+
+def test_a_changed_input_is_redone_not_resumed(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    img = Image.open(PHOTO).convert("RGB")
+    # uncompressed PNGs of one size: the mirrored photo is a same-size replacement
+    img.save(d / "a.png", compress_level=0)
+    img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "mirrored.png", compress_level=0)
+    shutil.copy(PHOTO, d / "b.jpg")
+    out = tmp_path / "r.parquet"
+    r = cli_killed_at("finish", 1, "run", d, "--out", out, "--quiet")  # a.png done, b.jpg not
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    before = (d / "a.png").stat()
+    shutil.copyfile(tmp_path / "mirrored.png", d / "a.png")  # its old mtime restored
+    os.utime(d / "a.png", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = (d / "a.png").stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    r = cli("run", d, "--out", out, "--resume", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"changed since the interrupted run, redone: {d / 'a.png'}" in r.stderr
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["changed_inputs"] == [str(d / "a.png")]
+    fresh = tmp_path / "fresh.parquet"
+    assert cli("run", d, "--out", fresh, "--quiet").returncode == 0
+    df, ref = pd.read_parquet(out), pd.read_parquet(fresh)
+    assert ref.loc[ref["source"].str.endswith("a.png"), "face"].notna().any()
+    same_rows(df, ref)  # the mirrored photo's rows, not the stale ones
+    assert emobatch.read_timeline(fresh).attrs["emobatch"]["changed_inputs"] == []
+
+
+def test_many_small_inputs_publish_few_row_groups_also_after_resume(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):  # tiny faceless photos: one row each
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), np.uint8)).save(d / f"{i:02d}.png")
+    out = tmp_path / "r.parquet"
+    r = cli_killed_at("finish", 20, "run", d, "--out", out, "--quiet")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    r = cli("run", d, "--out", out, "--resume", "--quiet")
+    assert r.returncode == 0, r.stderr
+    f = pq.ParquetFile(out)
+    assert f.metadata.num_rows == 40 and f.num_row_groups == 1
+    assert list(f.read().column("source").to_pylist()) == [str(d / f"{i:02d}.png") for i in range(40)]

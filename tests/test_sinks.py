@@ -151,3 +151,27 @@ def test_errors_table_only_when_an_input_failed_and_a_stale_one_removed(tmp_path
     with TimelineSink(out) as sink:
         sink.add_error("bad.jpg", "zero-byte file")
     assert pd.read_csv(errors_path(out))["source"].tolist() == ["bad.jpg"]
+
+
+@pytest.mark.parametrize("flush_rows,groups", [(65_536, 1), (120, 3)])
+def test_row_groups_follow_size_not_tables(tmp_path, flush_rows, groups):
+    out = tmp_path / "r.parquet"
+    one = _rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(1)))
+    with TimelineSink(out, flush_rows=flush_rows) as sink:
+        for _ in range(300):  # 300 one-row tables, as a run of 300 photos writes them
+            sink.write_table(one)
+    f = pq.ParquetFile(out)
+    assert f.num_row_groups == groups and f.metadata.num_rows == 300
+    assert [f.metadata.row_group(i).num_rows for i in range(groups)] == \
+        [flush_rows] * (groups - 1) + [300 - flush_rows * (groups - 1)]
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.concat([one.to_pandas()] * 300,
+                                                                   ignore_index=True))
+
+
+def test_an_all_or_nothing_sink_publishes_nothing_on_an_exception(tmp_path):
+    out = tmp_path / "r.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        with TimelineSink(out, partial=False) as sink:
+            sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(2))))
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

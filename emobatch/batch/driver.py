@@ -6,23 +6,26 @@ process the inputs, publish the timeline from the stores in input order.
 from __future__ import annotations
 
 import datetime
+import signal
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..atomic import remove_stale_temps
 from ..errors import OutputError, UsageError
 from ..config import Settings
 from ..plan import resolve_plan
-from .outputs import check_outputs, plan_items
+from .outputs import check_existing, check_outputs, lock_annotate, plan_items
 from .item import ProgressFn, SourceResult
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
 from ..media.filetypes import check_inputs_exist
 from ..media.sources import discover_inputs
 from .runners import Runner, make_runner
-from .store import RunStore, WorkItem
+from .store import FolderLock, RunStore, WorkItem, input_identity
 
 
 @dataclass
@@ -51,31 +54,35 @@ class RunSummary:
 def run(inputs: str | Path | Sequence[str | Path], out: str | Path | None = None,
         annotate: str | Path | None = None, settings: Settings | None = None,
         progress: ProgressFn | None = None, *, resume: bool = False, workers: int | str = 1,
-        scheduler: Any = None, report: str | Path | None = None, **kwargs: Any):
+        scheduler: Any = None, report: str | Path | None = None, overwrite: bool = False,
+        **kwargs: Any):
     """Process images and videos into an emotion timeline.
 
     out: a .parquet or .csv path -> returns that Path (written atomically); None -> returns
     a pandas DataFrame (errors in df.attrs['errors']). Keyword arguments set Settings fields
     (validated: a bad value raises ValueError before any work). resume: continue the
     unfinished run at `out`; workers: processes (int or "auto"); scheduler: a Dask
-    scheduler address or distributed.Client; report: also write the HTML report there.
+    scheduler address or distributed.Client; report: also write the HTML report there;
+    overwrite: replace an existing timeline and annotated outputs (else UsageError).
     """
     settings = settings or Settings(**kwargs)
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     summary = run_files(inputs, out, annotate, settings, progress, resume=resume,
-                        workers=workers, scheduler=scheduler, report=report)
+                        workers=workers, scheduler=scheduler, report=report,
+                        overwrite=overwrite)
     return summary.out if out is not None else _as_dataframe(summary)
 
 
 def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: str | Path | None,
               settings: Settings, progress: ProgressFn | None = None, *, resume: bool = False,
               workers: int | str = 1, scheduler: Any = None,
-              report: str | Path | None = None) -> RunSummary:
+              report: str | Path | None = None, overwrite: bool = False) -> RunSummary:
     """The run behind the CLI and run(): returns the per-source results.
 
     Raises UsageError (a ValueError) before any work for an input that does not exist,
-    unusable outputs, a live run on the same `out`, or an unfinished one without `resume`; OutputError when an output cannot be
-    written mid-run (finished work stays in the run's folder for `resume`).
+    unusable outputs, existing ones without `overwrite` (or `resume`), a live run on the same
+    `out` or `annotate` folder, or an unfinished one without `resume`; OutputError when an
+    output cannot be written mid-run (finished work stays in the run's folder for `resume`).
     """
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise UsageError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
@@ -96,17 +103,24 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     resumed = store.open(plan.fingerprint(ann_dir), resume, {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "settings": plan.settings.as_metadata(), "inputs": [str(p) for p in inputs]})
+    ann_lock = None
     try:
+        ann_lock = lock_annotate(ann_dir)
+        check_existing(out, items, overwrite or tmpdir is not None, resume)
         _remove_stale_temps(out, ann_dir)
         runner = make_runner(plan, workers, scheduler)
     except BaseException:
+        _unlock(ann_lock)
         store.remove() if not resumed else store.release()
         raise
     meta = plan.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
                               "labels": list(plan.weights_config["labels"]),
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
-    _run(out, items, store, runner, progress, meta, summary, found.files)
+    try:
+        _run(out, items, store, runner, progress, meta, summary, found.files)
+    finally:
+        _unlock(ann_lock)
     if report is not None:
         from ..report import write_report  # plotly and pandas load only for a report
 
@@ -119,23 +133,48 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
 def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
          progress: ProgressFn | None, meta: dict[str, Any], summary: RunSummary,
          files: Sequence[Path]) -> None:
-    """Process the items and publish the timeline; on Ctrl-C / SIGTERM publish the finished
-    rows as the `.partial` timeline and keep the store for --resume."""
+    """Process the items and publish the timeline; on Ctrl-C / SIGTERM (also while
+    publishing) publish the finished rows as the `.partial` timeline and keep the store for
+    --resume."""
     t0 = time.perf_counter()
     results: dict[int, SourceResult] = {}
     try:
         _execute(items, store, runner, progress, results, files)
+        summary.results = [results[it.index] for it in items]
+        summary.seconds = time.perf_counter() - t0
+        _publish(out, items, store, meta, results, summary, summary.seconds)
     except (KeyboardInterrupt, SystemExit):
-        _publish(out, items, store, meta, results, summary, time.perf_counter() - t0, partial=True)
-        store.release()
+        try:
+            with _signals_ignored():  # a second Ctrl-C must not cut the partial short
+                _publish(out, items, store, meta, results, summary, time.perf_counter() - t0,
+                         partial=True)
+        finally:
+            store.release()
         raise
     except BaseException:
         store.release()
         raise
-    summary.results = [results[it.index] for it in items]
-    summary.seconds = time.perf_counter() - t0
-    _publish(out, items, store, meta, results, summary, summary.seconds)
     store.remove()
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored inside (the run is already stopping for one of them);
+    only where Python handles signals, its main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _unlock(lock: FolderLock | None) -> None:
+    if lock is not None:
+        lock.release(remove=True)
 
 
 def _remove_stale_temps(out: Path, ann_dir: Path | None) -> None:
@@ -153,7 +192,8 @@ def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progres
     if progress:
         progress("start", {"files": files})
     for item in items:
-        done = store.item(item).done()
+        istore = store.item(item)
+        done = istore.done() if istore.holds(input_identity(item.source)) else None
         if done is not None:
             results[item.index] = SourceResult.from_dict(done[0])
             if progress:
@@ -172,12 +212,16 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
     import pyarrow.parquet as pq
 
     final = partial_path(out) if partial else out
+    if partial:  # inputs finished in their store just before the interrupt count too
+        results = results | {it.index: SourceResult.from_dict(d[0]) for it in items
+                             if it.index not in results and (d := store.item(it).done())}
     done = [results[it.index] for it in items if it.index in results]
     meta = meta | {"files": len(items), "frames": sum(r.frames for r in done),
                    "faces": sum(r.faces for r in done), "seconds": round(seconds, 3),
                    "resumed_inputs": sum(r.resumed_from is not None for r in done),
                    "results": [r.to_dict() for r in done],
-                   "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated}}
+                   "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated},
+                   "changed_inputs": [str(r.source) for r in done if r.changed]}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
     lost = [it.source for it in items if not partial and not store.item(it).complete()]
@@ -185,7 +229,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
         raise OutputError(f"the run's folder {store.dir} lost the results of {lost[0]} "
                           f"(removed during the run?); run again")
     try:
-        with TimelineSink(final, meta, labels=meta["labels"]) as sink:
+        with TimelineSink(final, meta, labels=meta["labels"], partial=False) as sink:
             for item in items:
                 istore = store.item(item)
                 for part in (istore.partial_parts() if partial else istore.finished_parts()):

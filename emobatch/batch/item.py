@@ -19,7 +19,7 @@ from ..pipeline import Checkpoint, FacePipeline
 from ..types import FaceBatch, Frame
 from ..memory import release_free_memory
 from .sinks import RowBuffer
-from .store import ItemStore, Resume, WorkItem
+from .store import ItemStore, Resume, WorkItem, input_identity
 
 
 @dataclass
@@ -36,6 +36,7 @@ class SourceResult:
     resumed_from: int | None = None  # frame index a resumed video continued from
     traceback: str | None = None  # an unexpected failure's formatted traceback (a bug, not
     #                               a bad input: InputErrors have none)
+    changed: bool = False  # redone: the input changed since the run that was resumed
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,11 +136,12 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
     written raises OutputError; Ctrl-C (and SIGTERM, see the CLI) keeps the rows processed
     so far in the store's tail, for the `.partial` timeline, and re-raises.
     """
+    changed = store.claim(input_identity(item.source))
     done = store.done()
     if done is not None:
         return SourceResult.from_dict(done[0])
     path = item.source
-    res = SourceResult(path, kind_of(path))
+    res = SourceResult(path, kind_of(path), changed=changed)
     chunk, start = _continue(store, res)
     t0 = time.perf_counter()
     rows = RowBuffer(pipe.classifier.labels)

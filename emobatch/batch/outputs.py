@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..media.annotate import annotated_name
-from ..atomic import temp_path
+from ..atomic import NAME_MAX, fit_name, temp_path, writing
 from .sinks import errors_path, meta_path, partial_path, timeline_writer
-from .store import WorkItem, item_key, work_dir
+from .store import FolderLock, WorkItem, item_key, work_dir
 from ..errors import UsageError
 
 
@@ -56,6 +56,7 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
     _probe_writable(out.parent, "--out")
     sources = {Path(f).resolve() for f in files}
     timeline_files = (out, errors_path(out), meta_path(out), partial_path(out))
+    _check_name_lengths(out, timeline_files)
     for written in timeline_files:
         if written.resolve() in sources:
             raise UsageError(f"--out would overwrite the input {written}")
@@ -83,13 +84,45 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
     _probe_writable(annotate, "--annotate")
 
 
+def _check_name_lengths(out: Path, written: Sequence[Path]) -> None:
+    """UsageError if a file the run may publish beside `out` has too long a name (the
+    .partial timeline's sidecars are the longest)."""
+    names = [p.name for p in (*written, *(f(partial_path(out)) for f in (errors_path, meta_path)))]
+    longest = max(names, key=lambda n: len(n.encode()))
+    if len(longest.encode()) > NAME_MAX:
+        raise UsageError(f"--out {out.name!r} is too long a name: the run would also write "
+                         f"{longest!r} ({len(longest.encode())} bytes; file names hold at most "
+                         f"{NAME_MAX}); choose a shorter one")
+
+
+def check_existing(out: Path, items: Sequence[WorkItem], overwrite: bool, resume: bool) -> None:
+    """UsageError if the run would replace the timeline or an annotated output already on
+    disk (an earlier run's results) without `overwrite`; a resumed run continues its own."""
+    if overwrite or resume:
+        return
+    if out.exists():
+        raise UsageError(f"{out} exists (an earlier run's timeline): add --overwrite to "
+                         f"replace it, --resume to continue an interrupted run, or choose "
+                         f"another --out")
+    taken = next((it.annotate for it in items if it.annotate and it.annotate.exists()), None)
+    if taken is not None:
+        raise UsageError(f"the annotated output {taken} exists (an earlier run's): add "
+                         f"--overwrite to replace it, or choose another --annotate")
+
+
+def _fitting(path: Path) -> Path:
+    """An annotated name the file system takes: one too long is shortened (`fit_name`)."""
+    return path.with_name(fit_name("", path.stem, path.suffix))
+
+
 def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
                annotate: Path | None) -> tuple[list[WorkItem], dict[str, str]]:
     """A WorkItem per input, in order, with its annotated path; and the renamed ones.
 
     Two inputs whose annotated names collide (e.g. `x.avi` beside `x.avi.mp4`, or the same
     relative name from two roots) never overwrite each other: the later one gets
-    `name~2.ext` (then ~3, ...), deterministically, and is reported. An annotated name that
+    `name~2.ext` (then ~3, ...), deterministically, and is reported; so is a name too long
+    for the file system, shortened with a hash. An annotated name that
     is an input file is refused (UsageError).
     """
     root = annotation_root(inputs)
@@ -100,10 +133,10 @@ def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
     for i, f in enumerate(files):
         ann = None
         if annotate is not None:
-            ann = want = annotated_name(f, root, annotate)
-            k = 2
+            want = annotated_name(f, root, annotate)
+            ann, k = _fitting(want), 2
             while ann.resolve() in taken:
-                ann = want.with_name(f"{want.stem}~{k}{want.suffix}")
+                ann = _fitting(want.with_name(f"{want.stem}~{k}{want.suffix}"))
                 k += 1
             if ann != want:
                 renamed[str(f)] = str(ann)
@@ -112,3 +145,16 @@ def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
             taken.add(ann.resolve())
         items.append(WorkItem(i, Path(f), item_key(Path(f)), ann))
     return items, renamed
+
+
+def lock_annotate(annotate: Path | None) -> FolderLock | None:
+    """Hold the --annotate folder for this run: a second live run writing into it is refused
+    (UsageError), so neither replaces the other's files under the names its metadata lists."""
+    if annotate is None:
+        return None
+    lock = FolderLock(annotate / ".emobatch.lock",
+                      f"another emobatch run (pid {{pid}}) is writing into --annotate "
+                      f"{annotate}; wait for it or choose another folder")
+    with writing(annotate, "lock"):
+        lock.acquire()
+    return lock

@@ -228,22 +228,29 @@ def timeline_reader(path: str | Path) -> type[TimelineWriter]:
 class TimelineSink:
     """Context manager writing timeline tables to .parquet (zstd) or .csv, chosen by suffix.
 
-    Rows go to a unique hidden temp file beside the target (emobatch.atomic); a clean exit
-    publishes it under `path`, an exception (Ctrl-C included) under `partial_path(path)`.
+    Rows go to a unique hidden temp file beside the target (emobatch.atomic), in row groups
+    of `flush_rows` rows however small the tables written (a timeline of many photos is not
+    one row group per photo); a clean exit publishes it under `path`, an exception (Ctrl-C
+    included) under `partial_path(path)` if `partial`, else nowhere (all or nothing). A
+    failed write (disk full) never publishes anything.
     """
 
     def __init__(self, path: str | Path, metadata: dict[str, Any] | None = None,
-                 labels: tuple[str, ...] | list[str] = EMOTIONS, flush_rows: int = 20_000) -> None:
-        """flush_rows: the most rows in one record batch written."""
+                 labels: tuple[str, ...] | list[str] = EMOTIONS, flush_rows: int = 65_536,
+                 partial: bool = True) -> None:
+        """flush_rows: the rows of one row group / record batch written (the last fewer)."""
         self.path = Path(path)
         self.format = timeline_writer(self.path)
         self.labels = labels
         self.schema = timeline_schema(labels)
         self.metadata = dict(metadata or {})
         self.flush_rows = flush_rows
+        self.partial = partial
         self.errors: list[dict[str, Any]] = []
         self._tmp = temp_path(self.path)
         self._writer: TimelineWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
 
     def __enter__(self) -> "TimelineSink":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,8 +259,20 @@ class TimelineSink:
 
     def write_table(self, table: pa.Table) -> None:
         """Append rows already in the timeline schema (e.g. a finished part of a run)."""
-        for batch in table.cast(self.schema).to_batches(self.flush_rows):
+        self._pending.append(table.cast(self.schema))
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self.flush_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        """Write the gathered rows in batches of `flush_rows`; a shorter rest stays gathered
+        unless `final`."""
+        table = pa.concat_tables(self._pending).combine_chunks()
+        keep = 0 if final else table.num_rows % self.flush_rows
+        for batch in table.slice(0, table.num_rows - keep).to_batches(self.flush_rows):
             self._writer.write_batch(batch)
+        self._pending = [table.slice(table.num_rows - keep)] if keep else []
+        self._pending_rows = keep
 
     def add_error(self, source: str | Path, error: str, frames_done: int = 0,
                   traceback: str | None = None) -> None:
@@ -263,9 +282,14 @@ class TimelineSink:
     def __exit__(self, exc_type, exc, tb) -> None:
         final = self.path
         if exc_type is not None:
+            if not self.partial or issubclass(exc_type, OSError):
+                self._discard()
+                return
             final = partial_path(self.path)
             self.metadata["interrupted"] = f"{exc_type.__name__}: {exc}"
         try:
+            if self._pending:
+                self._flush(final=True)
             self._writer.close({**self.metadata, "errors": self.errors})
             publish(self._tmp, final)
             self._write_sidecars(final)
@@ -274,6 +298,14 @@ class TimelineSink:
             if exc_type is None:
                 raise
             return  # the original exception is the one to report
+
+    def _discard(self) -> None:
+        """Nothing is published: the temp file goes (closing it may fail on a full disk)."""
+        try:
+            self._writer.close({})
+        except Exception:
+            pass
+        self._tmp.unlink(missing_ok=True)
 
     def _write_sidecars(self, final: Path) -> None:
         """The errors table (only when an input failed; an earlier run's at that name is

@@ -4,7 +4,9 @@
     .results.parquet.emobatch/          the run's folder (removed when the run completes)
         lock                            flock-ed by the live run; a dead run holds nothing
         manifest.json                   settings fingerprint (settings + weights sha256)
-        items/<key>/                    one folder per input; key = path, size, mtime
+        items/<key>/                    one folder per input; key = its resolved path
+            input.json                  size, mtime and a hash of its ends: a changed input
+                                        is redone from the start, never resumed
             part-00000.parquet          the rows of each chunk (a video's checkpoint interval)
             tail.parquet                rows after the last checkpoint, left by Ctrl-C/SIGTERM
             state-00000.json            the per-video state after that chunk (the resume point)
@@ -31,7 +33,7 @@ import pyarrow.parquet as pq
 
 from ..faces import state as state_codec
 from ..errors import OutputError, UsageError
-from ..atomic import atomic_path, remove_stale_temps, write_text, writing
+from ..atomic import atomic_path, fit_name, remove_stale_temps, write_text, writing
 
 
 @dataclass
@@ -45,13 +47,27 @@ class WorkItem:
 
 
 def item_key(path: Path) -> str:
-    """Identity of an input for resume: its resolved path, size and modification time."""
+    """The name of an input's folder in the store: a hash of its resolved path."""
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:20]
+
+
+EDGE_BYTES = 1 << 20
+
+
+def input_identity(path: Path) -> str:
+    """What a resumed run compares: size, mtime and a hash of the first and last MiB (a
+    same-size copy with its old mtime restored differs there; reading all could take long)."""
     try:
         st = path.stat()
-        ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            h.update(fh.read(EDGE_BYTES))
+            if st.st_size > EDGE_BYTES:
+                fh.seek(max(st.st_size - EDGE_BYTES, EDGE_BYTES))
+                h.update(fh.read(EDGE_BYTES))
+        return f"{st.st_size}|{st.st_mtime_ns}|{h.hexdigest()}"
     except OSError as e:
-        ident = f"{path.resolve()}|{type(e).__name__}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:20]
+        return type(e).__name__
 
 
 @dataclass
@@ -67,7 +83,7 @@ class Resume:
 
 
 def work_dir(out: Path) -> Path:
-    return out.with_name(f".{out.name}.emobatch")
+    return out.with_name(fit_name(".", out.name, ".emobatch"))
 
 
 class ItemStore:
@@ -80,6 +96,24 @@ class ItemStore:
         with writing(path):
             self.dir.mkdir(exist_ok=True)  # never re-creates a run folder that was removed
             fn(path, *args)
+
+    def holds(self, identity: str) -> bool:
+        """Whether this store's progress is of the input as it is now (`input_identity`)."""
+        try:
+            return json.loads((self.dir / "input.json").read_text())["identity"] == identity
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def claim(self, identity: str) -> bool:
+        """Make this store the input's as it is now: progress of another version of it (or
+        of an unknown one) is removed. True if there was any."""
+        if self.holds(identity):
+            return False
+        stale = [p for p in self.dir.iterdir()] if self.dir.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        self._write(write_text, self.dir / "input.json", json.dumps({"identity": identity}))
+        return bool(stale)
 
     def part(self, chunk: int) -> Path:
         return self.dir / f"part-{chunk:05d}.parquet"
@@ -169,7 +203,7 @@ class RunStore:
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.dir = work_dir(self.out)
-        self._lock_fd: int | None = None
+        self._held: FolderLock | None = None
 
     def item(self, item: WorkItem) -> ItemStore:
         return ItemStore(self.dir / "items" / item.key)
@@ -211,32 +245,17 @@ class RunStore:
         return found
 
     def _lock(self) -> None:
-        path = self.dir / "lock"
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                os.close(fd)
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    pid = path.read_text().strip() or "?"
-                    raise UsageError(f"another emobatch run (pid {pid}) is writing {self.out}; "
-                                     f"wait for it or choose another --out") from None
-                raise
-            try:  # a run that just finished may have removed the file we locked: lock anew
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                    break
-            except FileNotFoundError:
-                (self.dir / "items").mkdir(parents=True, exist_ok=True)
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        busy = (f"another emobatch run (pid {{pid}}) is writing {self.out}; wait for it or "
+                f"choose another --out")
+        lock = FolderLock(self.dir / "lock", busy)
+        lock.acquire()
+        self._held = lock
+        (self.dir / "items").mkdir(parents=True, exist_ok=True)  # a run that just finished
 
     def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     def remove(self) -> None:
         """The run is published: its folder goes (the lock last, while still held)."""
@@ -248,6 +267,46 @@ class RunStore:
             self.dir.rmdir()
         except OSError:
             pass
+
+
+class FolderLock:
+    """An exclusive flock on the file `path`, held by one live process (a killed one holds
+    nothing); the pid of its holder is in the file."""
+
+    def __init__(self, path: Path, busy: str) -> None:
+        """busy: the UsageError's message when another process holds it ({pid} is filled)."""
+        self.path, self.busy = Path(path), busy
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    pid = self.path.read_text().strip() or "?"
+                    raise UsageError(self.busy.format(pid=pid)) from None
+                raise
+            try:  # its holder may have just removed the file we locked: lock anew
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self, remove: bool = False) -> None:
+        """Let go (removing the file first, while still held, if `remove`)."""
+        if self._fd is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
 
 
 def _diff(old: dict, new: dict) -> str:

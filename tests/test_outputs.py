@@ -1,0 +1,112 @@
+"""Outputs that already exist or are shared, and names at the file system's limit
+(emobatch/batch/outputs.py): every run says up front what it will not do, and what a
+timeline's metadata lists is what is on disk."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import emobatch
+from conftest import ROOT
+from test_faults import CLIP, FAST, HOOKS, PHOTO, checksums, cli
+
+
+def test_a_second_run_on_the_same_annotate_folder_is_refused_while_the_first_lives(tmp_path):
+    inputs, ann, go_on = tmp_path / "in", tmp_path / "ann", tmp_path / "go-on"
+    inputs.mkdir()
+    shutil.copy(PHOTO, inputs / "a.jpg")
+    shutil.copy(PHOTO, inputs / "b.jpg")
+    # the first run holds still after its first input, alive, until the second is answered
+    first = subprocess.Popen([sys.executable, str(HOOKS), "finish", "1", f"waitfor:{go_on}",
+                              "run", str(inputs), "--out", str(tmp_path / "r1.parquet"),
+                              "--annotate", str(ann), *FAST], cwd=ROOT,
+                             stderr=subprocess.PIPE, text=True)
+    done = tmp_path / ".r1.parquet.emobatch" / "items"
+    deadline = time.monotonic() + 120
+    while not list(done.glob("*/done.json")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (ann / "a.jpg").is_file()
+    second = cli("run", inputs, "--out", tmp_path / "r2.parquet", "--annotate", ann,
+                 "--blur-faces", *FAST)
+    go_on.touch()
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and "another emobatch run" in second.stderr, second.stderr
+    assert "--annotate" in second.stderr and "Traceback" not in second.stderr
+    assert not (tmp_path / "r2.parquet").exists()
+    # the first run's metadata lists its own, unblurred files, and they are what is there
+    listed = emobatch.read_timeline(tmp_path / "r1.parquet").attrs["emobatch"]["annotated"]
+    assert sorted(Path(p).name for p in listed.values()) == ["a.jpg", "b.jpg"]
+    assert sorted(checksums(ann)) == ["a.jpg", "b.jpg"]  # the lock went with its run
+    before = checksums(ann)
+    # a finished run's files are replaced only on request
+    r = cli("run", inputs, "--out", tmp_path / "r3.parquet", "--annotate", ann, "--blur-faces", *FAST)
+    assert r.returncode == 2 and "--overwrite" in r.stderr and "a.jpg" in r.stderr, r.stderr
+    assert checksums(ann) == before and not (tmp_path / "r3.parquet").exists()
+    r = cli("run", inputs, "--out", tmp_path / "r3.parquet", "--annotate", ann, "--blur-faces",
+            "--overwrite", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert checksums(ann) != before and sorted(checksums(ann)) == ["a.jpg", "b.jpg"]
+
+
+def test_an_existing_timeline_is_replaced_only_with_overwrite(tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "r.csv"
+    inputs.mkdir()
+    shutil.copy(PHOTO, inputs / "a.jpg")
+    assert cli("run", inputs, "--out", out, *FAST).returncode == 0
+    files = checksums(tmp_path)
+    assert {"r.csv", "r.errors.csv", "r.meta.json"} <= set(files)
+    t0 = time.monotonic()
+    r = cli("run", inputs, "--out", out, "--every", "2", "--quiet")
+    assert r.returncode == 2 and "exists" in r.stderr and "--overwrite" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 60
+    assert checksums(tmp_path) == files  # nothing touched, no run folder made
+    with pytest.raises(ValueError, match="--overwrite"):
+        emobatch.run(inputs, out, every=2)
+    assert checksums(tmp_path) == files
+    # on request the whole result is replaced: the timeline and its sidecars
+    assert emobatch.run(inputs, out, every=2, overwrite=True) == out
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["settings"]["every"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "r.csv", "r.errors.csv", "r.meta.json"]
+    r = cli("run", inputs, "--out", out, "--overwrite", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert emobatch.read_timeline(out).attrs["emobatch"]["settings"]["every"] == 3
+
+
+def test_names_at_the_file_system_limit(tmp_path):
+    inputs, ann = tmp_path / "in", tmp_path / "ann"
+    inputs.mkdir()
+    photo = inputs / ("p" * 251 + ".jpg")  # 255 bytes: its temp names must be shortened
+    video = inputs / ("v" * 248 + ".mov")  # its annotated name (+ .mp4) would be 256 bytes
+    shutil.copy(PHOTO, photo)
+    shutil.copy(CLIP, video)
+    out = tmp_path / ("r" * 232 + ".parquet")  # 240 bytes: its temp names would be ~275
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--checkpoint-every", "0.5", *FAST)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(out)
+    assert set(df["source"]) == {str(photo), str(video)} and df["face"].notna().any()
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    on_disk = sorted(str(p) for p in ann.iterdir())
+    assert sorted(meta["annotated"].values()) == on_disk and len(on_disk) == 2
+    assert (ann / photo.name).is_file()
+    shortened = Path(meta["annotated"][str(video)])
+    assert shortened.name.startswith("v" * 200) and shortened.suffix == ".mp4"
+    assert len(shortened.name.encode()) <= 255 and "too long" not in r.stderr
+    assert meta["annotated_renamed"] == {str(video): str(shortened)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["in", "ann", out.name, f"{out.stem}.errors.csv"])  # no run folder, no temp file left
+
+
+@pytest.mark.parametrize("length", [250, 255])
+def test_an_out_name_too_long_for_its_sidecars_is_refused_up_front(tmp_path, length):
+    out = tmp_path / ("r" * (length - 8) + ".parquet")
+    r = cli("run", PHOTO, "--out", out, *FAST)
+    assert r.returncode == 2 and "too long" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
