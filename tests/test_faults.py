@@ -295,7 +295,7 @@ def test_disk_full_while_publishing_leaves_no_unreadable_file(inputs, untouched,
     r = cli("run", inputs, "--out", out, "--resume", *FAST)
     assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full), check_exact=True)
-    assert sorted(p.name for p in disk.iterdir()) == ["r.errors.csv", "r.parquet"]
+    assert sorted(p.name for p in disk.iterdir()) == ["r.parquet"]  # no failure: no errors table
 
 
 def test_sigterm_while_publishing_keeps_every_finished_row(inputs, untouched, tmp_path):
@@ -327,12 +327,12 @@ def test_a_second_ctrl_c_while_the_partial_is_written(inputs, untouched, tmp_pat
     assert r.returncode == 130, r.stderr
     partial = tmp_path / "r.partial.parquet"
     assert f"finished rows in {partial}" in r.stderr
-    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.partial.errors.csv", "r.partial.parquet"]
+    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.partial.parquet"]  # no failure: no errors table
     df = pd.read_parquet(partial)
     assert len(df) >= 9 and df["source"].str.endswith("clip.mp4").all()
     meta = emobatch.read_timeline(partial).attrs["emobatch"]
     assert "interrupted" in meta and [Path(x["source"]).name for x in meta["results"]] == ["clip.mp4"]
     r = cli("run", inputs, "--out", out, "--resume", *FAST)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.errors.csv", "r.parquet"]
+    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.parquet"]  # no failure: no errors table
     assert no_temp_files(tmp_path)
