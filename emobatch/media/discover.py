@@ -48,48 +48,48 @@ def _probe_cached(path: str, mtime_ns: int, size: int) -> Kind | None:
 
 @functools.lru_cache(maxsize=1024)
 def _image_or_video(path: str, mtime_ns: int, size: int) -> Kind:
-    """A file with an image suffix: a video if Pillow cannot identify it and FFmpeg opens it
-    as one, else an image (whose reading then says what is wrong with it)."""
-    if _pillow_identifies(Path(path)):
-        return "image"
-    try:
-        with av.open(path, mode="r") as container:
-            # FFmpeg reads any file named .jpg as a still image (image2), a text as a picture
-            # of it (tty): only a real container's video stream makes it a video
-            fmt = container.format.name
-            real = fmt not in ("image2", "tty") and not fmt.endswith("_pipe")
-            return "video" if real and container.streams.video else "image"
-    except Exception:  # not a container FFmpeg opens
-        return "image"
-
-
-def _pillow_identifies(path: Path) -> bool:
-    """Whether Pillow recognises the file's header as an image (reads only the header)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                return img.format != "MPEG"  # Pillow names MPEG video headers, decodes none
-    except Exception:  # not an image Pillow knows (or too big for it: reading says so)
-        return False
+    """A file with an image suffix: a video if Pillow does not identify its header and FFmpeg
+    opens it as a real container with a video stream (FFmpeg reads any file named .jpg as a
+    still image, image2, and a text as a picture of it, tty), else an image, whose reading
+    then says what is wrong with it."""
+    p = Path(path)
+    return "video" if not _pillow_image(p, decode=False) and _ffmpeg_video(p, real=True) else "image"
 
 
 def probe_kind(path: Path) -> Kind | None:
     """What a file is by its content: 'image' if Pillow decodes it, else 'video' if PyAV
     opens it with a video stream, else None (also for unreadable files). Reads the file."""
+    if _pillow_image(path, decode=True):
+        return "image"
+    return "video" if _ffmpeg_video(path, real=False) else None
+
+
+def _pillow_image(path: Path, decode: bool) -> bool:
+    """Whether Pillow takes the file for an image: its header (decode=False) or all of it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                img.load()  # Pillow identifies some video headers (MPEG) it cannot decode
-        return "image"
-    except Exception:  # not an image Pillow decodes
-        pass
+                if img.format == "MPEG":  # Pillow names MPEG video headers, decodes none
+                    return False
+                if decode:
+                    img.load()
+                return True
+    except Exception:  # not an image Pillow knows (or too big for it: reading says so)
+        return False
+
+
+def _ffmpeg_video(path: Path, real: bool) -> bool:
+    """Whether FFmpeg opens the file with a video stream; real: in a container, not as a
+    still image (image2) or a picture of text (tty, *_pipe)."""
     try:
         with av.open(str(path), mode="r") as container:
-            return "video" if container.streams.video else None
+            fmt = container.format.name
+            if real and (fmt in ("image2", "tty") or fmt.endswith("_pipe")):
+                return False
+            return bool(container.streams.video)
     except Exception:  # not a container FFmpeg opens
-        return None
+        return False
 
 
 @dataclass
