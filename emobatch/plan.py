@@ -34,7 +34,8 @@ class RunPlan:
 
     settings: Settings            # as asked, with classify_every resolved (what metadata records)
     device: str                   # 'cpu', 'cuda', 'cuda:1'
-    weights: Path                 # the weights file (the shipped one if none was given)
+    weights: Path                 # the weights file here (the shipped one if none was given);
+    #                               a worker loads its own copy, checked by weights_sha256
     weights_sha256: str
     weights_config: dict[str, Any] = field(compare=False, repr=False)
     classifier_backend: str = "torch"    # a registered backend (emobatch.faces.backends)

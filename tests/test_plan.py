@@ -89,3 +89,12 @@ def test_workers_on_a_gpu_are_refused_before_anything_is_built():
     plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device="cuda")
     with pytest.raises(UsageError, match="one process drives a GPU"):
         make_runner(plan, 2)
+
+
+def test_a_worker_with_other_weights_than_the_plan_refuses_them():
+    from emobatch.errors import WeightsError
+    from emobatch.faces.classify import Classifier
+
+    plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), weights_sha256="0" * 64)
+    with pytest.raises(WeightsError, match="not the weights this run was planned with"):
+        Classifier.from_plan(plan)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TTA_MODES
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, WeightsError
 from ..plan import RunPlan
 from ..types import FaceBatch
 from .backends import build_runtime, inference_model, resolve_backend
@@ -100,8 +100,15 @@ class Classifier:
         """The classifier a run's plan resolved: its weights, device, backend, photos' TTA."""
         self = cls.__new__(cls)
         self.device = torch.device(plan.device)
-        self._load(load_weights(plan.weights, device=plan.device), plan.classifier_backend,
-                   plan.settings.amp, plan.tta, plan.settings.batch_size)
+        # the shipped weights where this process finds them (a Dask worker's install may lie
+        # elsewhere than the client's), checked by content against what the plan recorded
+        loaded = load_weights(plan.settings.weights, device=plan.device)
+        if loaded.sha256 != plan.weights_sha256:
+            raise WeightsError(f"{loaded.path} (sha256 {loaded.sha256[:12]}...) is not the "
+                               f"weights this run was planned with ({plan.weights_sha256[:12]}"
+                               f"...): install the same emobatch version everywhere")
+        self._load(loaded, plan.classifier_backend, plan.settings.amp, plan.tta,
+                   plan.settings.batch_size)
         if self.backend != plan.classifier_runtime:  # the plan named it before it was built
             raise BackendUnavailable(f"the {plan.classifier_backend} backend gave "
                                      f"{self.backend}, not {plan.classifier_runtime}")
