@@ -193,7 +193,9 @@ def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progres
         progress("start", {"files": files})
     for item in items:
         istore = store.item(item)
-        done = istore.done() if istore.holds(input_identity(item.source)) else None
+        done = istore.done()
+        if done is not None and not istore.holds(input_identity(item.source)):
+            done = None  # changed since: process_item redoes it (hashed only if done)
         if done is not None:
             results[item.index] = SourceResult.from_dict(done[0])
             if progress:
