@@ -18,6 +18,7 @@ from .config import Settings
 from .faces.align import Aligner
 from .faces.classify import Classifier
 from .faces.detect import Detector
+from .faces.device import frames_per_call
 from .faces.net_backends import NetRuntime
 from .faces.schedule import ClassifySchedule
 from .faces.smooth import Smoother
@@ -99,7 +100,11 @@ class FacePipeline:
                 yield frame, self.process(frame, scale)
             return
         info = info or video_info(path)
-        video = _VideoState(VideoDetector(self.detector, *s.detection_plan(info.width, info.height)),
+        every, scale, full_res = s.detection_plan(info.width, info.height)
+        per_call = frames_per_call(self.plan.device, info.width, info.height, s.min_face_size,
+                                   scale if not full_res else 1.0)
+        video = _VideoState(VideoDetector(self.detector, every, scale, full_res,
+                                          max_batch=per_call),
                             Tracker() if s.track else None,
                             ClassifySchedule(self.classify_every),
                             Smoother(s.smooth_tau) if s.track and s.smooth_tau > 0 else None)
@@ -137,11 +142,31 @@ class FacePipeline:
 
     def _detected(self, path: Path, vdet: VideoDetector, start: int, processed: int,
                   period: int) -> Iterator[tuple[Frame, FaceBatch, dict | None]]:
-        """(frame, aligned faces, the schedule's state at a checkpoint frame else None)."""
-        for frame in prefetch(iter_frames(path, self.settings.every, start)):
-            faces = self.aligner.align(frame.image, vdet.detect(frame.image))
+        """(frame, aligned faces, the schedule's state at a checkpoint frame else None).
+
+        Frames are decoded ahead and detected in chunks of `vdet.frames_per_call` (one on a
+        CPU, several on a GPU); a chunk ends at a checkpoint frame, whose state is then the
+        schedule's own."""
+        chunk: list[Frame] = []
+        try:
+            for frame in prefetch(iter_frames(path, self.settings.every, start),
+                                  depth=max(4, vdet.frames_per_call)):
+                chunk.append(frame)
+                if (len(chunk) >= vdet.frames_per_call
+                        or (processed + len(chunk)) % period == 0):
+                    yield from self._detect_chunk(chunk, vdet, processed, period)
+                    processed, chunk = processed + len(chunk), []
+        except InputError:
+            yield from self._detect_chunk(chunk, vdet, processed, period)  # decoded before the break
+            raise
+        yield from self._detect_chunk(chunk, vdet, processed, period)
+
+    def _detect_chunk(self, chunk: list[Frame], vdet: VideoDetector, processed: int,
+                      period: int) -> Iterator[tuple[Frame, FaceBatch, dict | None]]:
+        for frame, faces in zip(chunk, vdet.detect_many([f.image for f in chunk])):
             processed += 1
-            yield frame, faces, vdet.state_dict() if processed % period == 0 else None
+            yield (frame, self.aligner.align(frame.image, faces),
+                   vdet.state_dict() if processed % period == 0 else None)
 
     def _finish(self, buf: list[tuple[Frame, FaceBatch]], video: "_VideoState"
                 ) -> Iterator[tuple[Frame, FaceBatch]]:

@@ -54,31 +54,39 @@ class Detector:
         re-measured by O-Net on the full frame (refine), whose box, landmarks and score count.
         Small faces score low on the downscaled frame but as usual at full resolution.
         """
-        small = image
+        return self.detect_batch([image], scale)[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], scale: float = 1.0) -> list[FaceBatch]:
+        """Images of one size (N of (H, W, 3) uint8 RGB), each detected as `detect` would
+        alone, the networks' calls shared by all of them (emobatch.faces.mtcnn)."""
+        smalls = list(images)
         if scale != 1.0:
-            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            smalls = [cv2.resize(i, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                      for i in images]
         # the smallest face in the small frame; MTCNN's P-Net cannot see below 12 px
         min_face = max(12, round(self.min_face_size * scale))
-        if not self.exact:
-            found, points = self.cascade.detect(small, min_face)
-            boxes, probs = found[:, :4], found[:, 4]
+        if self.exact:
+            found = [self._reference_detect(s, min_face) for s in smalls]
         else:
-            self.reference.min_face_size = min_face
-            with torch.inference_mode():
-                boxes, probs, points = self.reference.detect(small, landmarks=True)
-            if boxes is None:
-                return FaceBatch.empty()
-        sx = image.shape[1] / small.shape[1]
-        sy = image.shape[0] / small.shape[0]
-        xyxy = np.asarray(boxes, np.float32).reshape(-1, 4) * [sx, sy, sx, sy]
-        lm = np.asarray(points, np.float32).reshape(-1, 5, 2) * [sx, sy]
-        faces = FaceBatch(xyxy.astype(np.float32), np.asarray(probs, np.float32).reshape(-1),
-                          lm.astype(np.float32))
+            found = [(f[:, :4], f[:, 4], pts)
+                     for f, pts in self.cascade.detect_batch(smalls, min_face)]
+        faces = [_to_frame(found_i, small.shape, image.shape)
+                 for found_i, small, image in zip(found, smalls, images)]
         if scale >= 1:
-            return self._finish(faces, image.shape[:2], self.min_score)
-        faces = self._finish(faces, image.shape[:2], 0.0)
-        fine, _ = self.refine(image, faces.xyxy)
-        return self._finish(fine, image.shape[:2], self.min_score)
+            return [self._finish(f, i.shape[:2], self.min_score) for f, i in zip(faces, images)]
+        faces = [self._finish(f, i.shape[:2], 0.0) for f, i in zip(faces, images)]
+        fine = self.refine_batch(images, [f.xyxy for f in faces])
+        return [self._finish(f, i.shape[:2], self.min_score) for (f, _), i in zip(fine, images)]
+
+    def _reference_detect(self, image: np.ndarray, min_face: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """facenet-pytorch's own MTCNN.detect -> (boxes (n, 4), scores (n,), landmarks)."""
+        self.reference.min_face_size = min_face
+        with torch.inference_mode():
+            boxes, probs, points = self.reference.detect(image, landmarks=True)
+        if boxes is None:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2))
+        return boxes, probs, points
 
     def refine(self, image: np.ndarray, boxes: np.ndarray, expand: float = 1.0,
                min_score: float | None = None) -> tuple[FaceBatch, np.ndarray]:
@@ -91,12 +99,31 @@ class Detector:
         min_score (default: the detector's) and survive NMS, in input order, and their
         indices (k,) into `boxes`.
         """
-        if len(boxes) == 0:
+        return self.refine_batch([image], [boxes], expand, min_score)[0]
+
+    def refine_batch(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray],
+                     expand: float = 1.0, min_score: float | None = None
+                     ) -> list[tuple[FaceBatch, np.ndarray]]:
+        """`refine` of each image with its boxes, O-Net called once for all of them."""
+        squares = [square(np.asarray(b, np.float32)[:, :4], expand).round()
+                   for b in boxes]
+        crops = [np.stack([_crop_resize(i, b, 48) for b in sq.astype(int)])
+                 for i, sq in zip(images, squares) if len(sq)]
+        if not crops:
+            return [(FaceBatch.empty(), np.zeros(0, np.int64)) for _ in images]
+        reg, pts, prob = self.cascade.onet(np.concatenate(crops) if len(crops) > 1 else crops[0])
+        out, start = [], 0
+        for image, sq in zip(images, squares):
+            k = slice(start, start + len(sq))
+            start += len(sq)
+            out.append(self._refined(image, sq, reg[k], pts[k], prob[k, 1], min_score))
+        return out
+
+    def _refined(self, image: np.ndarray, sq: np.ndarray, reg: np.ndarray, pts: np.ndarray,
+                 score: np.ndarray, min_score: float | None) -> tuple[FaceBatch, np.ndarray]:
+        """O-Net's outputs for one image's squares -> the faces kept and their indices."""
+        if len(sq) == 0:
             return FaceBatch.empty(), np.zeros(0, np.int64)
-        sq = square(np.asarray(boxes, np.float32)[:, :4], expand).round()
-        crops = np.stack([_crop_resize(image, b, 48) for b in sq.astype(int)])
-        reg, pts, prob = self.cascade.onet(crops)
-        score = prob[:, 1]
         xyxy, lm = decode_onet(sq, reg, pts)
         faces = FaceBatch(xyxy.astype(np.float32), score.astype(np.float32), lm.astype(np.float32))
         h, w = image.shape[:2]
@@ -144,6 +171,18 @@ class Detector:
         keep = (faces.score >= min_score) & _valid(faces.xyxy)
         idx = np.flatnonzero(keep)
         return faces[idx[np.argsort(-faces.score[idx], kind="stable")]]
+
+
+def _to_frame(found: tuple[np.ndarray, np.ndarray, np.ndarray], small: tuple[int, ...],
+              full: tuple[int, ...]) -> FaceBatch:
+    """(boxes, scores, landmarks) found on an image of shape `small` -> a FaceBatch in the
+    pixels of its full-size original of shape `full`."""
+    boxes, probs, points = found
+    sx, sy = full[1] / small[1], full[0] / small[0]
+    xyxy = np.asarray(boxes, np.float32).reshape(-1, 4) * [sx, sy, sx, sy]
+    lm = np.asarray(points, np.float32).reshape(-1, 5, 2) * [sx, sy]
+    return FaceBatch(xyxy.astype(np.float32), np.asarray(probs, np.float32).reshape(-1),
+                     lm.astype(np.float32))
 
 
 def _clip(xyxy: np.ndarray, w: int, h: int) -> np.ndarray:

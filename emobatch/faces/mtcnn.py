@@ -19,6 +19,8 @@ The networks (emobatch.faces.mtcnn_nets) run through a backend (emobatch.faces.n
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 from torch import nn
@@ -43,13 +45,18 @@ class CascadeMTCNN:
         self.factor = factor
 
     def detect(self, image: np.ndarray, min_face_size: float) -> tuple[np.ndarray, np.ndarray]:
-        img = np.ascontiguousarray(image)
-        boxes = self._proposals(img, min_face_size)
-        if len(boxes):
-            boxes = self._refine_rnet(img, boxes)
-        if len(boxes):
-            return self._output_onet(img, boxes)
-        return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+        return self.detect_batch([image], min_face_size)[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], min_face_size: float
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several images of one size, each detected as `detect` would alone: P-Net runs over
+        all images' pyramid level in one call per level, R- and O-Net over all images' crops
+        in one call each (on a GPU a call's cost is mostly its launch, not its size)."""
+        imgs = [np.ascontiguousarray(i) for i in images]
+        if len({i.shape for i in imgs}) > 1:
+            raise ValueError("detect_batch needs images of one size")
+        boxes = self._refine_rnet(imgs, self._proposals(imgs, min_face_size))
+        return self._output_onet(imgs, boxes)
 
     def _scales(self, h: int, w: int, min_face_size: float) -> list[float]:
         m = 12.0 / min_face_size
@@ -60,47 +67,67 @@ class CascadeMTCNN:
             minl *= self.factor
         return scales
 
-    def _proposals(self, img: np.ndarray, min_face_size: float) -> np.ndarray:
-        """Stage 1: P-Net over the pyramid of the uint8 image -> candidate squares (k, 5) in
-        image pixels."""
-        h, w = img.shape[:2]
-        found, level = [], img
+    def _proposals(self, imgs: list[np.ndarray], min_face_size: float) -> list[np.ndarray]:
+        """Stage 1: P-Net over the pyramid of each uint8 image -> its candidate squares (k, 5)
+        in image pixels."""
+        h, w = imgs[0].shape[:2]
+        found: list[list[np.ndarray]] = [[] for _ in imgs]
+        levels = imgs
         for scale in self._scales(h, w, min_face_size):
             # each level from the one before: OpenCV's cost grows with the input's size
-            level = cv2.resize(level, (int(w * scale + 1), int(h * scale + 1)),
-                               interpolation=cv2.INTER_AREA)
-            reg, probs = self.pnet(level[None])
-            b = _window_boxes(reg[0], probs[0, 1], scale, self.thresholds[0])
-            found.append(b[nms(b[:, :4], b[:, 4], 0.5)])
-        if not found:  # image smaller than the smallest face
-            return np.zeros((0, 5), np.float32)
-        boxes = np.concatenate(found)
-        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
-        wh = np.tile(boxes[:, 2:4] - boxes[:, :2], 2)
-        return square(np.concatenate([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], 1))
+            levels = [cv2.resize(lv, (int(w * scale + 1), int(h * scale + 1)),
+                                 interpolation=cv2.INTER_AREA) for lv in levels]
+            reg, probs = self.pnet(levels[0][None] if len(levels) == 1 else np.stack(levels))
+            for k, f in enumerate(found):
+                b = _window_boxes(reg[k], probs[k, 1], scale, self.thresholds[0])
+                f.append(b[nms(b[:, :4], b[:, 4], 0.5)])
+        return [_merge_levels(f) for f in found]
 
-    def _refine_rnet(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Stage 2: R-Net on 24x24 crops -> surviving, regressed squares."""
-        crops, boxes = _crops(img, boxes, 24)
-        if len(crops) == 0:  # every box outside the image
-            return np.zeros((0, 5), np.float32)
-        reg, prob = self.rnet(crops)
-        ok = prob[:, 1] > self.thresholds[1]
-        boxes = np.concatenate([boxes[ok, :4], prob[ok, 1:2]], 1)
-        keep = nms(boxes[:, :4], boxes[:, 4], 0.7)
-        return square(bbreg(boxes[keep], reg[ok][keep]))
+    def _refine_rnet(self, imgs: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
+        """Stage 2: R-Net on 24x24 crops -> each image's surviving, regressed squares."""
+        out = []
+        for (reg, prob), b in _run_on_crops(self.rnet, imgs, boxes, 24, (4, 2)):
+            ok = prob[:, 1] > self.thresholds[1]
+            b = np.concatenate([b[ok, :4], prob[ok, 1:2]], 1)
+            keep = nms(b[:, :4], b[:, 4], 0.7)
+            out.append(square(bbreg(b[keep], reg[ok][keep])))
+        return out
 
-    def _output_onet(self, img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 3: O-Net on 48x48 crops -> final boxes, scores and landmarks."""
-        crops, boxes = _crops(img, boxes, 48)
-        if len(crops) == 0:
-            return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
-        reg, pts, prob = self.onet(crops)
-        ok = prob[:, 1] > self.thresholds[2]
-        boxes = np.concatenate([boxes[ok, :4], prob[ok, 1:2]], 1)
-        boxes, lm = decode_onet(boxes, reg[ok], pts[ok])
-        keep = nms(boxes[:, :4], boxes[:, 4], 0.7, mode="min")
-        return boxes[keep], lm[keep]
+    def _output_onet(self, imgs: list[np.ndarray], boxes: list[np.ndarray]
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Stage 3: O-Net on 48x48 crops -> each image's final boxes, scores and landmarks."""
+        out = []
+        for (reg, pts, prob), b in _run_on_crops(self.onet, imgs, boxes, 48, (4, 10, 2)):
+            ok = prob[:, 1] > self.thresholds[2]
+            b = np.concatenate([b[ok, :4], prob[ok, 1:2]], 1)
+            b, lm = decode_onet(b, reg[ok], pts[ok])
+            keep = nms(b[:, :4], b[:, 4], 0.7, mode="min")
+            out.append((b[keep], lm[keep]))
+        return out
+
+
+def _merge_levels(found: list[np.ndarray]) -> np.ndarray:
+    """One image's P-Net windows of all levels -> its candidate squares (k, 5)."""
+    if not found:  # image smaller than the smallest face
+        return np.zeros((0, 5), np.float32)
+    boxes = np.concatenate(found)
+    boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
+    wh = np.tile(boxes[:, 2:4] - boxes[:, :2], 2)
+    return square(np.concatenate([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], 1))
+
+
+def _run_on_crops(net: NetRunner, imgs: list[np.ndarray], boxes: list[np.ndarray], size: int,
+                  widths: tuple[int, ...]) -> list[tuple[list[np.ndarray], np.ndarray]]:
+    """Each image's boxes cropped at size x size, all images' crops through `net` in one call
+    -> per image (the net's outputs for its crops, the boxes that had a crop). `widths`:
+    the outputs' columns, for the empty outputs when no image has a crop (no call then)."""
+    cut = [_crops(img, b, size) for img, b in zip(imgs, boxes)]
+    counts = [len(c) for c, _ in cut]
+    if sum(counts) == 0:
+        return [([np.zeros((0, n), np.float32) for n in widths], b) for _, b in cut]
+    res = net(cut[0][0] if len(cut) == 1 else np.concatenate([c for c, _ in cut]))
+    bounds = np.cumsum([0] + counts)
+    return [([o[a:z] for o in res], b) for (_, b), a, z in zip(cut, bounds[:-1], bounds[1:])]
 
 
 def _window_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, thresh: float) -> np.ndarray:

@@ -11,8 +11,11 @@ resolution to find the faces too small for the downscaled pass.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
+import torch
 
 from .detect import Detector
 from .state import faces_from_state, faces_state
@@ -25,7 +28,7 @@ class VideoDetector:
 
     def __init__(self, detector: Detector, detect_every: int = 1, detect_scale: float = 1.0,
                  full_res_every: int = 0, refine_score: float = 0.5,
-                 cut_threshold: float = 0.5) -> None:
+                 cut_threshold: float = 0.5, max_batch: int = 1) -> None:
         if detect_every < 1 or not 0 < detect_scale <= 1 or full_res_every < 0:
             raise ValueError("need detect_every >= 1, 0 < detect_scale <= 1, full_res_every >= 0")
         self.detector = detector
@@ -34,8 +37,14 @@ class VideoDetector:
         self.full_res_every = full_res_every
         self.refine_score = refine_score
         self.cut_threshold = cut_threshold
+        self.max_batch = max(1, max_batch)  # frames per detector call (detect_many)
         self.full_runs = 0
         self.reset()
+
+    @property
+    def frames_per_call(self) -> int:
+        """Frames worth handing to detect_many at once: several only where it batches them."""
+        return self.max_batch if self.detect_every == 1 else 1
 
     def reset(self) -> None:
         self._prev = FaceBatch.empty()
@@ -62,10 +71,51 @@ class VideoDetector:
             return self._full(image)
         return self._follow(image)
 
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[FaceBatch]:
+        """Consecutive frames -> their faces, the same as `detect` frame by frame. Where every
+        frame is a full detection (detect_every 1: nothing is followed from one frame to the
+        next) the detector sees them together, in calls of at most `max_batch` frames;
+        following needs the frame before, so a schedule that follows goes frame by frame."""
+        if self.detect_every > 1 or len(images) < 2:
+            return [self.detect(i) for i in images]
+        found: dict[int, FaceBatch] = {}
+        keys = [(self._full_scale(j), i.shape) for j, i in enumerate(images)]
+        for key in dict.fromkeys(keys):
+            idx = [j for j, k in enumerate(keys) if k == key]
+            found.update(zip(idx, self._detect_split([images[j] for j in idx], key[0])))
+        out = []
+        for j, image in enumerate(images):
+            self._scene_cut(image)  # its histogram is part of the state a checkpoint saves
+            out.append(self._commit_full(image, found[j]))
+        return out
+
+    def _detect_split(self, images: list[np.ndarray], scale: float) -> list[FaceBatch]:
+        """detect_batch in calls of at most max_batch frames; a call that runs out of GPU
+        memory is split in two, and max_batch stays halved for the rest of the video."""
+        if len(images) > self.max_batch:
+            n = self.max_batch
+            return [f for a in range(0, len(images), n)
+                    for f in self._detect_split(images[a:a + n], scale)]
+        try:
+            return self.detector.detect_batch(images, scale)
+        except torch.cuda.OutOfMemoryError:
+            if len(images) == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.max_batch = len(images) // 2
+            return self._detect_split(images, scale)
+
+    def _full_scale(self, ahead: int = 0) -> float:
+        """The scale of the full detection `ahead` full detections from now."""
+        fine = self.full_res_every and (self.full_runs + ahead) % self.full_res_every == 0
+        return 1.0 if fine else self.detect_scale
+
     def _full(self, image: np.ndarray) -> FaceBatch:
-        fine = self.full_res_every and self.full_runs % self.full_res_every == 0
+        return self._commit_full(image, self.detector.detect(image, self._full_scale()))
+
+    def _commit_full(self, image: np.ndarray, faces: FaceBatch) -> FaceBatch:
+        """The schedule's bookkeeping after a full detection found `faces` on `image`."""
         self.full_runs += 1
-        faces = self.detector.detect(image, 1.0 if fine else self.detect_scale)
         faces = FaceBatch.concat([faces, self._still_followed(image, faces)])
         self._vel = self._carry_velocity(faces)
         self._prev, self._since_full, self._force = faces, 0, False
