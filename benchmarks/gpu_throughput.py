@@ -1,16 +1,23 @@
 """`emobatch run` on a GPU against the CPU path and the exhaustive reference.
 
-    python benchmarks/gpu_throughput.py [VIDEO] [--copies 8] [--json OUT] [--reference-cache DIR]
+    python benchmarks/gpu_throughput.py [VIDEO] [--copies 8] [--runs NAME ...] [--json OUT]
+        [--reference-cache DIR]
 
 A folder of COPIES copies of VIDEO (default: the 1080p walking clip in ../shared) is run by
-`emobatch run` in a fresh process on the CPU and, where CUDA is there, on the GPU (frames/s of
-the whole command, start-up included, and the faces found). Prints the decode-only frames/s
-of one copy; for each device the frames/s, faces, recall and emotion agreement of copy 0
-against the exhaustive reference (facenet-pytorch's MTCNN on every full frame, the fp32
-classifier; see video_throughput.py, whose `reference` and `match` this uses); the GPU's faces
-found relative to the CPU path's; its peak GPU memory; the machine (CPU and GPU model).
+`emobatch run` in a fresh process once per run (RUNS; those on CUDA only where it is there):
+- cpu, cpu-workers: `--device cpu`, alone and with `--workers auto`;
+- cuda: `--device cuda` (the default `balanced` schedule, the CPU path's own cascade);
+- cuda-exhaustive: `--quality exhaustive` (every frame a full detection: frames batched per
+  network call, emobatch.faces.video_detect.detect_many);
+- cuda-annotate: `--annotate DIR` (its frames/s against cuda's is the cost of annotation).
+Prints the decode-only frames/s of one copy; for each run the frames/s of the whole command
+(start-up included), faces, recall and emotion agreement of copy 0 against the exhaustive
+reference (facenet-pytorch's MTCNN on every full frame, the fp32 classifier; see
+video_throughput.py, whose `reference` and `match` this uses) and peak GPU memory; the faces
+found on CUDA relative to the CPU path's; the machine (CPU and GPU model).
 Self-contained: only the project, its wheel's dependencies and the clip; ~1 minute on 2 CPU
-cores without a GPU (mostly the reference), well under 5 minutes on an H200-class machine.
+cores without a GPU (mostly the reference); budgeted for under 5 minutes on an H200-class
+machine with 16 cores (`--runs` to leave some out).
 """
 from __future__ import annotations
 
@@ -38,15 +45,25 @@ RUN = ("import json, sys, torch; from emobatch.cli import main; rc = main(sys.ar
        "print(json.dumps({'rc': rc, 'peak_gpu_mb': peak / 2**20}))")
 
 
-def run_cli(folder: Path, out: Path, device: str) -> dict:
-    """`emobatch run folder --device device` in a fresh process: its wall time, frames,
-    faces, peak GPU memory and timeline."""
+# name -> the options of `emobatch run` ({tmp}: a fresh folder)
+RUNS = {"cpu": ["--device", "cpu"],
+        "cpu-workers": ["--device", "cpu", "--workers", "auto"],
+        "cuda": ["--device", "cuda"],
+        "cuda-exhaustive": ["--device", "cuda", "--quality", "exhaustive"],
+        "cuda-annotate": ["--device", "cuda", "--annotate", "{tmp}/annotated"]}
+
+
+def run_cli(folder: Path, out: Path, options: list[str]) -> dict:
+    """`emobatch run folder OPTIONS` in a fresh process: its wall time, frames, faces, peak
+    GPU memory and timeline."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    options = [o.replace("{tmp}", str(out.parent)) for o in options]
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", RUN, "run", str(folder), "--out", str(out),
-                        "--quiet", "--device", device], capture_output=True, text=True)
+                        "--quiet", *options], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
-        raise SystemExit(f"emobatch run --device {device} failed:\n{r.stderr[-2000:]}")
+        raise SystemExit(f"emobatch run {' '.join(options)} failed:\n{r.stderr[-2000:]}")
     meta = read_metadata(out)
     report = json.loads(r.stdout.strip().splitlines()[-1])
     return {"wall_s": round(wall, 2), "frames": meta["frames"], "faces": meta["faces"],
@@ -63,11 +80,29 @@ def fidelity(ref: pd.DataFrame, timeline: pd.DataFrame, copy0: str) -> dict:
             "agreement": round(same / max(n_match, 1), 4)}
 
 
+def ratios(res: dict) -> dict:
+    """The comparisons the issue's targets are stated in, where both runs are there."""
+    def fig(name: str, key: str) -> float | None:
+        return res[name][key] if isinstance(res.get(name), dict) else None
+
+    pairs = {"faces_cuda_vs_cpu": ("cuda", "cpu", "faces"),
+             "speedup_cuda_vs_cpu": ("cuda", "cpu", "fps"),
+             "speedup_cuda_vs_cpu_workers": ("cuda", "cpu-workers", "fps"),
+             "fps_annotate_vs_plain_cuda": ("cuda-annotate", "cuda", "fps")}
+    out = {}
+    for key, (num, den, what) in pairs.items():
+        x, y = fig(num, what), fig(den, what)
+        if x is not None and y:
+            out[key] = round(x / y, 4)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", type=Path, nargs="?", default=CLIP)
     p.add_argument("--copies", type=int, default=8)
+    p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--reference-cache", type=Path, default=None, metavar="DIR")
     a = p.parse_args()
@@ -84,15 +119,14 @@ def main() -> None:
         folder.mkdir()
         for i in range(a.copies):
             shutil.copyfile(a.video, folder / f"copy{i}{a.video.suffix}")  # a link is one input
-        for device in ["cpu"] + (["cuda"] if res["gpu"] else []):
-            run = run_cli(folder, Path(d) / f"{device}.parquet", device)
+        for name in a.runs:
+            if name.startswith("cuda") and not res["gpu"]:
+                res[name] = "not available: no GPU on this machine"
+                continue
+            run = run_cli(folder, Path(d) / name / "timeline.parquet", RUNS[name])
             run.update(fidelity(ref, run.pop("timeline"), f"copy0{a.video.suffix}"))
-            res[device] = run
-    if res["gpu"]:
-        res["faces_cuda_vs_cpu"] = round(res["cuda"]["faces"] / max(res["cpu"]["faces"], 1), 4)
-        res["speedup_cuda_vs_cpu"] = round(res["cuda"]["fps"] / res["cpu"]["fps"], 2)
-    else:
-        res["cuda"] = "not available: no GPU figures on this machine"
+            res[name] = run
+    res.update(ratios(res))
     print(json.dumps(res, indent=2))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")

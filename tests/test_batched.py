@@ -13,7 +13,7 @@ import emobatch.pipeline as pipeline_mod
 from conftest import SAMPLE, shared_path
 from emobatch.config import Settings
 from emobatch.faces.detect import Detector
-from emobatch.faces.device import MAX_FRAMES_PER_CALL, frames_per_call
+from emobatch.faces.device import frames_per_call
 from emobatch.faces.net_backends import NetRuntime, openvino_available
 from emobatch.faces.video_detect import VideoDetector
 from emobatch.media.sources import iter_frames
@@ -158,22 +158,3 @@ def test_a_call_that_runs_out_of_gpu_memory_is_split_not_fatal():
 
 def test_frames_per_call_is_one_on_a_cpu():
     assert frames_per_call("cpu", 1920, 1080, 20) == 1
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_frames_per_call_on_this_gpu_fits_its_free_memory():
-    n = frames_per_call("cuda", 1920, 1080, 20)
-    assert 1 <= n <= MAX_FRAMES_PER_CALL
-    assert frames_per_call("cuda", 7680, 4320, 12) <= n
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_batched_path_finds_the_per_frame_paths_faces(monkeypatch):
-    """On a GPU, batched and per-frame runs agree up to the device's rounding: the same
-    number of faces on every frame, boxes within a pixel."""
-    s = Settings(device="cuda", quality="exhaustive")
-    one = [x for x in _stream(s, CLIP, 1, monkeypatch) if not isinstance(x, Checkpoint)]
-    many = [x for x in _stream(s, CLIP, 8, monkeypatch) if not isinstance(x, Checkpoint)]
-    assert [len(f) for _, f in one] == [len(f) for _, f in many]
-    for (_, a), (_, b) in zip(one, many):
-        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)

@@ -82,13 +82,34 @@ def test_plan_fingerprint_depends_on_what_changes_rows(tmp_path):
     assert isinstance(a, RunPlan)
 
 
-def test_workers_on_a_gpu_are_refused_before_anything_is_built():
-    from emobatch.batch.runners import make_runner
+def test_more_workers_than_gpus_are_refused_before_anything_is_built(monkeypatch):
+    import emobatch.batch.runners as runners
     from emobatch.errors import UsageError
 
     plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device="cuda")
-    with pytest.raises(UsageError, match="one process drives a GPU"):
-        make_runner(plan, 2)
+    monkeypatch.setattr(runners, "gpu_devices", lambda device: ["cuda:0"])
+    with pytest.raises(UsageError, match="one process per GPU, and 1 GPU"):
+        runners.make_runner(plan, 2)
+
+
+def test_several_gpus_get_one_worker_process_each(monkeypatch):
+    """What this machine's GPUs are is patched; which runner, and which GPU each worker
+    takes, is the product's."""
+    import queue
+
+    import emobatch.batch.runners as runners
+
+    plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device="cuda")
+    monkeypatch.setattr(runners, "gpu_devices", lambda device: ["cuda:0", "cuda:1", "cuda:2"])
+    auto = runners.make_runner(plan, "auto")
+    assert isinstance(auto, runners.ProcessRunner) and auto.devices == ["cuda:0", "cuda:1", "cuda:2"]
+    assert runners.make_runner(plan, 2).devices == ["cuda:0", "cuda:1"]
+    # a worker takes the next GPU off the queue and builds its pipeline there (here: a CPU)
+    q = queue.Queue()
+    q.put("cpu")
+    cpu_plan = resolve_plan(Settings(device="cpu"))
+    runners._init_worker(dataclasses.replace(cpu_plan, device="cuda:7"), 1, 0, q)
+    assert runners._worker["pipe"].plan.device == "cpu" and q.empty()
 
 
 def test_a_worker_with_other_weights_than_the_plan_refuses_them():

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
+from ..faces.device import gpu_devices
 from ..memory import configure_process
 from ..pipeline import FacePipeline
 from ..plan import RunPlan
@@ -77,13 +78,19 @@ class SerialRunner:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(plan: RunPlan, threads: int, parent: int) -> None:
+def _init_worker(plan: RunPlan, threads: int, parent: int, devices: Any = None) -> None:
+    """A worker process's set-up; `devices`: a queue of GPUs, from which it takes its own."""
     import cv2
     import torch
 
     configure_process()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+    if devices is not None:
+        device = devices.get(timeout=60)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        plan = dataclasses.replace(plan, device=device)
     _worker.update(pipe=FacePipeline(plan), parent=parent)
 
 
@@ -102,17 +109,25 @@ def _worker_item(item: WorkItem, store_dir: str) -> SourceResult:
 class ProcessRunner:
     name = "processes"
 
-    def __init__(self, plan: RunPlan, workers: int, threads: int | None = None) -> None:
-        self.plan, self.workers = plan, workers
+    def __init__(self, plan: RunPlan, workers: int, threads: int | None = None,
+                 devices: Sequence[str] = ()) -> None:
+        """devices: one per worker (its GPU), else every worker runs on plan.device."""
+        self.plan, self.workers, self.devices = plan, workers, list(devices)
         self.threads = threads or max(1, available_cores() // workers)
 
     def run(self, items: Sequence[WorkItem], store: RunStore,
             progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
         if not items:
             return
-        pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=get_context("spawn"),
+        ctx = get_context("spawn")
+        devices = None
+        if self.devices:
+            devices = ctx.Queue()
+            for d in self.devices:
+                devices.put(d)
+        pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=ctx,
                                    initializer=_init_worker,
-                                   initargs=(self.plan, self.threads, os.getpid()))
+                                   initargs=(self.plan, self.threads, os.getpid(), devices))
         try:
             futures = {pool.submit(_worker_item, item, str(store.item(item).dir)): item
                        for item in items}
@@ -255,13 +270,17 @@ def make_runner(plan: RunPlan, workers: int | str = 1, scheduler: Any = None) ->
     this process (its pipeline built here)."""
     if scheduler is not None:
         return DaskRunner(plan, scheduler)
+    gpus, on_gpu = gpu_devices(plan.device), plan.device != "cpu"
     if workers == "auto":
-        workers = auto_workers(10**9) if plan.device == "cpu" else 1
-    if int(workers) > 1 and plan.device != "cpu":
-        # measured on an H200: --workers 4 ran 29.2 frames/s against one process's 36.6
-        raise UsageError(f"--workers {workers} with --device {plan.device}: one process "
-                         "drives a GPU; use --workers 1 (or one run per GPU, each with its "
-                         "own CUDA_VISIBLE_DEVICES)")
+        workers = max(1, len(gpus)) if on_gpu else auto_workers(10**9)
+    if int(workers) > 1 and on_gpu:
+        # one process drives a GPU: on an H200, --workers 4 sharing it ran 29.2 frames/s
+        # against one process's 36.6
+        if int(workers) > len(gpus):
+            raise UsageError(f"--workers {workers} with --device {plan.device}: one process "
+                             f"per GPU, and {len(gpus)} GPU(s) can be used here; use "
+                             f"--workers {len(gpus)} (or auto)")
+        return ProcessRunner(plan, int(workers), devices=gpus[:int(workers)])
     if int(workers) > 1:
         return ProcessRunner(plan, int(workers))
     return SerialRunner(FacePipeline(plan))

@@ -21,6 +21,17 @@ def select_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def gpu_devices(device: str) -> list[str]:
+    """The GPUs a run on `device` may use, one worker process each: every visible one for
+    'cuda', the one named for 'cuda:K', none for a CPU."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return []
+    if dev.index is not None:
+        return [str(dev)]
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
 # instruction-set levels, lowest first, and the cpuinfo flags each needs
 ISA_LEVELS = ("generic", "avx2", "avx512", "amx")
 _ISA_FLAGS = {"avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512bw", "avx512vl"},

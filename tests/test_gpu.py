@@ -1,0 +1,54 @@
+"""On a machine with CUDA: the GPU path. Every test here skips cleanly without one."""
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import emobatch
+
+from emobatch.batch.sinks import read_metadata
+from emobatch.config import Settings
+from emobatch.faces.device import MAX_FRAMES_PER_CALL, frames_per_call
+from emobatch.pipeline import Checkpoint
+from test_batched import CLIP, _stream
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_frames_per_call_on_this_gpu_fits_its_free_memory():
+    n = frames_per_call("cuda", 1920, 1080, 20)
+    assert 1 <= n <= MAX_FRAMES_PER_CALL
+    assert frames_per_call("cuda", 7680, 4320, 12) <= n
+
+
+def test_gpu_batched_path_finds_the_per_frame_paths_faces(monkeypatch):
+    """On a GPU, batched and per-frame runs agree up to the device's rounding: the same
+    number of faces on every frame, boxes within a pixel."""
+    s = Settings(device="cuda", quality="exhaustive")
+    one = [x for x in _stream(s, CLIP, 1, monkeypatch) if not isinstance(x, Checkpoint)]
+    many = [x for x in _stream(s, CLIP, 8, monkeypatch) if not isinstance(x, Checkpoint)]
+    assert [len(f) for _, f in one] == [len(f) for _, f in many]
+    for (_, a), (_, b) in zip(one, many):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)
+
+
+def test_gpu_run_uses_the_cpus_cascade_and_finds_its_faces(tmp_path):
+    """The same MTCNN cascade on CUDA, recorded truthfully; faces within 1% of the CPU's."""
+    cpu = emobatch.run(CLIP, tmp_path / "cpu.parquet", device="cpu")
+    gpu = emobatch.run(CLIP, tmp_path / "gpu.parquet", device="cuda")
+    meta = read_metadata(gpu)
+    assert meta["device"].startswith("cuda") and meta["detector_backend"] == "torch"
+    n_cpu, n_gpu = read_metadata(cpu)["faces"], meta["faces"]
+    assert abs(n_gpu - n_cpu) <= max(1, 0.01 * n_cpu)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpus_one_worker_each_give_the_one_process_timeline(tmp_path):
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(CLIP, tmp_path / name)
+    one = emobatch.run(tmp_path, tmp_path / "one.parquet", device="cuda", workers=1)
+    two = emobatch.run(tmp_path, tmp_path / "two.parquet", device="cuda", workers="auto")
+    a, b = pd.read_parquet(one), pd.read_parquet(two)
+    assert len(a) == len(b) and (a["face"].notna().sum() == b["face"].notna().sum())
