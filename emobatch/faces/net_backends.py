@@ -86,7 +86,7 @@ class TorchNet:
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        return [t.cpu().numpy() for t in self.net(to_input(batch).to(self.device))]
+        return [t.cpu().numpy() for t in self.net(to_input(batch, self.device))]
 
 
 @register_net_backend("openvino")

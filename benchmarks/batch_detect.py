@@ -1,0 +1,99 @@
+"""MTCNN's full detection frame by frame against several frames per network call.
+
+    python benchmarks/batch_detect.py [VIDEO] [--frames 16] [--batch 8] [--scale 1.0 0.5]
+        [--repeats 3] [--json OUT]
+
+For each network runtime this machine has (torch on the CPU; OpenVINO in f32 and, where the
+CPU runs bf16, in bf16; torch on CUDA where there is a GPU) and each scale of the frames:
+the seconds for FRAMES frames of VIDEO (default: the 1080p clip in ../shared) detected one by
+one (`Detector.detect`) and BATCH at a time (`Detector.detect_batch`), best of REPEATS, and
+whether both found the same faces bit for bit (on CUDA: the same count, boxes within a pixel).
+This is what `emobatch.faces.device.frames_per_call` rests on: one frame per call on a CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from emobatch.faces.detect import Detector
+from emobatch.faces.device import cpu_model, cpu_isa
+from emobatch.faces.net_backends import NetRuntime, openvino_available
+from emobatch.media.sources import iter_frames
+
+CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/media/videos/facenet_pytorch_video.mp4"
+
+
+def runtimes() -> list[tuple[str, NetRuntime]]:
+    out = [("cpu", NetRuntime("torch"))]
+    if openvino_available():
+        out.append(("cpu", NetRuntime("openvino")))
+        if cpu_isa() in ("amx", "avx512"):
+            out.append(("cpu", NetRuntime("openvino", "bf16")))
+    if torch.cuda.is_available():
+        out.append(("cuda", NetRuntime("torch")))
+    return out
+
+
+def best_of(repeats: int, fn) -> tuple[float, list]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def same(a: list, b: list, exact: bool) -> bool:
+    if [len(x) for x in a] != [len(x) for x in b]:
+        return False
+    if exact:
+        return all(np.array_equal(x.xyxy, y.xyxy) and np.array_equal(x.landmarks, y.landmarks)
+                   for x, y in zip(a, b))
+    return all(np.allclose(x.xyxy, y.xyxy, atol=1.0) for x, y in zip(a, b))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", type=Path, nargs="?", default=CLIP)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--scale", type=float, nargs="+", default=[1.0, 0.5])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    frames = [f.image for f in itertools.islice(iter_frames(a.video, 1), a.frames)]
+    res = {"cpu_model": cpu_model(), "threads": torch.get_num_threads(),
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+           "video": str(a.video), "frames": len(frames), "batch": a.batch, "runs": []}
+    for device, rt in runtimes():
+        det = Detector(device=device, runtime=rt)
+        for scale in a.scale:
+            imgs = frames if scale == 1 else [cv2.resize(f, None, fx=scale, fy=scale,
+                                                         interpolation=cv2.INTER_AREA)
+                                              for f in frames]
+            det.detect(imgs[0])  # warm-up: kernels built for this size
+            t1, one = best_of(a.repeats, lambda: [det.detect(i) for i in imgs])
+            tb, many = best_of(a.repeats, lambda: [f for k in range(0, len(imgs), a.batch)
+                                                   for f in det.detect_batch(imgs[k:k + a.batch])])
+            row = {"device": device, "runtime": rt.name, "size": list(imgs[0].shape[:2]),
+                   "per_frame_s": round(t1, 3), "batched_s": round(tb, 3),
+                   "batched_speedup": round(t1 / tb, 2), "faces": sum(map(len, one)),
+                   "same_faces": same(one, many, exact=device == "cpu")}
+            res["runs"].append(row)
+            print(json.dumps(row), flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
