@@ -52,3 +52,17 @@ def test_two_gpus_one_worker_each_give_the_one_process_timeline(tmp_path):
     two = emobatch.run(tmp_path, tmp_path / "two.parquet", device="cuda", workers="auto")
     a, b = pd.read_parquet(one), pd.read_parquet(two)
     assert len(a) == len(b) and (a["face"].notna().sum() == b["face"].notna().sum())
+
+
+def test_crops_cut_on_the_gpu_equal_opencvs_crops():
+    from test_crops import _boxes, _frame
+    from emobatch.faces.crops import crop_windows, resize_crops
+    from emobatch.faces.mtcnn import _crops
+
+    img = _frame()
+    boxes = _boxes(*img.shape[:2], 400)
+    for size in (24, 48):
+        want, _ = _crops(img, boxes, size)
+        win, _ = crop_windows(boxes, *img.shape[:2])
+        got = resize_crops(torch.from_numpy(img).cuda().float(), win, size).cpu().numpy()
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)

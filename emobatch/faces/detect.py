@@ -21,12 +21,14 @@ class Detector:
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
                  min_score: float = 0.9, device: str | torch.device = "cpu",
                  exact: bool = False, backend: str = "auto", amp: str = "auto",
-                 runtime: NetRuntime | None = None) -> None:
+                 runtime: NetRuntime | None = None, crops: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
         compare against); the default runs the same cascade faster (emobatch.faces.mtcnn), its
         networks as `runtime` says (a run's plan resolved it), else through `backend`
         (emobatch.faces.net_backends.NET_BACKENDS; auto: openvino on a CPU where it is
-        installed, else torch), OpenVINO in bf16 where `amp` says so."""
+        installed, else torch), OpenVINO in bf16 where `amp` says so. `crops`: where R- and
+        O-Net's crops are cut: 'host' (OpenCV), 'device' (where torch runs the networks,
+        emobatch.faces.crops), 'auto': the device on a GPU."""
         self.min_score = min_score
         self.min_face_size = min_face_size
         # the same cascade on every device (facenet-pytorch's own path found 6% fewer faces
@@ -42,7 +44,8 @@ class Detector:
         runtime = runtime or net_runtime(backend, device, amp)
         self.backend = runtime.name
         self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds),
-                                    backend=runtime.backend, precision=runtime.precision)
+                                    backend=runtime.backend, precision=runtime.precision,
+                                    crop_device=_crop_device(crops, device, runtime))
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> FaceBatch (boxes clipped to the frame), best first.
@@ -171,6 +174,17 @@ class Detector:
         keep = (faces.score >= min_score) & _valid(faces.xyxy)
         idx = np.flatnonzero(keep)
         return faces[idx[np.argsort(-faces.score[idx], kind="stable")]]
+
+
+def _crop_device(crops: str, device: str | torch.device, runtime: NetRuntime
+                 ) -> torch.device | None:
+    """Where the cascade cuts its crops: on the networks' device where torch runs them and
+    `crops` says so ('auto': on a GPU), else None (the host)."""
+    if crops not in ("auto", "host", "device"):
+        raise ValueError(f"crops must be auto, host or device, not {crops!r}")
+    dev = torch.device(device)
+    on_device = crops == "device" or (crops == "auto" and dev.type == "cuda")
+    return dev if on_device and runtime.backend == "torch" else None
 
 
 def _to_frame(found: tuple[np.ndarray, np.ndarray, np.ndarray], small: tuple[int, ...],

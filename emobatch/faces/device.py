@@ -120,6 +120,8 @@ MAX_FRAMES_PER_CALL = 32
 # P-Net's working memory on its largest pyramid level, bytes a level pixel (the float input,
 # two 10-channel maps, the later smaller maps; twice that for the allocator's slack)
 PNET_BYTES_PER_PIXEL = 200
+# each frame itself on the GPU, where the cascade cuts its crops: uint8 and float32 copies
+FRAME_BYTES_PER_PIXEL = 16
 
 
 def frames_per_call(device: str | torch.device, width: int, height: int,
@@ -128,13 +130,14 @@ def frames_per_call(device: str | torch.device, width: int, height: int,
 
     1 on a CPU: there a batch of frames was slower than frame after frame (8 frames of 1080p,
     2 cores: 3.8 s against 1.5 s; their pyramids no longer fit the caches). On a GPU as many
-    as a quarter of its free memory holds for P-Net's largest level of frames of this size
-    (seen at `scale`, faces from `min_face_size` pixels), at most MAX_FRAMES_PER_CALL; a
+    as a quarter of its free memory holds for P-Net's largest level and the frame (seen at
+    `scale`, faces from `min_face_size` pixels), at most MAX_FRAMES_PER_CALL; a
     call that runs out of memory anyway is split (emobatch.faces.video_detect)."""
     dev = torch.device(device)
     if dev.type != "cuda":
         return 1
     free, _ = torch.cuda.mem_get_info(dev)
-    level0 = 12.0 / max(12, round(min_face_size * scale)) * scale
-    per_frame = PNET_BYTES_PER_PIXEL * width * height * level0 ** 2
+    level0 = 12.0 / max(12, round(min_face_size * scale)) * scale  # of the full frame's side
+    per_frame = width * height * (PNET_BYTES_PER_PIXEL * level0 ** 2
+                                  + FRAME_BYTES_PER_PIXEL * scale ** 2)
     return int(max(1, min(MAX_FRAMES_PER_CALL, free / 4 // max(per_frame, 1.0))))

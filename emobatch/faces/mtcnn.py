@@ -23,8 +23,10 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import torch
 from torch import nn
 
+from .crops import crop_windows, resize_crops
 from .net_backends import NET_BACKENDS, NetRunner, NetSpec
 
 
@@ -33,7 +35,11 @@ class CascadeMTCNN:
 
     def __init__(self, pnet: nn.Module, rnet: nn.Module, onet: nn.Module,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, backend: str = "torch", precision: str = "f32") -> None:
+                 factor: float = 0.709, backend: str = "torch", precision: str = "f32",
+                 crop_device: torch.device | None = None) -> None:
+        """crop_device: cut R-/O-Net's crops there (emobatch.faces.crops; the frames are
+        copied to it once per call), for networks that run there; None: on the host, by
+        OpenCV."""
         def make(net: nn.Module, size: int | None, dtypes: tuple[str, ...]) -> NetRunner:
             return NET_BACKENDS[backend](NetSpec(net, size, dtypes, precision))
 
@@ -43,6 +49,7 @@ class CascadeMTCNN:
         self.onet = make(onet, 48, ("float32", "uint8"))
         self.thresholds = thresholds
         self.factor = factor
+        self.crop_device = crop_device
 
     def detect(self, image: np.ndarray, min_face_size: float) -> tuple[np.ndarray, np.ndarray]:
         return self.detect_batch([image], min_face_size)[0]
@@ -55,8 +62,10 @@ class CascadeMTCNN:
         imgs = [np.ascontiguousarray(i) for i in images]
         if len({i.shape for i in imgs}) > 1:
             raise ValueError("detect_batch needs images of one size")
-        boxes = self._refine_rnet(imgs, self._proposals(imgs, min_face_size))
-        return self._output_onet(imgs, boxes)
+        frames = (None if self.crop_device is None else
+                  [torch.from_numpy(i).to(self.crop_device).float() for i in imgs])
+        boxes = self._refine_rnet(imgs, frames, self._proposals(imgs, min_face_size))
+        return self._output_onet(imgs, frames, boxes)
 
     def _scales(self, h: int, w: int, min_face_size: float) -> list[float]:
         m = 12.0 / min_face_size
@@ -83,27 +92,51 @@ class CascadeMTCNN:
                 f.append(b[nms(b[:, :4], b[:, 4], 0.5)])
         return [_merge_levels(f) for f in found]
 
-    def _refine_rnet(self, imgs: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
+    def _refine_rnet(self, imgs: list[np.ndarray], frames: list[torch.Tensor] | None,
+                     boxes: list[np.ndarray]) -> list[np.ndarray]:
         """Stage 2: R-Net on 24x24 crops -> each image's surviving, regressed squares."""
         out = []
-        for (reg, prob), b in _run_on_crops(self.rnet, imgs, boxes, 24, (4, 2)):
+        for (reg, prob), b in self._run_on_crops(self.rnet, imgs, frames, boxes, 24, (4, 2)):
             ok = prob[:, 1] > self.thresholds[1]
             b = np.concatenate([b[ok, :4], prob[ok, 1:2]], 1)
             keep = nms(b[:, :4], b[:, 4], 0.7)
             out.append(square(bbreg(b[keep], reg[ok][keep])))
         return out
 
-    def _output_onet(self, imgs: list[np.ndarray], boxes: list[np.ndarray]
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _output_onet(self, imgs: list[np.ndarray], frames: list[torch.Tensor] | None,
+                     boxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Stage 3: O-Net on 48x48 crops -> each image's final boxes, scores and landmarks."""
         out = []
-        for (reg, pts, prob), b in _run_on_crops(self.onet, imgs, boxes, 48, (4, 10, 2)):
+        for (reg, pts, prob), b in self._run_on_crops(self.onet, imgs, frames, boxes, 48,
+                                                      (4, 10, 2)):
             ok = prob[:, 1] > self.thresholds[2]
             b = np.concatenate([b[ok, :4], prob[ok, 1:2]], 1)
             b, lm = decode_onet(b, reg[ok], pts[ok])
             keep = nms(b[:, :4], b[:, 4], 0.7, mode="min")
             out.append((b[keep], lm[keep]))
         return out
+
+    def _run_on_crops(self, net: NetRunner, imgs: list[np.ndarray],
+                      frames: list[torch.Tensor] | None, boxes: list[np.ndarray], size: int,
+                      widths: tuple[int, ...]) -> list[tuple[list[np.ndarray], np.ndarray]]:
+        """Each image's boxes cropped at size x size, all images' crops through `net` in one
+        call -> per image (the net's outputs for its crops, the boxes that had a crop).
+        `widths`: the outputs' columns, for the empty outputs when no image has a crop (no
+        call then)."""
+        if frames is None:
+            cut = [_crops(img, b, size) for img, b in zip(imgs, boxes)]
+            crops, kept = [c for c, _ in cut], [b for _, b in cut]
+            batch = crops[0] if len(crops) == 1 else np.concatenate(crops)
+        else:
+            wins = [crop_windows(b, *img.shape[:2]) for img, b in zip(imgs, boxes)]
+            kept = [b[k] for b, (_, k) in zip(boxes, wins)]
+            batch = torch.cat([resize_crops(f, w, size) for f, (w, _) in zip(frames, wins)])
+        counts = [len(b) for b in kept]
+        if sum(counts) == 0:
+            return [([np.zeros((0, n), np.float32) for n in widths], b) for b in kept]
+        res = net(batch)
+        bounds = np.cumsum([0] + counts)
+        return [([o[a:z] for o in res], b) for b, a, z in zip(kept, bounds[:-1], bounds[1:])]
 
 
 def _merge_levels(found: list[np.ndarray]) -> np.ndarray:
@@ -114,20 +147,6 @@ def _merge_levels(found: list[np.ndarray]) -> np.ndarray:
     boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
     wh = np.tile(boxes[:, 2:4] - boxes[:, :2], 2)
     return square(np.concatenate([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], 1))
-
-
-def _run_on_crops(net: NetRunner, imgs: list[np.ndarray], boxes: list[np.ndarray], size: int,
-                  widths: tuple[int, ...]) -> list[tuple[list[np.ndarray], np.ndarray]]:
-    """Each image's boxes cropped at size x size, all images' crops through `net` in one call
-    -> per image (the net's outputs for its crops, the boxes that had a crop). `widths`:
-    the outputs' columns, for the empty outputs when no image has a crop (no call then)."""
-    cut = [_crops(img, b, size) for img, b in zip(imgs, boxes)]
-    counts = [len(c) for c, _ in cut]
-    if sum(counts) == 0:
-        return [([np.zeros((0, n), np.float32) for n in widths], b) for _, b in cut]
-    res = net(cut[0][0] if len(cut) == 1 else np.concatenate([c for c, _ in cut]))
-    bounds = np.cumsum([0] + counts)
-    return [([o[a:z] for o in res], b) for (_, b), a, z in zip(cut, bounds[:-1], bounds[1:])]
 
 
 def _window_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, thresh: float) -> np.ndarray:

@@ -104,9 +104,13 @@ def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
     return nets[0], nets[1], nets[2]
 
 
-def to_input(batch: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """(N, H, W, 3) 0..255 crops, uint8 or float32 -> MTCNN's input on `device`: (N, 3, H, W)
-    float32 channels-last, (x - 127.5) / 128. The batch travels as it is and is converted
-    there (uint8 frames cross to a GPU in a quarter of the bytes)."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
+def to_input(batch: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
+             ) -> torch.Tensor:
+    """(N, H, W, 3) 0..255 crops, uint8 or float32 (numpy, or a tensor already cut on the
+    device) -> MTCNN's input on `device`: (N, 3, H, W) float32 channels-last,
+    (x - 127.5) / 128. The batch travels as it is and is converted there (uint8 frames cross
+    to a GPU in a quarter of the bytes)."""
+    if not isinstance(batch, torch.Tensor):
+        batch = torch.from_numpy(np.ascontiguousarray(batch))
+    x = batch.to(device).permute(0, 3, 1, 2)
     return (x.float() - 127.5) * 0.0078125

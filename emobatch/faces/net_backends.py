@@ -54,7 +54,8 @@ class NetSpec:
 
 class NetRunner(Protocol):
     """One MTCNN network ready to run: images (N, H, W, 3) 0..255 (uint8 or float32, RGB) ->
-    its outputs as numpy arrays, in the network's order."""
+    its outputs as numpy arrays, in the network's order. The images are numpy arrays; the
+    torch backend also takes a tensor on its device (crops cut there, emobatch.faces.crops)."""
 
     name: str
 
