@@ -7,8 +7,9 @@ gather and one weighted sum on the frame's device, with OpenCV's own resampling 
 (resize.cpp): where the crop is at least the output's size on both axes, area averaging
 (`computeResizeAreaTab`: each output pixel the mean of the source cell it covers, partial
 pixels weighted by coverage, slivers <= 1e-3 dropped); otherwise its INTER_AREA flavour of
-linear interpolation. The weights are those OpenCV computes, so crops agree with its to
-float32 rounding (tests/test_crops.py checks ~1e-4 of a grey level over many sizes).
+linear interpolation. The weights are those OpenCV computes and they are summed in its order,
+so crops agree with its to float32 rounding (its integer-ratio shortcut sums in another
+order) and pyramid levels are its own (tests/test_crops.py).
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def resize_crops(frame: torch.Tensor, windows: np.ndarray, size: int) -> torch.T
             stop = _group_end(side[idx], start, size, mode)
             part = idx[start:stop]
             out[torch.as_tensor(part, device=frame.device)] = _resize_group(
-                frame, torch.as_tensor(windows[part], device=frame.device), size, mode)
+                frame, torch.as_tensor(windows[part], device=frame.device), size, size, mode)
             start = stop
     return out
 
@@ -109,14 +110,33 @@ def _group_end(sides: np.ndarray, start: int, size: int, area: bool) -> int:
     return stop
 
 
-def _resize_group(frame: torch.Tensor, win: torch.Tensor, size: int, area: bool
-                  ) -> torch.Tensor:
-    """Crops of windows win (g, 4) on the device, all resampled in one mode."""
-    iy, wy = _taps(win[:, 2], size, area)                   # (g, size, ty)
-    ix, wx = _taps(win[:, 3], size, area)                   # (g, size, tx)
+def resize_level(level: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """A pyramid level (H, W, 3) float32 holding uint8 values -> the next, (out_h, out_w, 3),
+    as cv2.resize(level as uint8, (out_w, out_h), interpolation=cv2.INTER_AREA): OpenCV's
+    weights, rounded half to even (its cvRound) and saturated to 0..255; a sum that lands
+    within float32 rounding of a half may round the other way (one grey level)."""
+    h, w = level.shape[:2]
+    win = torch.tensor([[0, 0, h, w]], device=level.device)
+    out = _resize_group(level, win, out_h, out_w, h >= out_h and w >= out_w)[0]
+    return torch.round(out).clamp_(0, 255)
+
+
+def _resize_group(frame: torch.Tensor, win: torch.Tensor, size_y: int, size_x: int,
+                  area: bool) -> torch.Tensor:
+    """Windows win (g, 4) of frame resampled to size_y x size_x, all in one mode ->
+    (g, size_y, size_x, 3)."""
+    iy, wy = _taps(win[:, 2], size_y, area)                 # (g, size_y, ty)
+    ix, wx = _taps(win[:, 3], size_x, area)                 # (g, size_x, tx)
     # taps past a window's edge have weight 0; their index is clamped into the window
     iy = torch.minimum(iy, win[:, 2, None, None] - 1) + win[:, 0, None, None]
     ix = torch.minimum(ix, win[:, 3, None, None] - 1) + win[:, 1, None, None]
-    g = frame[iy[:, :, :, None, None], ix[:, None, None, :, :]]  # (g, size, ty, size, tx, 3)
-    rows = torch.einsum("gytxsc,gxs->gytxc", g, wx)  # along x first, then y, as OpenCV
-    return torch.einsum("gytxc,gyt->gyxc", rows, wy)
+    # summed tap after tap in OpenCV's order (each source row along x into a buffer, then
+    # the rows), with separate float32 products and sums: the same roundings as its own
+    rows = iy[:, :, :, None]                                 # (g, size_y, ty, 1)
+    buf = torch.zeros((*iy.shape, size_x, 3), dtype=frame.dtype, device=frame.device)
+    for t in range(ix.shape[2]):
+        buf = buf + frame[rows, ix[:, None, None, :, t]] * wx[:, None, None, :, t, None]
+    out = buf[:, :, 0] * wy[:, :, 0, None, None]
+    for t in range(1, iy.shape[2]):
+        out = out + buf[:, :, t] * wy[:, :, t, None, None]
+    return out

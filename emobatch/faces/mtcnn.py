@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .crops import crop_windows, resize_crops
+from .crops import crop_windows, resize_crops, resize_level
 from .net_backends import NET_BACKENDS, NetRunner, NetSpec
 
 
@@ -64,7 +64,7 @@ class CascadeMTCNN:
             raise ValueError("detect_batch needs images of one size")
         frames = (None if self.crop_device is None else
                   [torch.from_numpy(i).to(self.crop_device).float() for i in imgs])
-        boxes = self._refine_rnet(imgs, frames, self._proposals(imgs, min_face_size))
+        boxes = self._refine_rnet(imgs, frames, self._proposals(imgs, frames, min_face_size))
         return self._output_onet(imgs, frames, boxes)
 
     def _scales(self, h: int, w: int, min_face_size: float) -> list[float]:
@@ -76,17 +76,30 @@ class CascadeMTCNN:
             minl *= self.factor
         return scales
 
-    def _proposals(self, imgs: list[np.ndarray], min_face_size: float) -> list[np.ndarray]:
-        """Stage 1: P-Net over the pyramid of each uint8 image -> its candidate squares (k, 5)
-        in image pixels."""
+    def _proposals(self, imgs: list[np.ndarray], frames: list[torch.Tensor] | None,
+                   min_face_size: float) -> list[np.ndarray]:
+        """Stage 1: P-Net over the pyramid of each uint8 image (built on the crops' device
+        where `frames` are there) -> its candidate squares (k, 5) in image pixels."""
         h, w = imgs[0].shape[:2]
         found: list[list[np.ndarray]] = [[] for _ in imgs]
-        levels = imgs
+        levels = imgs if frames is None else frames
         for scale in self._scales(h, w, min_face_size):
+            size = (int(w * scale + 1), int(h * scale + 1))
             # each level from the one before: OpenCV's cost grows with the input's size
-            levels = [cv2.resize(lv, (int(w * scale + 1), int(h * scale + 1)),
-                                 interpolation=cv2.INTER_AREA) for lv in levels]
-            reg, probs = self.pnet(levels[0][None] if len(levels) == 1 else np.stack(levels))
+            if frames is None:
+                levels = [cv2.resize(lv, size, interpolation=cv2.INTER_AREA) for lv in levels]
+                batch = levels[0][None] if len(levels) == 1 else np.stack(levels)
+            elif size[0] > w or size[1] > h:
+                # a first level enlarged (faces from 12 px): OpenCV resizes uint8 up in fixed
+                # point, which resize_level does not imitate; made here, then sent over
+                dev = frames[0].device
+                levels = [torch.from_numpy(cv2.resize(im, size, interpolation=cv2.INTER_AREA))
+                          .to(dev).float() for im in imgs]
+                batch = torch.stack(levels)
+            else:
+                levels = [resize_level(lv, size[1], size[0]) for lv in levels]
+                batch = torch.stack(levels)
+            reg, probs = self.pnet(batch)
             for k, f in enumerate(found):
                 b = _window_boxes(reg[k], probs[k, 1], scale, self.thresholds[0])
                 f.append(b[nms(b[:, :4], b[:, 4], 0.5)])
