@@ -4,7 +4,8 @@
         [--repeats 3] [--json OUT]
 
 For each network runtime this machine has (torch on the CPU; OpenVINO in f32 and, where the
-CPU runs bf16, in bf16; torch on CUDA where there is a GPU) and each scale of the frames:
+CPU runs bf16, in bf16; torch on CUDA where there is a GPU, its pyramid and crops made on the
+host by OpenCV and on the device, emobatch.faces.crops) and each scale of the frames:
 the seconds for FRAMES frames of VIDEO (default: the 1080p clip in ../shared) detected one by
 one (`Detector.detect`) and BATCH at a time (`Detector.detect_batch`), best of REPEATS, and
 whether both found the same faces bit for bit (on CUDA: the same count, boxes within a pixel).
@@ -30,14 +31,15 @@ from emobatch.media.sources import iter_frames
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/media/videos/facenet_pytorch_video.mp4"
 
 
-def runtimes() -> list[tuple[str, NetRuntime]]:
-    out = [("cpu", NetRuntime("torch"))]
+def runtimes() -> list[tuple[str, NetRuntime, str]]:
+    """(device, MTCNN's runtime, where crops and pyramid are made) to time."""
+    out = [("cpu", NetRuntime("torch"), "host")]
     if openvino_available():
-        out.append(("cpu", NetRuntime("openvino")))
+        out.append(("cpu", NetRuntime("openvino"), "host"))
         if cpu_isa() in ("amx", "avx512"):
-            out.append(("cpu", NetRuntime("openvino", "bf16")))
+            out.append(("cpu", NetRuntime("openvino", "bf16"), "host"))
     if torch.cuda.is_available():
-        out.append(("cuda", NetRuntime("torch")))
+        out += [("cuda", NetRuntime("torch"), "host"), ("cuda", NetRuntime("torch"), "device")]
     return out
 
 
@@ -75,8 +77,8 @@ def main() -> None:
     res = {"cpu_model": cpu_model(), "threads": torch.get_num_threads(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "video": str(a.video), "frames": len(frames), "batch": a.batch, "runs": []}
-    for device, rt in runtimes():
-        det = Detector(device=device, runtime=rt)
+    for device, rt, crops in runtimes():
+        det = Detector(device=device, runtime=rt, crops=crops)
         for scale in a.scale:
             imgs = frames if scale == 1 else [cv2.resize(f, None, fx=scale, fy=scale,
                                                          interpolation=cv2.INTER_AREA)
@@ -85,7 +87,8 @@ def main() -> None:
             t1, one = best_of(a.repeats, lambda: [det.detect(i) for i in imgs])
             tb, many = best_of(a.repeats, lambda: [f for k in range(0, len(imgs), a.batch)
                                                    for f in det.detect_batch(imgs[k:k + a.batch])])
-            row = {"device": device, "runtime": rt.name, "size": list(imgs[0].shape[:2]),
+            row = {"device": device, "runtime": rt.name, "crops": crops,
+                   "size": list(imgs[0].shape[:2]),
                    "per_frame_s": round(t1, 3), "batched_s": round(tb, 3),
                    "batched_speedup": round(t1 / tb, 2), "faces": sum(map(len, one)),
                    "same_faces": same(one, many, exact=device == "cpu")}

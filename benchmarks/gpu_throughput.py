@@ -14,7 +14,8 @@ Prints the decode-only frames/s of one copy; for each run the frames/s of the wh
 (start-up included), faces, recall and emotion agreement of copy 0 against the exhaustive
 reference (facenet-pytorch's MTCNN on every full frame, the fp32 classifier; see
 video_throughput.py, whose `reference` and `match` this uses) and peak GPU memory; the faces
-found on CUDA relative to the CPU path's; the machine (CPU and GPU model).
+found on CUDA relative to the CPU path's; the machine (CPU and GPU model); with --profile,
+where a CUDA run of one copy spends its time.
 Self-contained: only the project, its wheel's dependencies and the clip; ~1 minute on 2 CPU
 cores without a GPU (mostly the reference); budgeted for under 5 minutes on an H200-class
 machine with 16 cores (`--runs` to leave some out).
@@ -80,6 +81,17 @@ def fidelity(ref: pd.DataFrame, timeline: pd.DataFrame, copy0: str) -> dict:
             "agreement": round(same / max(n_match, 1), 4)}
 
 
+def profile(video: Path) -> None:
+    """The 25 functions a CUDA run of `video` spends most time in (their own time)."""
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-m", "cProfile", "-s", "tottime", "-m", "emobatch",
+                            "run", str(video), "--out", f"{d}/p.parquet", "--quiet",
+                            "--device", "cuda"], capture_output=True, text=True)
+    lines = r.stdout.splitlines()
+    start = next((i for i, x in enumerate(lines) if "ncalls" in x), 0)
+    print("\n".join(lines[max(0, start - 3):start + 26]))
+
+
 def ratios(res: dict) -> dict:
     """The comparisons the issue's targets are stated in, where both runs are there."""
     def fig(name: str, key: str) -> float | None:
@@ -103,6 +115,8 @@ def main() -> None:
     p.add_argument("video", type=Path, nargs="?", default=CLIP)
     p.add_argument("--copies", type=int, default=8)
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    p.add_argument("--profile", action="store_true",
+                   help="also print where a CUDA run of one copy spends its time (cProfile)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--reference-cache", type=Path, default=None, metavar="DIR")
     a = p.parse_args()
@@ -127,6 +141,8 @@ def main() -> None:
             run.update(fidelity(ref, run.pop("timeline"), f"copy0{a.video.suffix}"))
             res[name] = run
     res.update(ratios(res))
+    if a.profile and res["gpu"]:
+        profile(a.video)
     print(json.dumps(res, indent=2))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")
