@@ -16,6 +16,9 @@ found are the same up to MTCNN's own jitter: `tests/test_mtcnn.py` checks boxes 
 photos, and benchmarks/video_throughput.py measures recall against facenet-pytorch's MTCNN.
 
 The networks (emobatch.faces.mtcnn_nets) run through a backend (emobatch.faces.net_backends).
+On a GPU, several frames share each network call (`detect_batch`) and the pyramid and crops
+are made on the device with OpenCV's own weights (emobatch.faces.crops), so a frame's work
+stays there between the networks.
 """
 from __future__ import annotations
 
@@ -37,9 +40,9 @@ class CascadeMTCNN:
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, backend: str = "torch", precision: str = "f32",
                  crop_device: torch.device | None = None) -> None:
-        """crop_device: cut R-/O-Net's crops there (emobatch.faces.crops; the frames are
-        copied to it once per call), for networks that run there; None: on the host, by
-        OpenCV."""
+        """crop_device: build P-Net's pyramid and cut R-/O-Net's crops there, for networks
+        that run there (a GPU; emobatch.faces.crops, the frames copied to it once per call);
+        None: on the host, by OpenCV."""
         def make(net: nn.Module, size: int | None, dtypes: tuple[str, ...]) -> NetRunner:
             return NET_BACKENDS[backend](NetSpec(net, size, dtypes, precision))
 
@@ -237,17 +240,13 @@ def square(boxes: np.ndarray, expand: float = 1.0) -> np.ndarray:
 
 def _crops(img: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Crop each box of img (H, W, 3) uint8 (truncated to integers and clipped to the image,
-    as facenet-pytorch's `pad`) and area-resample it to size x size -> (crops (k, size, size,
-    3) float32 0..255, the boxes that had a non-empty crop)."""
-    h, w = img.shape[:2]
-    b = np.trunc(boxes[:, :4]).astype(np.int64)
-    x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
-    ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
-    keep = np.flatnonzero((ey > y - 1) & (ex > x - 1))
+    as facenet-pytorch's `pad`: crops.crop_windows) and area-resample it to size x size ->
+    (crops (k, size, size, 3) float32 0..255, the boxes that had a non-empty crop)."""
+    win, keep = crop_windows(boxes, *img.shape[:2])
     out = np.empty((len(keep), size, size, 3), np.float32)
-    for j, k in enumerate(keep):
+    for j, (r0, c0, rows, cols) in enumerate(win):
         # resampled in float, as facenet-pytorch does; converting only the crop, not the
         # frame (25 MB at 1080p for each stage), gives the same values
-        out[j] = cv2.resize(img[y[k] - 1:ey[k], x[k] - 1:ex[k]].astype(np.float32), (size, size),
+        out[j] = cv2.resize(img[r0:r0 + rows, c0:c0 + cols].astype(np.float32), (size, size),
                             interpolation=cv2.INTER_AREA)
     return out, boxes[keep]
