@@ -13,6 +13,7 @@ from ..atomic import writing
 from ..errors import OutputError
 from ..config import Settings
 from ..media.annotate import VideoWriter, concat_mp4, draw, write_image
+from ..media.encode_thread import EncodeThread
 from ..media.sources import VideoInfo, kind_of, video_info
 from ..errors import InputError
 from ..pipeline import Checkpoint, FacePipeline
@@ -52,24 +53,37 @@ class SourceResult:
 
 class _Annotation:
     """Annotated output of one input: an image for a still; for a video, one H.264 segment
-    per chunk in the input's store, joined into the final MP4 when the video ends."""
+    per chunk in the input's store, joined into the final MP4 when the video ends. A
+    video's frames are drawn and encoded on a thread of their own (one per segment), so
+    the pipeline goes on with the next frames meanwhile."""
 
     def __init__(self, item: WorkItem, store: ItemStore, settings: Settings,
                  labels: Sequence[str], info: VideoInfo | None = None) -> None:
         self.path, self.store, self.labels = item.annotate, store, labels
         self.every, self.blur = settings.every, settings.blur_faces
-        self.writer: VideoWriter | None = None
+        self.writer: VideoWriter | None = None  # the encode thread's while it runs
+        self.thread: EncodeThread | None = None
         self.fps = (info.fps if info else None) or 25.0
 
     def write(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
+        """Queue a video frame (raises the error of one that failed before it); a still
+        is written at once."""
         if self.path is None:
             return
-        img = draw(frame.image, faces, self.labels, blur=self.blur, still=frame.t_sec is None)
+        if frame.t_sec is not None:
+            if self.thread is None:
+                self.thread = EncodeThread(f"emobatch-annotate-{chunk}")
+            self.thread.submit(self._encode, frame, faces, chunk)
+            return
+        img = draw(frame.image, faces, self.labels, blur=self.blur, still=True)
         with writing(f"the annotated output of {frame.source}"):
-            if frame.t_sec is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                write_image(self.path, img)
-                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_image(self.path, img)
+
+    def _encode(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
+        """Draw a video frame and add it to the chunk's segment (on the encode thread)."""
+        img = draw(frame.image, faces, self.labels, blur=self.blur)
+        with writing(f"the annotated output of {frame.source}"):
             if self.writer is None:
                 self.store.dir.mkdir(exist_ok=True)  # never re-creates a removed run folder
                 self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
@@ -77,13 +91,36 @@ class _Annotation:
             self.writer.write(img, frame.t_sec)
 
     def end_chunk(self) -> None:
-        """Publish the current segment (a checkpoint, or the end of the video)."""
+        """Publish the current segment (a checkpoint, or the end of the video) once its
+        frames are all encoded. A frame that failed raises its error as write() would have:
+        after an OutputError nothing is left of the segment, after another error the frames
+        before it are published."""
+        try:
+            if self.thread is not None:
+                self.thread.close()  # kept until closed: an interrupt here still finds it
+        except OutputError:
+            self.abort()
+            raise
+        except Exception:
+            self.thread = None
+            self._publish()
+            raise
+        self.thread = None
+        self._publish()
+
+    def _publish(self) -> None:
+        """Close the segment being written onto its final name."""
         writer, self.writer = self.writer, None
         if writer is not None:
             with writing(writer.path):
                 writer.close()
 
     def abort(self) -> None:
+        """Stop encoding and delete the unpublished segment (Ctrl-C, SIGTERM, an output
+        error)."""
+        thread, self.thread = self.thread, None
+        if thread is not None:
+            thread.abort()
         writer, self.writer = self.writer, None
         if writer is not None:
             writer.__exit__(KeyboardInterrupt, None, None)
@@ -166,6 +203,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
             res.faces += len(faces)
             if progress:
                 progress("frame", {"source": path, "frames": res.frames, "faces": res.faces})
+        ann.end_chunk()  # an error encoding the last frames is handled as any frame's
     except InputError as e:
         res.error = str(e)
     except OutputError:
