@@ -9,7 +9,9 @@ A folder of COPIES copies of VIDEO (default: the 1080p walking clip in ../shared
 - cuda: `--device cuda` (the default `balanced` schedule, the CPU path's own cascade);
 - cuda-exhaustive: `--quality exhaustive` (every frame a full detection: frames batched per
   network call, emobatch.faces.video_detect.detect_many);
-- cuda-annotate: `--annotate DIR` (its frames/s against cuda's is the cost of annotation).
+- cuda-annotate: `--annotate DIR` (its frames/s against cuda's is the cost of annotation);
+- cuda-4-processes: the copies split over 4 `emobatch run --device cuda` processes at once,
+  all on one GPU (`--workers` refuses to share a GPU: this measures whether it should).
 Prints the decode-only frames/s of one copy; for each run the frames/s of the whole command
 (start-up included), faces, recall and emotion agreement of copy 0 against the exhaustive
 reference (facenet-pytorch's MTCNN on every full frame, the fp32 classifier; see
@@ -46,31 +48,49 @@ RUN = ("import json, sys, torch; from emobatch.cli import main; rc = main(sys.ar
        "print(json.dumps({'rc': rc, 'peak_gpu_mb': peak / 2**20}))")
 
 
-# name -> the options of `emobatch run` ({tmp}: a fresh folder)
-RUNS = {"cpu": ["--device", "cpu"],
-        "cpu-workers": ["--device", "cpu", "--workers", "auto"],
-        "cuda": ["--device", "cuda"],
-        "cuda-exhaustive": ["--device", "cuda", "--quality", "exhaustive"],
-        "cuda-annotate": ["--device", "cuda", "--annotate", "{tmp}/annotated"]}
+# name -> (the options of `emobatch run` ({tmp}: a fresh folder), processes sharing the copies)
+RUNS = {"cpu": (["--device", "cpu"], 1),
+        "cpu-workers": (["--device", "cpu", "--workers", "auto"], 1),
+        "cuda": (["--device", "cuda"], 1),
+        "cuda-exhaustive": (["--device", "cuda", "--quality", "exhaustive"], 1),
+        "cuda-annotate": (["--device", "cuda", "--annotate", "{tmp}/annotated"], 1),
+        "cuda-4-processes": (["--device", "cuda"], 4)}
 
 
-def run_cli(folder: Path, out: Path, options: list[str]) -> dict:
-    """`emobatch run folder OPTIONS` in a fresh process: its wall time, frames, faces, peak
-    GPU memory and timeline."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    options = [o.replace("{tmp}", str(out.parent)) for o in options]
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", RUN, "run", str(folder), "--out", str(out),
-                        "--quiet", *options], capture_output=True, text=True)
+def run_cli(folders: list[Path], out_dir: Path, options: list[str]) -> dict:
+    """`emobatch run FOLDER OPTIONS` for each folder at once, a fresh process each (all on
+    one GPU where the options say cuda): the wall time of the whole, frames/s, frames and
+    faces of all, the largest peak GPU memory and the timeline holding copy 0."""
+    procs, t0 = [], time.perf_counter()
+    for k, folder in enumerate(folders):
+        out = out_dir / f"p{k}" / "timeline.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        opts = [o.replace("{tmp}", str(out.parent)) for o in options]
+        procs.append((out, subprocess.Popen(
+            [sys.executable, "-c", RUN, "run", str(folder), "--out", str(out), "--quiet", *opts],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    done = [(out, *proc.communicate(), proc.returncode) for out, proc in procs]
     wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"emobatch run {' '.join(options)} failed:\n{r.stderr[-2000:]}")
-    meta = read_metadata(out)
-    report = json.loads(r.stdout.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), "frames": meta["frames"], "faces": meta["faces"],
-            "fps": round(meta["frames"] / wall, 1), "backend": meta["backend"],
-            "detector_backend": meta["detector_backend"],
-            "peak_gpu_mb": round(report["peak_gpu_mb"], 1), "timeline": pd.read_parquet(out)}
+    for _, _, err, rc in done:
+        if rc != 0:
+            raise SystemExit(f"emobatch run {' '.join(options)} failed:\n{err[-2000:]}")
+    metas = [read_metadata(out) for out, *_ in done]
+    peaks = [json.loads(o.strip().splitlines()[-1])["peak_gpu_mb"] for _, o, _, _ in done]
+    frames = sum(m["frames"] for m in metas)
+    return {"processes": len(folders), "wall_s": round(wall, 2), "frames": frames,
+            "faces": sum(m["faces"] for m in metas), "fps": round(frames / wall, 1),
+            "backend": metas[0]["backend"], "detector_backend": metas[0]["detector_backend"],
+            "peak_gpu_mb": round(max(peaks), 1), "timeline": pd.read_parquet(done[0][0])}
+
+
+def copies(video: Path, root: Path, n: int, parts: int) -> list[Path]:
+    """n copies of video in `parts` folders under root (copy 0 in the first), as files: a
+    link would be one input."""
+    folders = [root / f"part{k}" for k in range(parts)]
+    for i in range(n):
+        folders[i % parts].mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(video, folders[i % parts] / f"copy{i}{video.suffix}")
+    return folders
 
 
 def fidelity(ref: pd.DataFrame, timeline: pd.DataFrame, copy0: str) -> dict:
@@ -100,7 +120,8 @@ def ratios(res: dict) -> dict:
     pairs = {"faces_cuda_vs_cpu": ("cuda", "cpu", "faces"),
              "speedup_cuda_vs_cpu": ("cuda", "cpu", "fps"),
              "speedup_cuda_vs_cpu_workers": ("cuda", "cpu-workers", "fps"),
-             "fps_annotate_vs_plain_cuda": ("cuda-annotate", "cuda", "fps")}
+             "fps_annotate_vs_plain_cuda": ("cuda-annotate", "cuda", "fps"),
+             "fps_4_processes_vs_1_cuda": ("cuda-4-processes", "cuda", "fps")}
     out = {}
     for key, (num, den, what) in pairs.items():
         x, y = fig(num, what), fig(den, what)
@@ -129,15 +150,13 @@ def main() -> None:
                                   reference_cache=a.reference_cache)
     _, ref, _ = reference(ref_args, Settings(device="cpu"), sha256_of(default_weights_path()))
     with tempfile.TemporaryDirectory() as d:
-        folder = Path(d) / "clips"
-        folder.mkdir()
-        for i in range(a.copies):
-            shutil.copyfile(a.video, folder / f"copy{i}{a.video.suffix}")  # a link is one input
         for name in a.runs:
             if name.startswith("cuda") and not res["gpu"]:
                 res[name] = "not available: no GPU on this machine"
                 continue
-            run = run_cli(folder, Path(d) / name / "timeline.parquet", RUNS[name])
+            options, parts = RUNS[name]
+            folders = copies(a.video, Path(d) / name / "clips", a.copies, parts)
+            run = run_cli(folders, Path(d) / name, options)
             run.update(fidelity(ref, run.pop("timeline"), f"copy0{a.video.suffix}"))
             res[name] = run
     res.update(ratios(res))
