@@ -3,6 +3,7 @@ per-frame path: the same faces, boxes, scores, landmarks and checkpoints, bit fo
 CPU. The CPU itself runs frame by frame (emobatch.faces.device.frames_per_call), so these
 tests ask for batches explicitly."""
 import itertools
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -132,14 +133,21 @@ def test_a_following_schedule_is_not_batched(monkeypatch):
 
 
 class _SmallCard(Detector):
-    """A detector whose calls of more than `fits` frames run out of GPU memory."""
+    """A detector whose calls of more than `fits` frames run out of GPU memory, after
+    taking some (a tensor whose life each later call checks)."""
 
     fits = 2
     calls: list[int] = []
+    taken: list[weakref.ref] = []
 
     def detect_batch(self, images, scale=1.0):
+        # what a failed call held must be freed before the next call, not kept by a
+        # traceback still being handled
+        assert all(t() is None for t in self.taken)
         self.calls.append(len(images))
         if len(images) > self.fits:
+            held = torch.empty(len(images), 1000)
+            self.taken.append(weakref.ref(held))
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (a test's small card)")
         return super().detect_batch(images, scale)
 

@@ -240,3 +240,36 @@ def test_abort_stops_the_thread_promptly_and_leaves_no_segment(tmp_path, monkeyp
     assert time.monotonic() - t0 < 0.5
     assert not [t for t in threading.enumerate() if t.name.startswith("emobatch-annotate")]
     assert list(ann.store.dir.iterdir()) == []
+
+
+def test_an_encoding_error_after_the_input_failed_does_not_end_the_run(tmp_path, monkeypatch):
+    """A frame fails to draw on the thread while the stream itself then breaks (a truncated
+    video): process_item records the input's error and returns; nothing escapes."""
+    from emobatch.errors import InputError
+    from emobatch.batch.item import process_item
+
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("bad frame")
+        return draw(*args, **kwargs)
+
+    class Pipe:  # the stream of a video that breaks after 3 frames
+        settings = Settings(every=2)
+        classifier = type("C", (), {"labels": EMOTIONS})
+
+        def stream(self, path, start, info):
+            yield from _frames(3)
+            time.sleep(0.3)  # the encode thread fails meanwhile
+            raise InputError("truncated video")
+
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(b"x")
+    monkeypatch.setattr(item_mod, "draw", flaky)
+    monkeypatch.setattr(item_mod, "kind_of", lambda p: "video")
+    monkeypatch.setattr(item_mod, "_header", lambda p, k: None)
+    item = WorkItem(0, src, "k", annotate=tmp_path / "ann" / "clip.mp4")
+    res = process_item(Pipe(), item, ItemStore(tmp_path / "store"))
+    assert res.error == "truncated video" and res.frames == 3 and len(calls) == 3

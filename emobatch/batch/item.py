@@ -140,6 +140,18 @@ class _Annotation:
         return self.path
 
 
+def _end_after_error(ann: _Annotation) -> None:
+    """Publish the annotated frames of an input that failed, up to its failure. Their own
+    encoding error, if one was still to be raised, is dropped: the input's error is already
+    recorded, and only an output error (disk full) may end the run."""
+    try:
+        ann.end_chunk()
+    except OutputError:
+        raise
+    except Exception:
+        pass
+
+
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -206,6 +218,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
         ann.end_chunk()  # an error encoding the last frames is handled as any frame's
     except InputError as e:
         res.error = str(e)
+        _end_after_error(ann)
     except OutputError:
         ann.abort()
         raise
@@ -216,7 +229,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
     except Exception as e:  # an unexpected failure on one file must not end the run
         res.error = f"{type(e).__name__}: {e}"
         res.traceback = format_exc()
-    ann.end_chunk()
+        _end_after_error(ann)
     store.write_chunk(chunk, rows.take(), None)
     res.annotated = ann.finish(chunk, still)
     res.seconds = time.perf_counter() - t0

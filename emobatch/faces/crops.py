@@ -104,7 +104,8 @@ def _group_end(sides: np.ndarray, start: int, size: int, area: bool) -> int:
     stop = start + 1
     while stop < len(sides):
         taps = (math.ceil(sides[stop] / size) + 1) if area else 2
-        if (stop + 1 - start) * size * size * taps * taps * 3 > GATHER_BUDGET:
+        # the buffers hold one tap along x at a time: crops x size^2 x taps along y x 3
+        if (stop + 1 - start) * size * size * taps * 3 > GATHER_BUDGET:
             break
         stop += 1
     return stop
@@ -113,8 +114,9 @@ def _group_end(sides: np.ndarray, start: int, size: int, area: bool) -> int:
 def resize_level(level: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     """A pyramid level (H, W, 3) float32 holding uint8 values -> the next, (out_h, out_w, 3),
     as cv2.resize(level as uint8, (out_w, out_h), interpolation=cv2.INTER_AREA): OpenCV's
-    weights, rounded half to even (its cvRound) and saturated to 0..255; a sum that lands
-    within float32 rounding of a half may round the other way (one grey level)."""
+    weights, summed in its order, rounded half to even (its cvRound) and saturated to
+    0..255: its very levels on the CPU; a device that fuses a product into a sum could round
+    a sum near a half the other way (one grey level)."""
     h, w = level.shape[:2]
     win = torch.tensor([[0, 0, h, w]], device=level.device)
     out = _resize_group(level, win, out_h, out_w, h >= out_h and w >= out_w)[0]

@@ -62,6 +62,8 @@ class Detector:
     def detect_batch(self, images: Sequence[np.ndarray], scale: float = 1.0) -> list[FaceBatch]:
         """Images of one size (N of (H, W, 3) uint8 RGB), each detected as `detect` would
         alone, the networks' calls shared by all of them (emobatch.faces.mtcnn)."""
+        if not images:
+            return []
         smalls = list(images)
         if scale != 1.0:
             smalls = [cv2.resize(i, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -108,8 +110,8 @@ class Detector:
                      expand: float = 1.0, min_score: float | None = None
                      ) -> list[tuple[FaceBatch, np.ndarray]]:
         """`refine` of each image with its boxes, O-Net called once for all of them."""
-        squares = [square(np.asarray(b, np.float32)[:, :4], expand).round()
-                   for b in boxes]
+        squares = [square(np.asarray(b, np.float32)[:, :4], expand).round() if len(b)
+                   else np.zeros((0, 4), np.float32) for b in boxes]
         crops = [np.stack([_crop_resize(i, b, 48) for b in sq.astype(int)])
                  for i, sq in zip(images, squares) if len(sq)]
         if not crops:

@@ -55,13 +55,18 @@ class CascadeMTCNN:
         self.crop_device = crop_device
 
     def detect(self, image: np.ndarray, min_face_size: float) -> tuple[np.ndarray, np.ndarray]:
+        """image (H, W, 3) uint8 RGB, faces from `min_face_size` px -> (boxes (n, 5) x1 y1
+        x2 y2 score, landmarks (n, 5, 2)): `detect_batch` of one image."""
         return self.detect_batch([image], min_face_size)[0]
 
     def detect_batch(self, images: Sequence[np.ndarray], min_face_size: float
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Several images of one size, each detected as `detect` would alone: P-Net runs over
-        all images' pyramid level in one call per level, R- and O-Net over all images' crops
-        in one call each (on a GPU a call's cost is mostly its launch, not its size)."""
+        """N images (H, W, 3) uint8 RGB of one size -> per image (boxes (n, 5), landmarks
+        (n, 5, 2)), each as `detect` would find alone: P-Net runs over all images' pyramid
+        level in one call per level, R- and O-Net over all images' crops in one call each
+        (on a GPU a call's cost is mostly its launch, not its size)."""
+        if not images:
+            return []
         imgs = [np.ascontiguousarray(i) for i in images]
         if len({i.shape for i in imgs}) > 1:
             raise ValueError("detect_batch needs images of one size")

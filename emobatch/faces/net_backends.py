@@ -59,7 +59,7 @@ class NetRunner(Protocol):
 
     name: str
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]: ...
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> list[np.ndarray]: ...
 
 
 NetFactory = Callable[[NetSpec], "NetRunner"]
@@ -86,7 +86,7 @@ class TorchNet:
         self.device = next(spec.net.parameters()).device
 
     @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         return [t.cpu().numpy() for t in self.net(to_input(batch, self.device))]
 
 

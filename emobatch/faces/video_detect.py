@@ -101,9 +101,11 @@ class VideoDetector:
         except torch.cuda.OutOfMemoryError:
             if len(images) == 1:
                 raise
-            torch.cuda.empty_cache()
-            self.max_batch = len(images) // 2
-            return self._detect_split(images, scale)
+        # retried only here, after the except block: its traceback held the failed call's
+        # tensors (frames, levels, crops) on the GPU
+        torch.cuda.empty_cache()
+        self.max_batch = len(images) // 2
+        return self._detect_split(images, scale)
 
     def _full_scale(self, ahead: int = 0) -> float:
         """The scale of the full detection `ahead` full detections from now."""
