@@ -101,8 +101,8 @@ class FacePipeline:
             return
         info = info or video_info(path)
         every, scale, full_res = s.detection_plan(info.width, info.height)
-        per_call = frames_per_call(self.plan.device, info.width, info.height, s.min_face_size,
-                                   scale if not full_res else 1.0)
+        per_call = frames_per_call(self.plan.detect_budget, info.width, info.height,
+                                   s.min_face_size, scale if not full_res else 1.0)
         video = _VideoState(VideoDetector(self.detector, every, scale, full_res,
                                           max_batch=per_call),
                             Tracker() if s.track else None,
@@ -157,7 +157,8 @@ class FacePipeline:
                     yield from self._detect_chunk(chunk, vdet, processed, period)
                     processed, chunk = processed + len(chunk), []
         except InputError:
-            yield from self._detect_chunk(chunk, vdet, processed, period)  # decoded before the break
+            # the frames decoded before the break count
+            yield from self._detect_chunk(chunk, vdet, processed, period)
             raise
         yield from self._detect_chunk(chunk, vdet, processed, period)
 

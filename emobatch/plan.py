@@ -22,7 +22,7 @@ import torch
 from ._version import __version__
 from .config import Settings
 from .faces.backends import resolve_backend, runtime_name_of
-from .faces.device import select_device
+from .faces.device import detect_budget, select_device
 from .faces.net_backends import NetRuntime, net_runtime, still_net_backend
 from .faces.schedule import resolve_classify_every
 from .faces.weights import default_weights_path, read_config, sha256_of
@@ -45,6 +45,7 @@ class RunPlan:
     classify_every: int = 1       # a tracked video face is classified every N frames
     tta: str = "none"             # photos
     tta_video: str = "none"       # video frames
+    detect_budget: int = 0        # bytes for batched full detections (GPU); 0: a frame a call
 
     def metadata(self) -> dict[str, Any]:
         """The run's metadata about what ran (the timeline's footer, the .meta.json)."""
@@ -55,7 +56,8 @@ class RunPlan:
                 "device": self.device, "backend": self.classifier_runtime,
                 "detector_backend": self.detector.name,
                 "detector_backend_stills": self.detector_stills.name,
-                "classify_every": self.classify_every, "settings": self.settings.as_metadata()}
+                "classify_every": self.classify_every, "detect_budget": self.detect_budget,
+                "settings": self.settings.as_metadata()}
 
     def fingerprint(self, annotate: Path | None = None) -> str:
         """What a resumed run must match: every setting that changes the rows, the weights by
@@ -67,6 +69,8 @@ class RunPlan:
                  detector_stills=self.detector_stills.name,
                  annotate=str(annotate.resolve()) if annotate else None, emobatch=__version__,
                  torch=torch.__version__)
+        if self.detect_budget:  # batches change a GPU's roundings; a CPU has none
+            d["detect_budget"] = self.detect_budget
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -88,4 +92,4 @@ def resolve_plan(settings: Settings) -> RunPlan:
         classifier_runtime=runtime_name_of(backend, device, settings.amp),
         detector=video_net, detector_stills=still_net, classify_every=every,
         tta=settings.tta if settings.tta is not None else config.get("tta", "none"),
-        tta_video=settings.video_tta())
+        tta_video=settings.video_tta(), detect_budget=detect_budget(device))

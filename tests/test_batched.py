@@ -14,7 +14,7 @@ import emobatch.pipeline as pipeline_mod
 from conftest import SAMPLE, shared_path
 from emobatch.config import Settings
 from emobatch.faces.detect import Detector
-from emobatch.faces.device import frames_per_call
+from emobatch.faces.device import MAX_FRAMES_PER_CALL, frames_per_call
 from emobatch.faces.net_backends import NetRuntime, openvino_available
 from emobatch.faces.video_detect import VideoDetector
 from emobatch.media.sources import iter_frames
@@ -91,7 +91,9 @@ def assert_same_stream(a: list, b: list) -> None:
         assert type(x) is type(y)
         if isinstance(x, Checkpoint):
             assert (x.next_index, x.processed) == (y.next_index, y.processed)
-            assert_same_state(x.state, y.state)
+            # the same schedule; only the frames per call it was given differ
+            assert_same_state({**x.state, "detector": {**x.state["detector"], "max_batch": 0}},
+                              {**y.state, "detector": {**y.state["detector"], "max_batch": 0}})
             continue
         assert (x[0].index, x[0].t_sec) == (y[0].index, y[0].t_sec)
         assert_same_faces(x[1], y[1])
@@ -164,5 +166,23 @@ def test_a_call_that_runs_out_of_gpu_memory_is_split_not_fatal():
     assert _SmallCard.calls[:4] == [5, 2, 2, 1] and max(_SmallCard.calls[4:]) <= 2
 
 
-def test_frames_per_call_is_one_on_a_cpu():
-    assert frames_per_call("cpu", 1920, 1080, 20) == 1
+def test_frames_per_call_follows_the_plans_budget():
+    from emobatch.plan import resolve_plan
+
+    plan = resolve_plan(Settings(device="cpu"))
+    assert plan.detect_budget == 0 and plan.metadata()["detect_budget"] == 0
+    assert frames_per_call(plan.detect_budget, 1920, 1080, 20) == 1  # a CPU: frame by frame
+    assert frames_per_call(35 << 30, 1920, 1080, 20) == MAX_FRAMES_PER_CALL  # an H200's quarter
+    small = frames_per_call(1 << 30, 1920, 1080, 20)  # a 4 GB card's quarter
+    assert 2 <= small < MAX_FRAMES_PER_CALL
+    assert frames_per_call(1 << 30, 3840, 2160, 20) < small  # bigger frames, fewer a call
+    assert frames_per_call(1 << 30, 1920, 1080, 20, scale=0.5) > small  # a downscaled pass
+    assert frames_per_call(1 << 20, 3840, 2160, 12) == 1  # never none
+
+
+def test_a_halved_batch_is_kept_in_the_checkpoint_state():
+    vdet = VideoDetector(Detector(device="cpu", runtime=NetRuntime("torch")), 1, max_batch=8)
+    vdet.max_batch = 2  # as after an out-of-memory call
+    resumed = VideoDetector(Detector(device="cpu", runtime=NetRuntime("torch")), 1, max_batch=8)
+    resumed.load_state_dict(vdet.state_dict())
+    assert resumed.max_batch == 2

@@ -17,10 +17,16 @@ from test_batched import CLIP, _stream
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def test_frames_per_call_on_this_gpu_fits_its_free_memory():
-    n = frames_per_call("cuda", 1920, 1080, 20)
+def test_a_gpu_plan_has_a_detection_budget_within_the_cards_memory():
+    from emobatch.plan import resolve_plan
+
+    plan = resolve_plan(Settings(device="cuda"))
+    total = torch.cuda.get_device_properties(0).total_memory
+    assert 0 < plan.detect_budget <= total // 4
+    assert plan.metadata()["detect_budget"] == plan.detect_budget
+    n = frames_per_call(plan.detect_budget, 1920, 1080, 20)
     assert 1 <= n <= MAX_FRAMES_PER_CALL
-    assert frames_per_call("cuda", 7680, 4320, 12) <= n
+    assert frames_per_call(plan.detect_budget, 7680, 4320, 12) <= n
 
 
 def test_gpu_batched_path_finds_the_per_frame_paths_faces(monkeypatch):

@@ -124,20 +124,29 @@ PNET_BYTES_PER_PIXEL = 200
 FRAME_BYTES_PER_PIXEL = 16
 
 
-def frames_per_call(device: str | torch.device, width: int, height: int,
-                    min_face_size: int, scale: float = 1.0) -> int:
-    """How many video frames' full detections share the networks' calls on `device`.
-
-    1 on a CPU: there a batch of frames was slower than frame after frame (8 frames of 1080p,
-    2 cores: 3.8 s against 1.5 s; their pyramids no longer fit the caches). On a GPU as many
-    as a quarter of its free memory holds for P-Net's largest level and the frame (seen at
-    `scale`, faces from `min_face_size` pixels), at most MAX_FRAMES_PER_CALL; a
-    call that runs out of memory anyway is split (emobatch.faces.video_detect)."""
+def detect_budget(device: str | torch.device) -> int:
+    """Bytes a video's batched full detections may plan for on `device`: a quarter of a GPU's
+    total memory (its total, not what is free now, so that a run's batches do not depend on
+    what ran before it); 0 on a CPU."""
     dev = torch.device(device)
     if dev.type != "cuda":
+        return 0
+    return int(torch.cuda.get_device_properties(dev).total_memory // 4)
+
+
+def frames_per_call(budget: int, width: int, height: int, min_face_size: int,
+                    scale: float = 1.0) -> int:
+    """How many video frames of width x height (seen at `scale`, faces from
+    `min_face_size` px) share MTCNN's network calls within `budget` bytes (detect_budget).
+
+    1 with no budget, as on a CPU: there a batch of frames was slower than frame after frame
+    (8 frames of 1080p, 2 cores: 3.8 s against 1.5 s; their pyramids no longer fit the
+    caches). Else as many as the budget holds of P-Net's largest level and the frame, at
+    most MAX_FRAMES_PER_CALL; a call that runs out of memory anyway is split
+    (emobatch.faces.video_detect)."""
+    if budget <= 0:
         return 1
-    free, _ = torch.cuda.mem_get_info(dev)
     level0 = 12.0 / max(12, round(min_face_size * scale)) * scale  # of the full frame's side
     per_frame = width * height * (PNET_BYTES_PER_PIXEL * level0 ** 2
                                   + FRAME_BYTES_PER_PIXEL * scale ** 2)
-    return int(max(1, min(MAX_FRAMES_PER_CALL, free / 4 // max(per_frame, 1.0))))
+    return int(max(1, min(MAX_FRAMES_PER_CALL, budget // max(per_frame, 1.0))))

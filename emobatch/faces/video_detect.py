@@ -57,12 +57,14 @@ class VideoDetector:
         """The schedule's state after the last frame (a checkpoint resumes from it exactly)."""
         return {"prev": faces_state(self._prev), "vel": self._vel.copy(),
                 "since_full": self._since_full, "force": self._force, "full_runs": self.full_runs,
-                "thumb": None if self._thumb is None else self._thumb.copy()}
+                "thumb": None if self._thumb is None else self._thumb.copy(),
+                "max_batch": self.max_batch}  # halved by an out-of-memory call, it stays so
 
     def load_state_dict(self, d: dict) -> None:
         self._prev, self._vel = faces_from_state(d["prev"]), d["vel"]
         self._since_full, self._force = int(d["since_full"]), bool(d["force"])
         self.full_runs, self._thumb = int(d["full_runs"]), d["thumb"]
+        self.max_batch = int(d.get("max_batch", self.max_batch))
 
     def detect(self, image: np.ndarray) -> FaceBatch:
         """image (H, W, 3) uint8 RGB -> faces, boxes in full-frame pixels."""
