@@ -28,7 +28,8 @@ from emobatch.faces.device import cpu_model, cpu_isa
 from emobatch.faces.net_backends import NetRuntime, openvino_available
 from emobatch.media.sources import iter_frames
 
-CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/media/videos/facenet_pytorch_video.mp4"
+CLIP = (Path(__file__).resolve().parents[1].parent
+        / "shared/data/media/videos/facenet_pytorch_video.mp4")
 
 
 def runtimes() -> list[tuple[str, NetRuntime, str]]:

@@ -91,7 +91,8 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=float, default=d("checkpoint_every"), metavar="SEC",
                    help="save a long video's progress every SEC seconds of video")
     r.add_argument("--workers", default="1", metavar="N",
-                   help="worker processes (an integer, or auto: one per 2 cores; on CUDA one per GPU)")
+                   help="worker processes (an integer, or auto: one per 2 cores; on CUDA, "
+                        "one per GPU)")
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (tcp://host:8786); needs emobatch[dask]")
     r.add_argument("--quiet", action="store_true", help="no progress display")

@@ -11,7 +11,8 @@ from emobatch.faces.mtcnn import _crops
 def _frame(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     smooth = cv2.resize(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), (w, h))
-    return np.clip(smooth.astype(np.int16) + rng.integers(-40, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+    noisy = smooth.astype(np.int16) + rng.integers(-40, 40, (h, w, 3))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def _boxes(h: int, w: int, n: int, seed: int = 1) -> np.ndarray:

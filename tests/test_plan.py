@@ -97,19 +97,51 @@ def test_several_gpus_get_one_worker_process_each(monkeypatch):
     takes, is the product's."""
     import queue
 
+    import cv2
+    import torch
+
     import emobatch.batch.runners as runners
 
     plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device="cuda")
     monkeypatch.setattr(runners, "gpu_devices", lambda device: ["cuda:0", "cuda:1", "cuda:2"])
     auto = runners.make_runner(plan, "auto")
-    assert isinstance(auto, runners.ProcessRunner) and auto.devices == ["cuda:0", "cuda:1", "cuda:2"]
+    assert isinstance(auto, runners.ProcessRunner)
+    assert auto.devices == ["cuda:0", "cuda:1", "cuda:2"]
     assert runners.make_runner(plan, 2).devices == ["cuda:0", "cuda:1"]
-    # a worker takes the next GPU off the queue and builds its pipeline there (here: a CPU)
+    # a worker takes the next GPU off the queue and builds its pipeline there (here: a CPU),
+    # without the process-wide tuning a worker process does
+    monkeypatch.setattr(runners, "configure_process", lambda: None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(cv2, "setNumThreads", lambda n: None)
+    monkeypatch.setattr(runners, "_worker", {})
     q = queue.Queue()
     q.put("cpu")
     cpu_plan = resolve_plan(Settings(device="cpu"))
     runners._init_worker(dataclasses.replace(cpu_plan, device="cuda:7"), 1, 0, q)
     assert runners._worker["pipe"].plan.device == "cpu" and q.empty()
+
+
+def test_worker_processes_given_devices_give_the_one_process_timeline(tmp_path):
+    """The queue of devices through real spawned workers (CPUs standing in for GPUs)."""
+    import shutil
+
+    import emobatch
+    from emobatch.batch import runners
+    from emobatch.batch.store import RunStore, WorkItem
+
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(SAMPLE / "astronaut.jpg", tmp_path / name)
+    serial = emobatch.run(tmp_path, device="cpu")
+    plan = resolve_plan(Settings(device="cpu"))
+    items = [WorkItem(i, tmp_path / n, f"k{i}") for i, n in enumerate(("a.jpg", "b.jpg"))]
+    store = RunStore(tmp_path / "run.parquet")
+    store.open(plan.fingerprint(), False, {})
+    runner = runners.ProcessRunner(plan, 2, threads=1, devices=["cpu", "cpu"])
+    results = {item.index: res for item, res in runner.run(items, store, None)}
+    store.release()
+    assert sorted(results) == [0, 1] and all(r.error is None for r in results.values())
+    assert [r.faces for _, r in sorted(results.items())] == \
+        serial.groupby("source")["face"].count().tolist()
 
 
 def test_a_worker_with_other_weights_than_the_plan_refuses_them():
