@@ -7,6 +7,7 @@ import errno
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -206,16 +207,19 @@ def test_a_failed_encode_raises_the_output_error_of_a_synchronous_one(tmp_path, 
     assert list(ann.store.dir.iterdir()) == []  # the partial segment is gone
 
 
-def test_another_error_publishes_the_frames_before_it(tmp_path, monkeypatch):
-    calls = []
-
+def _draw_failing_at(n: int, calls: list) -> Callable:
+    """draw, except that its n-th call raises ValueError('bad frame'); `calls` counts them."""
     def flaky(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 5:
+        if len(calls) == n:
             raise ValueError("bad frame")
         return draw(*args, **kwargs)
+    return flaky
 
-    monkeypatch.setattr(item_mod, "draw", flaky)
+
+def test_another_error_publishes_the_frames_before_it(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(item_mod, "draw", _draw_failing_at(5, calls))
     ann = _annotation(tmp_path)
     with pytest.raises(ValueError, match="bad frame"):
         for frame, faces in _frames(6):
@@ -248,13 +252,7 @@ def test_an_encoding_error_after_the_input_failed_does_not_end_the_run(tmp_path,
     from emobatch.errors import InputError
     from emobatch.batch.item import process_item
 
-    calls = []
-
-    def flaky(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise ValueError("bad frame")
-        return draw(*args, **kwargs)
+    calls: list = []
 
     class Pipe:  # the stream of a video that breaks after 3 frames
         settings = Settings(every=2)
@@ -267,7 +265,7 @@ def test_an_encoding_error_after_the_input_failed_does_not_end_the_run(tmp_path,
 
     src = tmp_path / "clip.mp4"
     src.write_bytes(b"x")
-    monkeypatch.setattr(item_mod, "draw", flaky)
+    monkeypatch.setattr(item_mod, "draw", _draw_failing_at(3, calls))
     monkeypatch.setattr(item_mod, "kind_of", lambda p: "video")
     monkeypatch.setattr(item_mod, "_header", lambda p, k: None)
     item = WorkItem(0, src, "k", annotate=tmp_path / "ann" / "clip.mp4")
