@@ -17,7 +17,6 @@ import argparse
 import json
 import resource
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +28,7 @@ from emobatch.analysis import coverage
 from emobatch.media.annotate import annotated_name
 from emobatch.report import write_report
 from long_video_memory import repeat_video
+from timing import best_time
 
 
 def long_timeline(timeline: Path, video: Path, out: Path, repeats: int) -> Path:
@@ -47,15 +47,6 @@ def long_timeline(timeline: Path, video: Path, out: Path, repeats: int) -> Path:
                                            b"emobatch": json.dumps(meta).encode()})
     pq.write_table(table, out, compression="zstd")
     return out
-
-
-def best_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
