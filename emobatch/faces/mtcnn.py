@@ -96,18 +96,14 @@ class CascadeMTCNN:
             # each level from the one before: OpenCV's cost grows with the input's size
             if frames is None:
                 levels = [cv2.resize(lv, size, interpolation=cv2.INTER_AREA) for lv in levels]
-                batch = levels[0][None] if len(levels) == 1 else np.stack(levels)
             elif size[0] > w or size[1] > h:
                 # a first level enlarged (faces from 12 px): OpenCV resizes uint8 up in fixed
                 # point, which resize_level does not imitate; made here, then sent over
-                dev = frames[0].device
                 levels = [torch.from_numpy(cv2.resize(im, size, interpolation=cv2.INTER_AREA))
-                          .to(dev).float() for im in imgs]
-                batch = torch.stack(levels)
+                          .to(frames[0].device).float() for im in imgs]
             else:
                 levels = [resize_level(lv, size[1], size[0]) for lv in levels]
-                batch = torch.stack(levels)
-            reg, probs = self.pnet(batch)
+            reg, probs = self.pnet(_stack(levels))
             for k, f in enumerate(found):
                 b = _window_boxes(reg[k], probs[k, 1], scale, self.thresholds[0])
                 f.append(b[nms(b[:, :4], b[:, 4], 0.5)])
@@ -158,6 +154,14 @@ class CascadeMTCNN:
         res = net(batch)
         bounds = np.cumsum([0] + counts)
         return [([o[a:z] for o in res], b) for b, a, z in zip(kept, bounds[:-1], bounds[1:])]
+
+
+def _stack(levels: list) -> np.ndarray | torch.Tensor:
+    """Same-size images (numpy on the host, tensors on a device) -> one batch (N, H, W, 3);
+    a single host image is a view, not a copy."""
+    if isinstance(levels[0], torch.Tensor):
+        return torch.stack(levels)
+    return levels[0][None] if len(levels) == 1 else np.stack(levels)
 
 
 def _merge_levels(found: list[np.ndarray]) -> np.ndarray:
