@@ -829,3 +829,103 @@ def test_adjust_cli_records_the_strength_and_where_the_weights_came_from(fer_vot
                         str(tmp_path / "twice.pt")], cwd=ROOT, env=ENV, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode != 0 and "adjusted already" in p.stderr
+
+
+@pytest.fixture(scope="module")
+def posed_folder(tmp_path_factory) -> Path:
+    """A posed-tw-style folder: the sample photo (and its mirror image) as four photos of
+    four performers with observers' shares, and a blank photo without a face."""
+    root = tmp_path_factory.mktemp("posed")
+    photo = cv2.imread(str(ROOT / "examples" / "sample" / "astronaut.jpg"))
+    rows = []
+    for i, performer in enumerate(["10", "2", "1", "3"]):
+        name = f"p{performer}.jpg"
+        cv2.imwrite(str(root / name), photo[:, ::-1] if i % 2 else photo)
+        shares = [0.0] * 7
+        shares[i] = 0.8
+        shares[6] = 0.3  # rows sum to more than 1, as when observers endorse several
+        rows.append([name, performer, "theatric", EMOTIONS[i], *shares])
+    cv2.imwrite(str(root / "blank.png"), np.full((200, 200), 90, np.uint8))
+    rows.append(["blank.png", "3", "calm", "neutral", 0, 0, 0, 0, 0, 0, 1])
+    with open(root / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "performer", "performance", "intended", *EMOTIONS])
+        w.writerows(rows)
+    return root
+
+
+def test_posed_photos_are_aligned_like_inference_with_normalised_shares(posed_folder, caplog,
+                                                                        tmp_path):
+    from emobatch.faces.align import Aligner
+    from emobatch.faces.detect import Detector
+    from emobatch.media.sources import read_image
+    from training import posed as pd_
+
+    with caplog.at_level(logging.WARNING):
+        posed = pd_.load_posed(posed_folder, cache_dir=tmp_path)
+    assert "no face found" in caplog.text and "blank.png" in caplog.text
+    assert posed.performer.tolist() == ["10", "2", "1", "3"]
+    np.testing.assert_allclose(posed.shares.sum(1), 1.0, rtol=1e-6)
+    assert posed.shares[0].argmax() == 0 and posed.intended.tolist() == [0, 1, 2, 3]
+    img = read_image(posed_folder / "p10.jpg").image
+    want = Aligner().align(img, Detector().detect(img)[[0]]).crops[0]
+    images, shares = pd_.crops(posed)
+    np.testing.assert_array_equal(images[0], want)  # the clean render is the pipeline's crop
+    np.testing.assert_array_equal(shares, posed.shares)
+    jittered, _ = pd_.crops(posed, 2, np.random.default_rng(0))
+    again, _ = pd_.crops(posed, 2, np.random.default_rng(0))
+    assert jittered.shape == (8, 48, 48) and (jittered == again).all()
+    assert not (jittered[:4] == jittered[4:]).all()  # each copy is a new render
+    cached = pd_.load_posed(posed_folder, cache_dir=tmp_path)  # no detector: from the cache
+    np.testing.assert_array_equal(cached.landmarks, posed.landmarks)
+
+
+def test_performer_folds_hold_every_performer_once_in_natural_order():
+    from training.posed import performer_folds
+
+    performer = np.array(["10", "2", "1", "3", "2", "10", "x"])
+    fold = performer_folds(performer, 2)
+    # natural order 1, 2, 3, 10, x dealt round-robin: 1->0, 2->1, 3->0, 10->1, x->0
+    assert fold.tolist() == [1, 1, 0, 0, 1, 1, 0]
+    with pytest.raises(TrainingError):
+        performer_folds(performer, 6)
+
+
+def test_fit_learns_posed_shares_and_scores_the_held_out_performers(fer_votes, posed_folder,
+                                                                   tmp_path, monkeypatch):
+    """--posed adds each training performer's photo --posed-copies times per epoch with its
+    shares as the target; --posed-holdout leaves a fold out, scores it every epoch, and the
+    weights' config names the performers they learnt from."""
+    import training.fit as fit
+    from emobatch.faces.weights import load_weights
+    from training import posed as pd_
+
+    seen: list[torch.Tensor] = []
+    real_loss = fit.batch_loss
+
+    def spy(logits, y, y_b, lam, soft, args):
+        seen.append(y.detach().clone())
+        return real_loss(logits, y, y_b, lam, soft, args)
+
+    monkeypatch.setattr(fit, "batch_loss", spy)
+    argv = ["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w"), "--ckpt-dir",
+            str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--threads", "1", "--posed", str(posed_folder), "--posed-copies", "3",
+            "--posed-folds", "2", "--posed-holdout", "1"]
+    threads = torch.get_num_threads()
+    try:
+        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
+    finally:
+        torch.set_num_threads(threads)
+    posed = pd_.load_posed(posed_folder)
+    held = pd_.performer_folds(posed.performer, 2) == 1  # performers 2 and 10
+    got = torch.cat(seen).numpy()
+    for i in range(len(posed)):
+        n = int(np.isclose(got, posed.shares[i], atol=1e-6).all(1).sum())
+        assert n == (0 if held[i] else 3), (posed.performer[i], n)
+    assert {"val_posed_top", "ema_val_posed_top"} <= set(res["history"][0])
+    config = load_weights(tmp_path / "w" / "emobatch_fer.pt").config
+    assert config["posed"]["performers"] == ["1", "3"] and config["posed"]["holdout"] == 1
+    assert "posed photos of 2 performers" in config["trained_on"]
+    with pytest.raises(SystemExit, match="needs --labels ferplus"):
+        fit.main(fit.get_args_parser().parse_args(argv + ["--labels", "fer2013"]))

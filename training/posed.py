@@ -1,0 +1,187 @@
+"""Posed photos rated by observers (posed-tw's labels.csv layout) as soft training targets.
+
+The photos go through the product's own detector and alignment: each is detected once
+(the most confident face), and every epoch renders new 48x48 crops from the photo with the
+alignment jittered (scale, rotation, shift, landmark noise) and the camera varied (resolution,
+blur, exposure, noise), so a few hundred photos teach expressions rather than one lab's
+crops. Targets are the observers' endorsement shares, normalised: what people saw, not the
+performer's instruction.
+
+Performers are split into folds by `performer_folds`; a model trained with a fold held out is
+scored on that fold's performers only (benchmarks/label_quality.py), never on photos of a
+performer it has seen.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emobatch.faces.align import TEMPLATE_48, _warp, similarity
+from emobatch.types import EMOTIONS
+from .data import SIZE, TrainingError
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = "labels.csv"
+TEMPLATE_CENTRE = np.array([24.0, 28.0], np.float32)  # the template's rotation/zoom pivot
+
+
+@dataclass
+class PosedSet:
+    """n rated photos, each with its face found: photos (n, H, W) uint8 gray, landmarks
+    (n, 5, 2) float32 in photo pixels, shares (n, 7) float32 (rows sum to 1, EMOTIONS order),
+    intended (n,) int64 (the instruction), performer (n,) str, paths."""
+
+    photos: np.ndarray
+    landmarks: np.ndarray
+    shares: np.ndarray
+    intended: np.ndarray
+    performer: np.ndarray
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: np.ndarray) -> "PosedSet":
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
+        return PosedSet(self.photos[index], self.landmarks[index], self.shares[index],
+                        self.intended[index], self.performer[index],
+                        [self.paths[i] for i in index])
+
+
+def _natural(name: str) -> tuple:
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def performer_folds(performer: np.ndarray, k: int) -> np.ndarray:
+    """Fold (n,) int64 of each photo: performers in natural order, dealt round-robin into k
+    folds, so every fold holds about the same number of performers and every performer
+    is in exactly one."""
+    if k < 2:
+        raise TrainingError(f"posed folds: need at least 2, not {k}")
+    order = sorted(set(performer.tolist()), key=_natural)
+    if len(order) < k:
+        raise TrainingError(f"posed folds: {len(order)} performers cannot fill {k} folds")
+    fold_of = {p: i % k for i, p in enumerate(order)}
+    return np.array([fold_of[p] for p in performer], np.int64)
+
+
+def read_labels(root: Path) -> list[dict[str, str]]:
+    """labels.csv's rows (file, performer, intended, the seven shares)."""
+    path = Path(root) / LABELS_FILE
+    if not path.is_file():
+        raise TrainingError(f"--posed {root}: no {LABELS_FILE} (file,performer,intended and "
+                            f"one share column per emotion)")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = {"file", "performer", "intended", *EMOTIONS} - set(rows[0] if rows else ())
+    if missing:
+        raise TrainingError(f"{path}: missing columns {sorted(missing)}")
+    return rows
+
+
+def load_posed(root: str | Path, cache_dir: str | Path | None = None) -> PosedSet:
+    """Read the photos under root with labels.csv, each face detected by the product's
+    detector (photos without a face are skipped with a warning). The detections are cached in
+    cache_dir, keyed by labels.csv's hash, because MTCNN on every photo takes a minute."""
+    root = Path(root)
+    rows = read_labels(root)
+    digest = hashlib.sha256((root / LABELS_FILE).read_bytes()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"posed-{digest}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        return PosedSet(z["photos"], z["landmarks"], z["shares"], z["intended"],
+                        z["performer"], z["paths"].tolist())
+    posed = _detect_all(root, rows)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, photos=posed.photos, landmarks=posed.landmarks, shares=posed.shares,
+                 intended=posed.intended, performer=posed.performer,
+                 paths=np.array(posed.paths))
+    return posed
+
+
+def _detect_all(root: Path, rows: list[dict[str, str]]) -> PosedSet:
+    from emobatch.errors import InputError
+    from emobatch.faces.detect import Detector
+    from emobatch.media.sources import read_image
+
+    detector = Detector()
+    photos, marks, kept = [], [], []
+    for row in rows:
+        path = root / row["file"]
+        try:
+            image = read_image(path).image
+        except InputError as exc:
+            log.warning("posed photo skipped: %s", exc)
+            continue
+        faces = detector.detect(image)
+        if len(faces) == 0:
+            log.warning("no face found, skipped: %s", path)
+            continue
+        photos.append(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        marks.append(faces.landmarks[0])
+        kept.append(row)
+    if not kept:
+        raise TrainingError(f"--posed {root}: no photo with a face")
+    if len({p.shape for p in photos}) > 1:
+        raise TrainingError(f"--posed {root}: photos of different sizes")
+    shares = np.array([[float(r[e]) for e in EMOTIONS] for r in kept], np.float32)
+    if (shares.sum(1) <= 0).any():
+        raise TrainingError(f"--posed {root}: a photo with no endorsement at all")
+    intended = [EMOTIONS.index(r["intended"]) if r["intended"] in EMOTIONS else -1 for r in kept]
+    log.info("posed photos from %s: %d of %d with a face", root, len(kept), len(rows))
+    return PosedSet(np.stack(photos), np.stack(marks).astype(np.float32),
+                    shares / shares.sum(1, keepdims=True), np.array(intended, np.int64),
+                    np.array([r["performer"] for r in kept]), [str(root / r["file"]) for r in kept])
+
+
+def render(photo: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None
+           ) -> np.ndarray:
+    """One (48, 48) uint8 crop of photo (H, W) gray aligned on landmarks (5, 2) like the
+    pipeline's Aligner; with rng, the alignment and the camera are jittered (see module doc)."""
+    if rng is None:
+        return _warp(photo, similarity(landmarks, TEMPLATE_48), SIZE)
+    zoom = math.exp(rng.uniform(math.log(0.85), math.log(1.35)))
+    angle = math.radians(rng.uniform(-8, 8))
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    target = (TEMPLATE_48 - TEMPLATE_CENTRE) @ rot.T * zoom + TEMPLATE_CENTRE + rng.uniform(-2.5, 2.5, 2)
+    marks = landmarks + rng.normal(0, 1.0, landmarks.shape)
+    crop = _warp(photo, similarity(marks, target), SIZE).astype(np.float32)
+    return _camera(crop, rng)
+
+
+def _camera(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """crop (48, 48) float32 as another camera might give it: lower resolution, blur,
+    gamma, contrast and brightness, sensor noise. Returns uint8."""
+    if rng.random() < 0.5:
+        side = int(rng.integers(20, 44))
+        small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(small, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.3:
+        crop = cv2.GaussianBlur(crop, (0, 0), rng.uniform(0.4, 1.0))
+    crop = 255.0 * (np.clip(crop, 0, 255) / 255.0) ** math.exp(rng.uniform(-0.4, 0.4))
+    mean = crop.mean()
+    crop = (crop - mean) * rng.uniform(0.6, 1.3) + mean + rng.uniform(-30, 30)
+    if rng.random() < 0.3:
+        crop = crop + rng.normal(0, rng.uniform(2, 8), crop.shape)
+    return np.clip(crop + 0.5, 0, 255).astype(np.uint8)
+
+
+def crops(posed: PosedSet, copies: int = 1, rng: np.random.Generator | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """copies renders of every photo: images (copies * n, 48, 48) uint8 and their targets
+    (copies * n, 7) float32 (the shares). Without rng, one clean crop each, as inference
+    aligns it."""
+    images = [render(posed.photos[i], posed.landmarks[i], rng)
+              for _ in range(copies) for i in range(len(posed))]
+    if not images:
+        return np.zeros((0, SIZE, SIZE), np.uint8), np.zeros((0, len(EMOTIONS)), np.float32)
+    return np.stack(images), np.concatenate([posed.shares] * copies)
