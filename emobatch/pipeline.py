@@ -16,14 +16,14 @@ import numpy as np
 
 from .config import Settings
 from .faces.align import Aligner
-from .faces.classify import Classifier
-from .faces.detect import Detector
+from .faces.emotion.classifier import Classifier
+from .faces.detection.detector import Detector
 from .faces.device import frames_per_call
-from .faces.net_backends import NetRuntime
-from .faces.schedule import ClassifySchedule
-from .faces.smooth import Smoother
-from .faces.track import Tracker
-from .faces.video_detect import VideoDetector
+from .faces.detection.runtimes import NetRuntime
+from .faces.tracking.classify_schedule import ClassifySchedule
+from .faces.tracking.smoother import Smoother
+from .faces.tracking.tracker import Tracker
+from .faces.detection.video import VideoDetector
 from .media.prefetch import prefetch
 from .media.sources import VideoInfo, iter_frames, kind_of, video_info
 from .errors import InputError

@@ -21,11 +21,11 @@ import torch
 
 from ._version import __version__
 from .config import Settings
-from .faces.backends import resolve_backend, runtime_name_of
+from .faces.emotion.runtimes import resolve_backend, runtime_name_of
 from .faces.device import detect_budget, select_device
-from .faces.net_backends import NetRuntime, net_runtime, still_net_backend
-from .faces.schedule import resolve_classify_every
-from .faces.weights import default_weights_path, read_config, sha256_of
+from .faces.detection.runtimes import NetRuntime, net_runtime, still_net_backend
+from .faces.tracking.classify_schedule import resolve_classify_every
+from .faces.emotion.weights import default_weights_path, read_config, sha256_of
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RunPlan:
     #                               a worker loads its own copy, checked by weights_sha256
     weights_sha256: str
     weights_config: dict[str, Any] = field(compare=False, repr=False)
-    classifier_backend: str = "torch"    # a registered backend (emobatch.faces.backends)
+    classifier_backend: str = "torch"    # a registered backend (emobatch.faces.emotion.runtimes)
     classifier_runtime: str = "torch-fp32"  # its Runtime.name: 'int8', 'torch-bf16', ...
     detector: NetRuntime = NetRuntime("torch")         # MTCNN's nets on video frames
     detector_stills: NetRuntime = NetRuntime("torch")  # ... and on photos

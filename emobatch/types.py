@@ -36,7 +36,7 @@ class FaceBatch:
     crops (n, 48, 48) uint8 aligned faces; probs (n, 7) float32 in EMOTIONS order;
     probs_raw (n, 7) before smoothing; track (n,) int64 (-1 = untracked); classified (n,)
     bool: False where a video face's probabilities were carried from its track's last
-    classified frame (emobatch.faces.schedule), None = all classified.
+    classified frame (emobatch.faces.tracking.classify_schedule), None = all classified.
     """
 
     xyxy: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))

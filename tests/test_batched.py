@@ -13,10 +13,10 @@ import torch
 import emobatch.pipeline as pipeline_mod
 from conftest import SAMPLE, shared_path
 from emobatch.config import Settings
-from emobatch.faces.detect import Detector
+from emobatch.faces.detection.detector import Detector
 from emobatch.faces.device import MAX_FRAMES_PER_CALL, frames_per_call
-from emobatch.faces.net_backends import NetRuntime, openvino_available
-from emobatch.faces.video_detect import VideoDetector
+from emobatch.faces.detection.runtimes import NetRuntime, openvino_available
+from emobatch.faces.detection.video import VideoDetector
 from emobatch.media.sources import iter_frames
 from emobatch.pipeline import Checkpoint, FacePipeline
 from emobatch.types import FaceBatch

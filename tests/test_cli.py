@@ -85,7 +85,7 @@ def test_bad_options_and_missing_inputs_exit_2_before_torch_loads(tmp_path):
 
 def test_api_refuses_missing_inputs_and_keeps_registered_backends(tmp_path):
     from emobatch.errors import UsageError
-    from emobatch.faces import backends
+    from emobatch.faces.emotion import runtimes as backends
 
     with pytest.raises(UsageError, match="no such file or folder"):
         emobatch.run([SAMPLE / "astronaut.jpg", tmp_path / "gone.mp4"], out=tmp_path / "r.parquet")
@@ -151,7 +151,7 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     """--backend/--detector-backend/--amp reach the run: the metadata names the backends
     that ran, and the plain PyTorch path finds the same face as the default one."""
     from emobatch.faces.device import cpu_bf16_supported
-    from emobatch.faces.net_backends import openvino_available
+    from emobatch.faces.detection.runtimes import openvino_available
     from emobatch.batch.sinks import read_metadata
 
     rows = {}

@@ -142,7 +142,7 @@ def test_huge_still_detected_on_a_downscaled_copy(monkeypatch, pipe):
     monkeypatch.setattr(pl, "MAX_STILL_SIDE", 256)  # the 512 px photo now counts as huge
     small = next(pipe.frames(PHOTO))[1]
     assert len(small) == len(full) == 1
-    from emobatch.faces.track import iou_matrix
+    from emobatch.faces.boxes import iou_matrix
     assert iou_matrix(small.xyxy, full.xyxy)[0, 0] > 0.7  # boxes in full-resolution pixels
     assert np.abs(small.landmarks - full.landmarks).max() < 6
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import SAMPLE
 from emobatch.config import Settings
-from emobatch.faces.net_backends import NetRuntime
+from emobatch.faces.detection.runtimes import NetRuntime
 from emobatch.pipeline import FacePipeline
 from emobatch.plan import RunPlan, resolve_plan
 
@@ -146,7 +146,7 @@ def test_worker_processes_given_devices_give_the_one_process_timeline(tmp_path):
 
 def test_a_worker_with_other_weights_than_the_plan_refuses_them():
     from emobatch.errors import WeightsError
-    from emobatch.faces.classify import Classifier
+    from emobatch.faces.emotion.classifier import Classifier
 
     plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), weights_sha256="0" * 64)
     with pytest.raises(WeightsError, match="not the weights this run was planned with"):

@@ -328,9 +328,9 @@ def test_unreachable_dask_scheduler_exits_2_within_seconds(tmp_path):
 
 
 def test_stage_states_round_trip_exactly():
-    from emobatch.faces import state
-    from emobatch.faces.smooth import Smoother
-    from emobatch.faces.track import Tracker
+    from emobatch.faces import state_json as state
+    from emobatch.faces.tracking.smoother import Smoother
+    from emobatch.faces.tracking.tracker import Tracker
     from emobatch.types import FaceBatch
 
     rng = np.random.default_rng(0)

@@ -4,8 +4,8 @@ import pytest
 import emobatch
 from conftest import SAMPLE
 from emobatch.config import Settings
-from emobatch.faces.schedule import ClassifySchedule, resolve_classify_every
-from emobatch.faces.state import dumps, loads
+from emobatch.faces.tracking.classify_schedule import ClassifySchedule, resolve_classify_every
+from emobatch.faces.state_json import dumps, loads
 from emobatch.types import EMOTIONS, FaceBatch
 
 RAW = [f"{e}_raw" for e in EMOTIONS]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from emobatch.faces.models import build_model
+from emobatch.faces.emotion.models import build_model
 from emobatch.types import EMOTIONS
-from emobatch.faces.weights import default_weights_path, load_weights, save_weights
+from emobatch.faces.emotion.weights import default_weights_path, load_weights, save_weights
 from emobatch.errors import WeightsError
 from conftest import ROOT, SAMPLE
 

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..faces import state as state_codec
+from ..faces import state_json as state_codec
 from ..errors import OutputError, UsageError
 from ..atomic import atomic_path, fit_name, remove_stale_temps, write_text, writing
 

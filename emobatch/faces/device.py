@@ -143,7 +143,7 @@ def frames_per_call(budget: int, width: int, height: int, min_face_size: int,
     (8 frames of 1080p, 2 cores: 3.8 s against 1.5 s; their pyramids no longer fit the
     caches). Else as many as the budget holds of P-Net's largest level and the frame, at
     most MAX_FRAMES_PER_CALL; a call that runs out of memory anyway is split
-    (emobatch.faces.video_detect)."""
+    (emobatch.faces.detection.video)."""
     if budget <= 0:
         return 1
     level0 = 12.0 / max(12, round(min_face_size * scale)) * scale  # of the full frame's side

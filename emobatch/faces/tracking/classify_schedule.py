@@ -1,10 +1,10 @@
 """Which faces of a video frame the classifier sees: a tracked face every Nth frame.
 
 The classifier is the largest single cost of a video once detection is scheduled
-(emobatch.faces.video_detect), and consecutive frames of one face differ little. So a face is
+(emobatch.faces.detection.video), and consecutive frames of one face differ little. So a face is
 classified when its track starts (or comes back after missing a frame) and then every
 `every`-th processed frame; in between, its track's last classification is carried (sample
-and hold) and per-track smoothing (emobatch.faces.smooth) blends it with the fresh ones, as it
+and hold) and per-track smoothing (emobatch.faces.tracking.smoother) blends it with the fresh ones, as it
 already blends neighbouring frames. Untracked faces (track -1, or `--no-track`) are always
 classified. The timeline's `classified` column says which rows the classifier saw.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..types import FaceBatch
+from ...types import FaceBatch
 
 
 def resolve_classify_every(every: int, device: str | torch.device = "cpu") -> int:
@@ -34,7 +34,7 @@ def resolve_classify_every(every: int, device: str | torch.device = "cpu") -> in
     else 1; other values stay."""
     if every:
         return every
-    from .device import cpu_isa
+    from ..device import cpu_isa
 
     return 2 if torch.device(device).type == "cpu" and cpu_isa() in ("generic", "avx2") else 1
 

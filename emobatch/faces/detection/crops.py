@@ -25,7 +25,7 @@ GATHER_BUDGET = 50_000_000
 def crop_windows(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (k, 4+) x1 y1 x2 y2 -> (windows (m, 4) int64 row0, col0, rows, cols; the indices
     (m,) of the boxes with a non-empty window). Truncated to integers and clipped to the
-    frame as facenet-pytorch's `pad` does (emobatch.faces.mtcnn._crops)."""
+    frame as facenet-pytorch's `pad` does (emobatch.faces.detection.cascade._crops)."""
     b = np.trunc(boxes[:, :4]).astype(np.int64)
     x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
     ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)

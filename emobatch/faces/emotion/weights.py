@@ -1,7 +1,7 @@
 """Save and load classifier weights together with their config, offline and verified.
 
 A weights file `NAME.pt` holds {"config": {...}, "state_dict": {...}} and, optionally,
-"int8": {...}, the calibrated activation observers of the int8 backend (emobatch.faces.backends;
+"int8": {...}, the calibrated activation observers of the int8 backend (emobatch.faces.emotion.runtimes;
 the config's "int8" entry says how they were calibrated); beside it `NAME.json` repeats the
 config and adds the file's sha256, which loading verifies.
 """
@@ -18,16 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_path, write_text
-from ..config import weights_path_problem
-from ..errors import WeightsError
+from ...atomic import atomic_path, write_text
+from ...config import weights_path_problem
+from ...errors import WeightsError
 from .models import build_model
-from ..types import EMOTIONS
+from ...types import EMOTIONS
 
 # A wheel holds the shipped weights inside the package (pyproject maps weights/ to
 # emobatch/_weights); a source checkout or editable install reads the repo's weights/.
-PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "_weights"
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "_weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 DEFAULT_NAME = "emobatch_fer.pt"
 
 
@@ -106,7 +106,7 @@ def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedM
     if not (isinstance(blob, dict) and isinstance(blob.get("config"), dict)
             and "state_dict" in blob):
         raise WeightsError(f"{path} is a PyTorch file but not emobatch weights (no config and "
-                           f"state_dict; write them with emobatch.faces.weights.save_weights)")
+                           f"state_dict; write them with emobatch.faces.emotion.weights.save_weights)")
     config = blob["config"]
     try:
         model = build_model(config["arch"], num_classes=len(config["labels"]))

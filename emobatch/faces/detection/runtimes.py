@@ -1,4 +1,4 @@
-"""How MTCNN's networks run: a registry of backends (like the classifier's, emobatch.faces.backends).
+"""How MTCNN's networks run: a registry of backends (like the classifier's, emobatch.faces.emotion.runtimes).
 
 Registered here: `torch` (eager, channels-last, fp32)
 or, where the optional `openvino` package is installed, `openvino` (its CPU runtime fuses each
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from .device import cpu_isa
-from .mtcnn_nets import ONet, PNet, RNet, to_input
+from ...errors import UsageError
+from ..device import cpu_isa
+from .nets import ONet, PNet, RNet, to_input
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class NetSpec:
 class NetRunner(Protocol):
     """One MTCNN network ready to run: images (N, H, W, 3) 0..255 (uint8 or float32, RGB) ->
     its outputs as numpy arrays, in the network's order. The images are numpy arrays; the
-    torch backend also takes a tensor on its device (crops cut there, emobatch.faces.crops)."""
+    torch backend also takes a tensor on its device (crops cut there, emobatch.faces.detection.crops)."""
 
     name: str
 
@@ -224,7 +224,7 @@ def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
 def net_precision(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
     """'bf16' for OpenVINO where `amp` gives bf16 on a CPU (auto: natively bf16 CPUs), else
     'f32'. `backend` is a resolved name."""
-    from .device import amp_dtype
+    from ..device import amp_dtype
 
     dev = torch.device(device)
     bf16 = dev.type == "cpu" and amp_dtype(dev, amp) == torch.bfloat16

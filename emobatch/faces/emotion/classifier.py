@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TTA_MODES
-from ..errors import BackendUnavailable, WeightsError
-from ..plan import RunPlan
-from ..types import FaceBatch
-from .backends import build_runtime, inference_model, resolve_backend
-from .device import autocast, select_device
+from ...config import TTA_MODES
+from ...errors import BackendUnavailable, WeightsError
+from ...plan import RunPlan
+from ...types import FaceBatch
+from .runtimes import build_runtime, inference_model, resolve_backend
+from ..device import autocast, select_device
 from .preprocess import to_tensor
 from .weights import LoadedModel, load_weights
 
@@ -88,7 +88,7 @@ class Classifier:
                  batch_size: int = 64, tta: str | None = None, amp: str = "auto",
                  backend: str = "auto") -> None:
         """A classifier on its own (a run builds its own with `from_plan`). backend: a name
-        in emobatch.faces.backends.BACKENDS, or 'auto' (int8 on a CPU when the weights carry
+        in emobatch.faces.emotion.runtimes.BACKENDS, or 'auto' (int8 on a CPU when the weights carry
         a calibration, else torch eager with `amp`)."""
         self.device = select_device(device)
         loaded = load_weights(weights, device=str(self.device))

@@ -1,5 +1,5 @@
 """MTCNN's three networks, P-, R- and O-Net: facenet-pytorch's definitions with the weight
-files from its wheel, as plain nn layers that emobatch.faces.invariant makes thread-invariant."""
+files from its wheel, as plain nn layers that emobatch.faces.invariant_layers makes thread-invariant."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .invariant import invariant_layers, softmax_dim1
+from ..invariant_layers import invariant_layers, softmax_dim1
 
 
 def weights_dir() -> Path:
@@ -94,7 +94,7 @@ def _flatten_wh(x: torch.Tensor) -> torch.Tensor:
 
 def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
     """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode, their layers'
-    results independent of the thread count (emobatch.faces.invariant)."""
+    results independent of the thread count (emobatch.faces.invariant_layers)."""
     nets = []
     for cls, name in ((PNet, "pnet"), (RNet, "rnet"), (ONet, "onet")):
         net = cls()

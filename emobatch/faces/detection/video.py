@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import torch
 
-from .detect import Detector
-from .state import faces_from_state, faces_state
-from .track import iou_matrix
-from ..types import FaceBatch
+from .detector import Detector
+from ..state_json import faces_from_state, faces_state
+from ..boxes import iou_matrix
+from ...types import FaceBatch
 
 
 class VideoDetector:

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import torch
 
-from ..types import FaceBatch
-from .mtcnn import CascadeMTCNN, decode_onet, nms, square
-from .mtcnn_nets import load_nets
-from .net_backends import NetRuntime, net_runtime
-from .track import iou_matrix
+from ...types import FaceBatch
+from .cascade import CascadeMTCNN, decode_onet, nms, square
+from .nets import load_nets
+from .runtimes import NetRuntime, net_runtime
+from ..boxes import iou_matrix
 
 
 class Detector:
@@ -23,12 +23,12 @@ class Detector:
                  exact: bool = False, backend: str = "auto", amp: str = "auto",
                  runtime: NetRuntime | None = None, crops: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
-        compare against); the default runs the same cascade faster (emobatch.faces.mtcnn), its
+        compare against); the default runs the same cascade faster (emobatch.faces.detection.cascade), its
         networks as `runtime` says (a run's plan resolved it), else through `backend`
-        (emobatch.faces.net_backends.NET_BACKENDS; auto: openvino on a CPU where it is
+        (emobatch.faces.detection.runtimes.NET_BACKENDS; auto: openvino on a CPU where it is
         installed, else torch), OpenVINO in bf16 where `amp` says so. `crops`: where R- and
         O-Net's crops are cut: 'host' (OpenCV), 'device' (where torch runs the networks,
-        emobatch.faces.crops), 'auto': the device on a GPU."""
+        emobatch.faces.detection.crops), 'auto': the device on a GPU."""
         self.min_score = min_score
         self.min_face_size = min_face_size
         # the same cascade on every device (facenet-pytorch's own path found 6% fewer faces
@@ -61,7 +61,7 @@ class Detector:
 
     def detect_batch(self, images: Sequence[np.ndarray], scale: float = 1.0) -> list[FaceBatch]:
         """Images of one size (N of (H, W, 3) uint8 RGB), each detected as `detect` would
-        alone, the networks' calls shared by all of them (emobatch.faces.mtcnn)."""
+        alone, the networks' calls shared by all of them (emobatch.faces.detection.cascade)."""
         if not images:
             return []
         smalls = list(images)

@@ -25,9 +25,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .device import amp_dtype
-from ..errors import BackendUnavailable, UsageError
-from .invariant import invariant_layers
+from ..device import amp_dtype
+from ...errors import BackendUnavailable, UsageError
+from ..invariant_layers import invariant_layers
 from .models import fold_batchnorm
 from .weights import LoadedModel
 
@@ -54,7 +54,7 @@ def register_backend(name: str) -> Callable[[BackendFn], BackendFn]:
 
 def inference_model(model: nn.Module) -> nn.Module:
     """The float model as the product runs it: batch norm folded into the convs, channels-last,
-    its results in fp32 on a CPU independent of the thread count (emobatch.faces.invariant)."""
+    its results in fp32 on a CPU independent of the thread count (emobatch.faces.invariant_layers)."""
     return invariant_layers(fold_batchnorm(model)).to(memory_format=torch.channels_last)
 
 
