@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emobatch.batch.sinks import read_metadata
+from emobatch.timeline import read_metadata
 from emobatch.config import Settings
 from emobatch.faces.device import cpu_model
 from emobatch.faces.emotion.weights import default_weights_path, sha256_of

@@ -132,7 +132,7 @@ def test_run_writes_report_and_blurs_faces(tmp_path):
 
 
 def test_classify_every_reaches_the_run_and_its_metadata(tmp_path):
-    from emobatch.batch.sinks import read_metadata
+    from emobatch.timeline import read_metadata
 
     out = tmp_path / "r.parquet"
     r = emobatch_cli("run", SAMPLE / "astronaut_clip.mp4", "--out", out, "--quiet",
@@ -152,7 +152,7 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     that ran, and the plain PyTorch path finds the same face as the default one."""
     from emobatch.faces.device import cpu_bf16_supported
     from emobatch.faces.detection.runtimes import openvino_available
-    from emobatch.batch.sinks import read_metadata
+    from emobatch.timeline import read_metadata
 
     rows = {}
     for name, args in (("default", []),

@@ -8,7 +8,7 @@ import torch
 
 import emobatch
 
-from emobatch.batch.sinks import read_metadata
+from emobatch.timeline import read_metadata
 from emobatch.config import Settings
 from emobatch.faces.device import MAX_FRAMES_PER_CALL, frames_per_call
 from emobatch.pipeline import Checkpoint

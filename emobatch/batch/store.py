@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 
 from ..faces import state_json as state_codec
 from ..errors import OutputError, UsageError
-from ..atomic import atomic_path, fit_name, remove_stale_temps, write_text, writing
+from ..atomic import atomic_path, remove_stale_temps, write_text, writing
+from ..timeline import TimelinePaths
 
 
 @dataclass
@@ -80,10 +81,6 @@ class Resume:
     frames: int
     faces: int
     state: dict[str, Any]
-
-
-def work_dir(out: Path) -> Path:
-    return out.with_name(fit_name(".", out.name, ".emobatch"))
 
 
 class ItemStore:
@@ -198,11 +195,12 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
 
 
 class RunStore:
-    """The run folder beside `out`: a lock, a manifest, and an ItemStore per input."""
+    """The run folder beside the timeline (`TimelinePaths.run_dir`): a lock, a manifest, and
+    an ItemStore per input."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = Path(out)
-        self.dir = work_dir(self.out)
+    def __init__(self, paths: TimelinePaths) -> None:
+        self.out = paths.timeline
+        self.dir = paths.run_dir
         self._held: FolderLock | None = None
 
     def item(self, item: WorkItem) -> ItemStore:

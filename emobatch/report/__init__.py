@@ -41,11 +41,11 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     thumbnails=False leaves every face picture out (privacy), the videos' posters too.
     raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
     """
-    from ..batch.sinks import read_timeline
     from ..atomic import atomic_write
+    from ..timeline import TimelinePaths, read_timeline
 
     timeline = Path(timeline)
-    out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
+    out = Path(out) if out is not None else TimelinePaths(timeline).report
     data = analyse(read_timeline(timeline), raw, min_episode)
     paths = annotated_paths(data.sources["source"], annotate_dir, data.meta)
     if annotate_dir is not None:
