@@ -1,6 +1,7 @@
 """One settings dataclass, built by both the CLI and the Python API, validated once."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -75,7 +76,7 @@ class Settings:
             (self.detector_backend in detector_backend_choices(),
              f"detector_backend must be one of {detector_backend_choices()}, "
              f"not {self.detector_backend!r}"),
-            (self.detector_backend != "openvino" or _openvino_available(),
+            (self.detector_backend != "openvino" or openvino_available(),
              "detector_backend openvino needs the openvino package (pip install "
              "'emobatch[openvino]')"),
             (self.quality in QUALITY_PRESETS,
@@ -183,10 +184,17 @@ def _choices(shipped: tuple[str, ...], module: str, registry: str) -> tuple[str,
     return tuple(dict.fromkeys((*shipped, *getattr(loaded, registry, ()))))
 
 
-def _openvino_available() -> bool:
-    from .faces.detection.runtimes import openvino_available
+def openvino_available() -> bool:
+    """openvino imports here (a broken install counts as absent, so auto falls back to torch)."""
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    try:
+        import openvino  # noqa: F401
+    except Exception:
+        return False
+    return True
 
-    return openvino_available()
+
 AMP_MODES = ("auto", "on", "off")
 
 

@@ -1,4 +1,5 @@
-"""Process-wide tuning, applied by `configure_process` where emobatch owns the process.
+"""glibc's malloc tuned for long videos, applied by `configure_process`
+(emobatch.batch.process) where emobatch owns the process.
 
 Keep the process's memory flat on long videos without paying for it in page faults (glibc
 only; a no-op elsewhere).
@@ -52,16 +53,3 @@ def release_free_memory() -> bool:
     unless `limit_heap_growth` took effect. True if memory was released."""
     return bool(_done and _libc().malloc_trim(0))
 
-
-def configure_process() -> None:
-    """emobatch's process-wide tuning, for a process it owns: the CLI's, its worker
-    processes and a Dask worker started with `--preload emobatch.batch.dask_preload`.
-
-    The malloc settings above, and Pillow's decompression-bomb limit no stricter than ours
-    (emobatch.media.images.raise_pillow_limit). Never done on import or by a library
-    call: an application using emobatch keeps its own process settings.
-    """
-    from .media.images import raise_pillow_limit
-
-    limit_heap_growth()
-    raise_pillow_limit()

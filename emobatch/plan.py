@@ -33,7 +33,7 @@ class RunPlan:
     """Everything a run resolved from its Settings, in one place."""
 
     settings: Settings            # as asked, with classify_every resolved (what metadata records)
-    device: str                   # 'cpu', 'cuda', 'cuda:1'
+    device: torch.device          # cpu, cuda, cuda:1: parsed once (select_device)
     weights: Path                 # the weights file here (the shipped one if none was given);
     #                               a worker loads its own copy, checked by weights_sha256
     weights_sha256: str
@@ -53,7 +53,7 @@ class RunPlan:
         return {"emobatch_version": __version__, "weights": str(self.weights),
                 "weights_sha256": self.weights_sha256, "arch": c.get("arch"),
                 "model_metrics": c.get("metrics"), "tta": self.tta, "tta_video": self.tta_video,
-                "device": self.device, "backend": self.classifier_runtime,
+                "device": str(self.device), "backend": self.classifier_runtime,
                 "detector_backend": self.detector.name,
                 "detector_backend_stills": self.detector_stills.name,
                 "classify_every": self.classify_every, "detect_budget": self.detect_budget,
@@ -64,7 +64,7 @@ class RunPlan:
         content (their path may differ), the resolved runtimes and the annotate folder."""
         d = self.settings.as_metadata()
         d.pop("weights")
-        d.update(weights_sha256=self.weights_sha256, device=self.device,
+        d.update(weights_sha256=self.weights_sha256, device=str(self.device),
                  precision=self.classifier_runtime, detector=self.detector.name,
                  detector_stills=self.detector_stills.name,
                  annotate=str(annotate.resolve()) if annotate else None, emobatch=__version__,
@@ -87,7 +87,7 @@ def resolve_plan(settings: Settings) -> RunPlan:
                  else net_runtime(still, device, settings.amp))
     every = resolve_classify_every(settings.video_classify_every(), device)
     return RunPlan(
-        settings=replace(settings, classify_every=every), device=str(device), weights=weights,
+        settings=replace(settings, classify_every=every), device=device, weights=weights,
         weights_sha256=sha256_of(weights), weights_config=config, classifier_backend=backend,
         classifier_runtime=runtime_name_of(backend, device, settings.amp),
         detector=video_net, detector_stills=still_net, classify_every=every,

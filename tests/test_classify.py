@@ -194,8 +194,9 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
         int8_backend(load_weights(None), torch.device("cuda"), "off")
     with _pytest.raises(ValueError, match="runs on the CPU"):
         _pytest.importorskip("openvino")
-        resolve_net_backend("openvino", "cuda")
+        resolve_net_backend("openvino", torch.device("cuda"))
+    monkeypatch.setattr("emobatch.config.openvino_available", lambda: False)  # validation
     monkeypatch.setattr("emobatch.faces.detection.runtimes.openvino_available", lambda: False)
     with _pytest.raises(ValueError, match="needs the openvino package"):
         Settings(detector_backend="openvino")
-    assert resolve_net_backend("auto", "cpu") == "torch"
+    assert resolve_net_backend("auto", cpu) == "torch"

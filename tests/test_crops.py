@@ -67,8 +67,8 @@ def test_detection_with_device_crops_finds_the_host_crops_faces():
 
     clip = shared_path("media", "videos", "face_recognition_short_hamilton_clip.mp4")
     images = [f.image for f in itertools.islice(iter_frames(clip, 9), 6)]
-    host = Detector(device="cpu", runtime=NetRuntime("torch"), crops="host")
-    device = Detector(device="cpu", runtime=NetRuntime("torch"), crops="device")
+    host = Detector(device=torch.device("cpu"), runtime=NetRuntime("torch"), crops="host")
+    device = Detector(device=torch.device("cpu"), runtime=NetRuntime("torch"), crops="device")
     assert host.cascade.crop_device is None and device.cascade.crop_device is not None
     for scale in (1.0, 0.6):
         a, b = host.detect_batch(images, scale), device.detect_batch(images, scale)

@@ -11,6 +11,7 @@ import torch
 from ...types import FaceBatch
 from .cascade import CascadeMTCNN, decode_onet, nms, square
 from .nets import load_nets
+from ..device import CPU
 from .runtimes import NetRuntime, net_runtime
 from ..boxes import iou_matrix
 
@@ -19,7 +20,7 @@ class Detector:
     """Stage: image -> FaceBatch with boxes, scores and 5 landmarks."""
 
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-                 min_score: float = 0.9, device: str | torch.device = "cpu",
+                 min_score: float = 0.9, device: torch.device = CPU,
                  exact: bool = False, backend: str = "auto", amp: str = "auto",
                  runtime: NetRuntime | None = None, crops: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
@@ -40,7 +41,7 @@ class Detector:
 
             self.reference = MTCNN(keep_all=True, min_face_size=min_face_size,
                                    thresholds=list(thresholds), post_process=False,
-                                   select_largest=False, device=torch.device(device))
+                                   select_largest=False, device=device)
         runtime = runtime or net_runtime(backend, device, amp)
         self.backend = runtime.name
         self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds),
@@ -178,15 +179,14 @@ class Detector:
         return faces[idx[np.argsort(-faces.score[idx], kind="stable")]]
 
 
-def _crop_device(crops: str, device: str | torch.device, runtime: NetRuntime
+def _crop_device(crops: str, device: torch.device, runtime: NetRuntime
                  ) -> torch.device | None:
     """Where the cascade cuts its crops: on the networks' device where torch runs them and
     `crops` says so ('auto': on a GPU), else None (the host)."""
     if crops not in ("auto", "host", "device"):
         raise ValueError(f"crops must be auto, host or device, not {crops!r}")
-    dev = torch.device(device)
-    on_device = crops == "device" or (crops == "auto" and dev.type == "cuda")
-    return dev if on_device and runtime.backend == "torch" else None
+    on_device = crops == "device" or (crops == "auto" and device.type == "cuda")
+    return device if on_device and runtime.backend == "torch" else None
 
 
 def _to_frame(found: tuple[np.ndarray, np.ndarray, np.ndarray], small: tuple[int, ...],

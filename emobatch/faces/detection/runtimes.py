@@ -13,7 +13,6 @@ and returning a `NetRunner`.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Protocol
@@ -22,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...config import openvino_available
 from ...errors import UsageError
-from ..device import cpu_isa
+from ..device import CPU, cpu_isa
 from .nets import ONet, PNet, RNet, to_input
 
 
@@ -196,17 +196,6 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
 
 
 @lru_cache(maxsize=None)
-def openvino_available() -> bool:
-    """openvino imports here (a broken install counts as absent, so auto falls back to torch)."""
-    if importlib.util.find_spec("openvino") is None:
-        return False
-    try:
-        import openvino  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
     """'auto' -> 'openvino' on a CPU where it is installed, else 'torch'."""
     if name != "auto":
@@ -215,30 +204,28 @@ def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
         if name == "openvino" and not openvino_available():
             raise UsageError("detector backend openvino asked for, but the openvino package is "
                              "not installed (pip install 'emobatch[openvino]')")
-        if name == "openvino" and torch.device(device).type != "cpu":
+        if name == "openvino" and device.type != "cpu":
             raise UsageError(f"detector backend openvino runs on the CPU, not on {device}")
         return name
-    return "openvino" if torch.device(device).type == "cpu" and openvino_available() else "torch"
+    return "openvino" if device.type == "cpu" and openvino_available() else "torch"
 
 
-def net_precision(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
+def net_precision(backend: str, device: torch.device = CPU, amp: str = "auto") -> str:
     """'bf16' for OpenVINO where `amp` gives bf16 on a CPU (auto: natively bf16 CPUs), else
     'f32'. `backend` is a resolved name."""
     from ..device import amp_dtype
 
-    dev = torch.device(device)
-    bf16 = dev.type == "cpu" and amp_dtype(dev, amp) == torch.bfloat16
+    bf16 = device.type == "cpu" and amp_dtype(device, amp) == torch.bfloat16
     return "bf16" if backend == "openvino" and bf16 else "f32"
 
 
-def net_runtime(backend: str, device: str | torch.device = "cpu", amp: str = "auto"
-                ) -> NetRuntime:
+def net_runtime(backend: str, device: torch.device = CPU, amp: str = "auto") -> NetRuntime:
     """How MTCNN's networks will run for a requested `backend` (or 'auto') and `amp`."""
     resolved = resolve_net_backend(backend, device)
     return NetRuntime(resolved, net_precision(resolved, device, amp))
 
 
-def net_runtime_name(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
+def net_runtime_name(backend: str, device: torch.device = CPU, amp: str = "auto") -> str:
     return net_runtime(backend, device, amp).name
 
 

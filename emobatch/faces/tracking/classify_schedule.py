@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from ...types import FaceBatch
+from ..device import CPU
 
 
-def resolve_classify_every(every: int, device: str | torch.device = "cpu") -> int:
+def resolve_classify_every(every: int, device: torch.device = CPU) -> int:
     """A setting's classify_every -> frames between classifications of a tracked face:
     0 (auto) gives 2 on a CPU whose widest ISA is AVX2 or less (emobatch.faces.device.cpu_isa),
     else 1; other values stay."""
@@ -36,7 +37,7 @@ def resolve_classify_every(every: int, device: str | torch.device = "cpu") -> in
         return every
     from ..device import cpu_isa
 
-    return 2 if torch.device(device).type == "cpu" and cpu_isa() in ("generic", "avx2") else 1
+    return 2 if device.type == "cpu" and cpu_isa() in ("generic", "avx2") else 1
 
 
 class ClassifySchedule:
