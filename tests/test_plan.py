@@ -77,6 +77,10 @@ def test_plan_fingerprint_depends_on_what_changes_rows(tmp_path):
     assert a.fingerprint() != resolve_plan(Settings(device="cpu", min_score=0.8)).fingerprint()
     assert a.fingerprint() != dataclasses.replace(a, classifier_runtime="x").fingerprint()
     assert a.fingerprint() != a.fingerprint(tmp_path)
+    # MTCNN's weights count as the classifier's do (another facenet-pytorch may ship others)
+    assert len(a.detector_weights_sha256) == 64
+    assert a.fingerprint() != dataclasses.replace(a, detector_weights_sha256="0" * 64).fingerprint()
+    assert a.device == torch.device("cpu")  # parsed once, a torch.device from here on
     # the plan is frozen: nothing downstream can change what was resolved
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.device = "cuda"  # type: ignore[misc]

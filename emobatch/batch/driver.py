@@ -108,7 +108,8 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
     # locked before the model loads: a second run on the same `out` is refused at once
     resumed = store.open(plan.fingerprint(ann_dir), resume, {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "settings": plan.settings.as_metadata(), "inputs": [str(p) for p in inputs]})
+        "settings": plan.settings.as_metadata(), "resume_key": plan.resume_key(ann_dir),
+        "inputs": [str(p) for p in inputs]})
     ann_lock = None
     try:
         ann_lock = lock_annotate(ann_dir)
@@ -120,7 +121,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
         store.remove() if not resumed else store.release()
         raise
     meta = plan.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
-                              "labels": list(plan.weights_config["labels"]),
+                              "labels": list(plan.weights_config.labels),
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
     try:

