@@ -19,7 +19,8 @@ class Preset(NamedTuple):
     full_res_every: int   # every Nth full detection at full resolution anyway (0: never): a
     #                       downscaled pass misses the smallest faces; once found, O-Net follows them
     classify_every: int   # a tracked face is classified every N frames, its track carries it
-    #                       in between (emobatch.faces.tracking.classify_schedule); 0: auto (resolve_classify_every)
+    #                       in between (emobatch.faces.tracking.classify_schedule); 0: auto
+    #                       (resolve_classify_every)
 
 
 QUALITY_PRESETS: dict[str, Preset] = {
@@ -32,7 +33,8 @@ QUALITY_PRESETS: dict[str, Preset] = {
 # classifier's cost, the largest one left on a video, while per-track smoothing already
 # averages neighbouring frames. Photos use the weights' own setting.
 VIDEO_TTA = "none"
-# Test-time augmentation modes and how many views each averages (emobatch.faces.emotion.classifier.tta_views)
+# Test-time augmentation modes and how many views each averages
+# (emobatch.faces.emotion.classifier.tta_views)
 TTA_MODES = ("none", "flip", "zoom", "tencrop")
 
 
@@ -49,8 +51,8 @@ class Settings:
     weights: Path | None = None       # None: the shipped model
     tta: str | None = None            # TTA_MODES; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
-    backend: str = "auto"             # classifier backend: auto | emobatch.faces.emotion.runtimes.BACKENDS
-    detector_backend: str = "auto"    # MTCNN's networks: auto | emobatch.faces.detection.runtimes.NET_BACKENDS
+    backend: str = "auto"             # classifier: auto | emobatch.faces.emotion.runtimes.BACKENDS
+    detector_backend: str = "auto"    # MTCNN: auto | emobatch.faces.detection.runtimes.NET_BACKENDS
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)
     detect_scale: float | None = None  # full detection on a frame scaled by this (None: preset)
@@ -119,7 +121,8 @@ class Settings:
 
     def video_classify_every(self) -> int:
         """How often a tracked video face is classified: explicit, else the quality preset's
-        (0: auto, see emobatch.faces.tracking.classify_schedule.resolve_classify_every); always 1 without tracking
+        (0: auto, see emobatch.faces.tracking.classify_schedule.resolve_classify_every); always
+        1 without tracking
         (no track carries a face)."""
         if not self.track:
             return 1

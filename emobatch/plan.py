@@ -7,7 +7,8 @@ built from the plan (`FacePipeline(plan)`), the run's metadata and its resume fi
 read from it, and the runners hand the same plan to worker processes and Dask workers, which
 never resolve anything again: every process runs what the metadata says.
 
-Resolving reads the weights' config and hashes the file, but builds no network.
+Resolving reads the weights' config and hashes the weight files (the classifier's and
+MTCNN's), but builds no network.
 """
 from __future__ import annotations
 

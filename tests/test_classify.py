@@ -167,26 +167,28 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
     import pytest as _pytest
     import torch
 
-    from emobatch.faces.emotion.runtimes import int8_backend, runtime_name
+    from emobatch.faces.emotion.runtimes import int8_backend
 
     from emobatch.errors import BackendUnavailable
     from emobatch.config import Settings
     from emobatch.faces.detection.detector import Detector
-    from emobatch.faces.detection.runtimes import net_runtime_name, resolve_net_backend, still_net_backend
+    from emobatch.faces.detection.runtimes import resolve_net_backend
     from emobatch.pipeline import FacePipeline
-    from emobatch.faces.emotion.weights import load_weights, read_config
+    from emobatch.faces.emotion.weights import load_weights
+    from emobatch.plan import resolve_plan
 
     cpu = torch.device("cpu")
     for backend, amp in (("auto", "auto"), ("torch", "off"), ("torch", "auto"), ("int8", "auto")):
+        plan = resolve_plan(Settings(device="cpu", backend=backend, amp=amp))
         assert Classifier(device="cpu", backend=backend, amp=amp).backend == \
-            runtime_name(backend, cpu, amp, read_config())
+            plan.classifier_runtime
     for backend in ("auto", "torch"):
         for amp in ("auto", "off"):
-            assert Detector(backend=backend, amp=amp).backend == net_runtime_name(backend, cpu, amp)
-            pipe = FacePipeline(Settings(device="cpu", detector_backend=backend, amp=amp))
+            plan = resolve_plan(Settings(device="cpu", detector_backend=backend, amp=amp))
+            assert Detector(backend=backend, amp=amp).backend == plan.detector.name
+            pipe = FacePipeline(plan)
             assert (pipe.detector.backend, pipe.still_detector.backend) == (
-                net_runtime_name(backend, cpu, amp),
-                net_runtime_name(still_net_backend(backend), cpu, amp))
+                plan.detector.name, plan.detector_stills.name)
             # one set of networks where photos and videos run the same ones
             assert (pipe.still_detector is pipe.detector) == (
                 pipe.still_detector.backend == pipe.detector.backend)

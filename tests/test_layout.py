@@ -364,7 +364,8 @@ def main() -> int:
         if not any(found.values()):
             print("no violations")
         if trees is PACKAGES:
-            failing = bool(found["cycles"] or found["folder_cycles"] or found["layers"] or set(found["modules"]) - PENDING
+            failing = bool(found["cycles"] or found["folder_cycles"] or found["layers"]
+                           or set(found["modules"]) - PENDING
                            or set(found["functions"]) - PENDING)
     return int(failing)
 

@@ -1,7 +1,7 @@
 """Where the inputs of a run are processed: here, in worker processes, or on a Dask cluster.
 
 Every runner executes the same unit of work, `item.process_item` on one `WorkItem`, and
-yields (item, result) as inputs finish, in any order; `batch.run_files` publishes the
+yields (item, result) as inputs finish, in any order; `driver.run_files` publishes the
 rows in input order from the run's store, so the timeline is the same whichever runs it.
 
 - `SerialRunner`: this process, one input after another (frame-level progress).

@@ -2,10 +2,10 @@
 
 A run gathers each input's rows in a RowBuffer (parts in its store); the sink appends them
 as record batches of at most `flush_rows` rows to a hidden temporary file beside the target,
-through the TimelineWriter registered for the target's suffix (emobatch.timeline). A clean close renames it to
-the final name; an exception (Ctrl-C included) publishes what was written as
-`<stem>.partial<suffix>` instead, so the final name never holds a truncated file and
-finished work is not lost.
+through the TimelineWriter registered for the target's suffix (emobatch.timeline). A clean
+close renames it to the final name; an exception (Ctrl-C included) publishes what was
+written as `<stem>.partial<suffix>` instead, so the final name never holds a truncated file
+and finished work is not lost.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ class Detector:
                  exact: bool = False, backend: str = "auto", amp: str = "auto",
                  runtime: NetRuntime | None = None, crops: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
-        compare against); the default runs the same cascade faster (emobatch.faces.detection.cascade), its
+        compare against); the default runs the same cascade faster
+        (emobatch.faces.detection.cascade), its
         networks as `runtime` says (a run's plan resolved it), else through `backend`
         (emobatch.faces.detection.runtimes.NET_BACKENDS; auto: openvino on a CPU where it is
         installed, else torch), OpenVINO in bf16 where `amp` says so. `crops`: where R- and

@@ -1,4 +1,5 @@
-"""How MTCNN's networks run: a registry of backends (like the classifier's, emobatch.faces.emotion.runtimes).
+"""How MTCNN's networks run: a registry of backends (like the classifier's,
+emobatch.faces.emotion.runtimes).
 
 Registered here: `torch` (eager, channels-last, fp32)
 or, where the optional `openvino` package is installed, `openvino` (its CPU runtime fuses each
@@ -55,7 +56,8 @@ class NetSpec:
 class NetRunner(Protocol):
     """One MTCNN network ready to run: images (N, H, W, 3) 0..255 (uint8 or float32, RGB) ->
     its outputs as numpy arrays, in the network's order. The images are numpy arrays; the
-    torch backend also takes a tensor on its device (crops cut there, emobatch.faces.detection.crops)."""
+    torch backend also takes a tensor on its device (crops cut there,
+    emobatch.faces.detection.crops)."""
 
     name: str
 
@@ -223,10 +225,6 @@ def net_runtime(backend: str, device: torch.device = CPU, amp: str = "auto") -> 
     """How MTCNN's networks will run for a requested `backend` (or 'auto') and `amp`."""
     resolved = resolve_net_backend(backend, device)
     return NetRuntime(resolved, net_precision(resolved, device, amp))
-
-
-def net_runtime_name(backend: str, device: torch.device = CPU, amp: str = "auto") -> str:
-    return net_runtime(backend, device, amp).name
 
 
 def still_net_backend(backend: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -162,8 +162,3 @@ def runtime_name_of(backend: str, device: torch.device, amp: str) -> str:
     if backend == "torch":
         return f"torch-{_precision(amp_dtype(device, amp))}"
     return backend
-
-
-def runtime_name(backend: str, device: torch.device, amp: str, config: dict[str, Any]) -> str:
-    """runtime_name_of for a requested backend (or 'auto') and weights with this config."""
-    return runtime_name_of(resolve_backend(backend, device, bool(config.get("int8"))), device, amp)

@@ -4,7 +4,8 @@ The classifier is the largest single cost of a video once detection is scheduled
 (emobatch.faces.detection.video), and consecutive frames of one face differ little. So a face is
 classified when its track starts (or comes back after missing a frame) and then every
 `every`-th processed frame; in between, its track's last classification is carried (sample
-and hold) and per-track smoothing (emobatch.faces.tracking.smoother) blends it with the fresh ones, as it
+and hold) and per-track smoothing (emobatch.faces.tracking.smoother) blends it with the fresh
+ones, as it
 already blends neighbouring frames. Untracked faces (track -1, or `--no-track`) are always
 classified. The timeline's `classified` column says which rows the classifier saw.
 
