@@ -7,9 +7,9 @@ only; a no-op elsewhere).
 Frames and detector feature maps are multi-megabyte buffers freed every few milliseconds,
 from several threads. glibc's default raises its mmap threshold to the largest block freed so
 far and its trim threshold with it, and gives each thread its own heap arena: arenas that
-fragment and rarely shrink (a 1080p run grew ~0.5 GB beyond what it holds). Returning every
-block over 1 MB to the system instead kept memory flat but cost ~30% of the 1080p video
-speed: each new mapping is page-faulted and zeroed again (~20 ms of kernel time a frame).
+fragment and rarely shrink (a 1080p run grew far beyond what it holds). Returning every
+block over 1 MB to the system instead kept memory flat but cost much of the 1080p video
+speed: each new mapping is page-faulted and zeroed again (figures: docs/experiments.md).
 So: one arena for all threads, blocks up to glibc's largest mmap threshold (32 MB) come from
 it and are reused, it is trimmed only when 64 MB lie free at its top, and the pipeline calls
 `release_free_memory` every few dozen frames, which returns the free pages inside the heap

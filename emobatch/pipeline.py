@@ -35,8 +35,8 @@ from .types import FaceBatch, Frame
 MAX_STILL_SIDE = 4096
 FRAME_BATCH = 8  # video frames whose faces are classified together
 # free heap pages go back to the system every this many video frames: with the malloc
-# settings of emobatch.memory, blocks are reused rather than page-faulted anew (~30% faster),
-# and this keeps the heap's fragmentation from holding memory (~0.2 GB at 1080p, for ~3% speed)
+# settings of emobatch.memory, blocks are reused rather than page-faulted anew, and this keeps
+# the heap's fragmentation from holding memory, for little speed (docs/experiments.md)
 TRIM_EVERY = 32
 
 
@@ -121,7 +121,7 @@ class FacePipeline:
         detected = self._detected(path, video.detector, start, processed, period)
         try:
             # detection runs here, not in a thread of its own beside the classifier: on 2
-            # cores the two multi-threaded networks only contended (measured ~6% slower)
+            # cores the two multi-threaded networks only contended (slower, docs/experiments.md)
             for frame, faces, snap in detected:
                 buf.append((frame, faces))
                 # a few faces per frame make a small, inefficient classifier batch: classify

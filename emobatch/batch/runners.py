@@ -279,8 +279,8 @@ def make_runner(plan: RunPlan, workers: int | str = 1, scheduler: Any = None) ->
     if workers == "auto":
         workers = max(1, len(gpus)) if on_gpu else auto_workers(10**9)
     if int(workers) > 1 and on_gpu:
-        # one process drives a GPU: on an H200, --workers 4 sharing it ran 29.2 frames/s
-        # against one process's 36.6
+        # one process drives a GPU: several sharing one ran slower than one alone
+        # (docs/experiments.md)
         if not gpus:  # an accelerator other than CUDA
             raise UsageError(f"--workers {workers} with --device {plan.device}: one process "
                              "drives it; use --workers 1")

@@ -142,8 +142,7 @@ def frames_per_call(budget: int, width: int, height: int, min_face_size: int,
     `min_face_size` px) share MTCNN's network calls within `budget` bytes (detect_budget).
 
     1 with no budget, as on a CPU: there a batch of frames was slower than frame after frame
-    (8 frames of 1080p, 2 cores: 3.8 s against 1.5 s; their pyramids no longer fit the
-    caches). Else as many as the budget holds of P-Net's largest level and the frame, at
+    (their pyramids no longer fit the caches; docs/experiments.md). Else as many as the budget holds of P-Net's largest level and the frame, at
     most MAX_FRAMES_PER_CALL; a call that runs out of memory anyway is split
     (emobatch.faces.detection.video)."""
     if budget <= 0:

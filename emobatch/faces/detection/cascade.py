@@ -4,13 +4,13 @@ The algorithm, the networks and their weights are facenet-pytorch's (P-, R- and 
 the weight files from its wheel; `facenet_pytorch.models.utils.detect_face` step for step:
 pyramid, thresholds, NMS, box regression). What differs is only how the work is done, because
 on a CPU facenet-pytorch spends most of a frame outside the convolutions:
-- the networks run channels-last: PyTorch's max-pooling on channels-first tensors is ~4x
-  slower than on channels-last ones, and was ~40% of a 1080p detection;
+- the networks run channels-last: PyTorch's max-pooling on channels-first tensors is much
+  slower than on channels-last ones, and was a large share of a 1080p detection;
 - the R-/O-Net candidate crops (hundreds a frame) are area-resampled by OpenCV instead of one
-  `interpolate(mode="area")` call each (~90 us of overhead a call);
+  `interpolate(mode="area")` call each (each call has a fixed overhead);
 - each pyramid level is area-resampled by OpenCV from the uint8 level before it, not from the
-  full float frame (at 1080p: ~60 ms a frame in resampling alone, 12 levels each reading
-  the whole frame).
+  full float frame (12 levels each reading the whole frame).
+The figures are in docs/experiments.md ("Figures behind the code").
 So the networks see inputs that differ by about a grey level from facenet-pytorch's; the faces
 found are the same up to MTCNN's own jitter: `tests/test_mtcnn.py` checks boxes and scores on
 photos, and benchmarks/video_throughput.py measures recall against facenet-pytorch's MTCNN.

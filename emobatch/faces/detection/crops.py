@@ -1,8 +1,8 @@
 """MTCNN's candidate crops cut where its networks run (a GPU), as OpenCV would cut them.
 
 The cascade resamples each candidate box of a frame to 24x24 (R-Net) or 48x48 (O-Net) with
-`cv2.resize(crop.astype(float32), INTER_AREA)`, one call per box: ~800 calls and ~35 ms of a
-1080p frame on the host, however fast the GPU. Here every crop of a frame is computed in one
+`cv2.resize(crop.astype(float32), INTER_AREA)`, one call per box: hundreds of calls a 1080p
+frame on the host, however fast the GPU (docs/experiments.md). Here every crop of a frame is computed in one
 gather and one weighted sum on the frame's device, with OpenCV's own resampling formulas
 (resize.cpp): where the crop is at least the output's size on both axes, area averaging
 (`computeResizeAreaTab`: each output pixel the mean of the source cell it covers, partial

@@ -33,8 +33,8 @@ class Detector:
         emobatch.faces.detection.crops), 'auto': the device on a GPU."""
         self.min_score = min_score
         self.min_face_size = min_face_size
-        # the same cascade on every device (facenet-pytorch's own path found 6% fewer faces
-        # on a GPU than this one on the CPU); `exact` is the benchmarks' reference only
+        # the same cascade on every device (facenet-pytorch's own path found fewer faces on a
+        # GPU than this one on the CPU); `exact` is the benchmarks' reference only
         self.exact = exact
         self.reference = None
         if self.exact:

@@ -3,11 +3,11 @@ emobatch.faces.emotion.runtimes).
 
 Registered here: `torch` (eager, channels-last, fp32)
 or, where the optional `openvino` package is installed, `openvino` (its CPU runtime fuses each
-convolution with its PReLU and pooling: 1.3-2.3x faster per network on 2 cores, outputs
-within ~1e-5 of torch's in fp32; the input normalisation runs inside its graph too). On CPUs
-that run bf16 natively (AMX, AVX512-BF16) OpenVINO runs them in bf16 unless `amp` is off:
-~1.3x faster again on the 1080p clip, recall against full MTCNN unchanged (0.96), emotion
-agreement 0.92 against 0.94 (benchmarks/video_throughput.py).
+convolution with its PReLU and pooling: faster per network, outputs within ~1e-5 of
+torch's in fp32; the input normalisation runs inside its graph too). On CPUs that run bf16
+natively (AMX, AVX512-BF16) OpenVINO runs them in bf16 unless `amp` is off: faster again,
+recall against full MTCNN unchanged (benchmarks/video_throughput.py; the figures in
+docs/experiments.md).
 
 Register another with `@register_net_backend(name)`: a class or function taking a `NetSpec`
 and returning a `NetRunner`.
@@ -99,12 +99,12 @@ class OpenVINONet:
     uses (so --workers' split holds). The input is
     taken as it comes, (N, H, W, 3) uint8 or float32, and normalised inside the graph. The
     graph is built from the module's layers directly (openvino's own torch conversion traces
-    the module, ~2.5 s for the three)."""
+    the module, seconds for the three)."""
 
     name = "openvino"
 
     def __init__(self, spec: NetSpec) -> None:
-        """Compiles for spec.dtypes now (~0.05-0.3 s each), not on first use, in
+        """Compiles for spec.dtypes now, not on first use, in
         spec.precision ('f32' or 'bf16', OpenVINO's inference precision)."""
         import openvino as ov
 
@@ -170,8 +170,7 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
                           op.constant(np.array([0, -1], np.int64)), special_zero=True)
 
     # a P-Net level's sides are bounded: OpenVINO then builds the kernels of a size it has not
-    # seen in half the time (9 photo-sized levels: 331 -> 158 ms the first time, the same
-    # 105 ms after), as for a lost face's search window
+    # seen in about half the time (docs/experiments.md), as for a lost face's search window
     side = fixed_size or ov.Dimension(1, MAX_SIDE)
     param = op.parameter(ov.PartialShape([-1, 3, side, side]), ov.Type.f32, name="x")
     n = net
@@ -231,7 +230,5 @@ def still_net_backend(backend: str) -> str:
     """The backend MTCNN's networks use on photos: 'auto' stays 'auto' (as for videos) except
     on AMX CPUs, where it is 'torch'. OpenVINO builds kernels for every input shape it has not
     seen; a video repeats its pyramid's shapes, but each photo size is new. With AMX that
-    cost more than it saved (17 photos of different sizes: a run ~9% slower than on torch's
-    networks, an Intel Xeon); without AMX OpenVINO still won (an AMD EPYC, Zen 4: 1.18x in
-    bf16, 1.13x capped to AVX2 in fp32; docs/experiments.md)."""
+    cost more than it saved; without AMX OpenVINO still won (docs/experiments.md)."""
     return "torch" if backend == "auto" and cpu_isa() == "amx" else backend

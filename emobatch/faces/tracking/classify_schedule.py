@@ -11,11 +11,10 @@ classified. The timeline's `classified` column says which rows the classifier sa
 
 It costs emotion agreement with an every-frame run (fewer independent looks per smoothing
 window), so the `balanced` preset asks for it only where the classifier is expensive:
-`resolve_classify_every` gives 2 on CPUs without AVX-512, 1 elsewhere. On the 1080p clip with
-AVX2 kernels (docs/experiments.md) the int8 classifier was ~3-4 ms a face, 26 of 84 ms a frame;
-every 2nd frame made it 14 of 72 ms (1.16x in an A/B of whole runs) with recall unchanged and
-agreement 0.943 -> 0.928. On an AMX CPU it saved no time and cost 3 points of agreement; on
-an AMD EPYC with AVX-512 (Zen 4) no time beyond the noise, agreement 0.919 -> 0.901.
+`resolve_classify_every` gives 2 on CPUs without AVX-512, 1 elsewhere: with AVX2 kernels the
+int8 classifier is a large share of a frame and every 2nd frame saved time at a small cost in
+agreement, while on AVX-512 and AMX CPUs it saved no time beyond the noise
+(docs/experiments.md).
 
 The schedule depends only on track ids and the frame order, never on the probabilities, so a
 whole buffer of frames is picked first and classified in one batch (FacePipeline._finish),
