@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; its deliberate failures exit 2 (usage, weights, backend: nothing was
     processed) or 3 (an output; finished work kept), one line each. Anything else is a bug
     and propagates with its traceback (exit 1)."""
-    from .batch.process import configure_process
+    from .batch.process_tuning import configure_process
 
     a = get_parser().parse_args(argv)
     configure_process()  # process-wide tuning: here, where the process starts

@@ -1,5 +1,5 @@
 """glibc's malloc tuned for long videos, applied by `configure_process`
-(emobatch.batch.process) where emobatch owns the process.
+(emobatch.batch.process_tuning) where emobatch owns the process.
 
 Keep the process's memory flat on long videos without paying for it in page faults (glibc
 only; a no-op elsewhere).

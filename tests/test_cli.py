@@ -205,9 +205,9 @@ def test_only_deliberate_errors_are_one_line(tmp_path, monkeypatch):
     """Usage, weights and backend errors exit 2 with one line; output errors 3; any other
     exception is a bug and propagates with its traceback."""
     from emobatch import cli, errors
-    from emobatch.batch import driver, process
+    from emobatch.batch import driver, process_tuning
 
-    monkeypatch.setattr(process, "configure_process", lambda: None)  # keep this process as is
+    monkeypatch.setattr(process_tuning, "configure_process", lambda: None)  # keep this process as is
     args = ["run", str(SAMPLE / "astronaut.jpg"), "--out", str(tmp_path / "r.parquet"), "--quiet"]
     for exc, code in ((errors.UsageError, 2), (errors.WeightsError, 2),
                       (errors.BackendUnavailable, 2), (errors.OutputError, 3)):

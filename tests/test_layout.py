@@ -345,6 +345,34 @@ def test_pending_is_current():
         "fixed: remove these from PENDING"
 
 
+def _map_rows() -> list[tuple[str, str]]:
+    """(the 'where' cell, the 'holds' cell) of every row of CONTRIBUTING's module map."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    table = text[text.index("| where | holds |"):].split("\n\n")[0].splitlines()[2:]
+    return [tuple(cell.strip() for cell in row.strip("|").split("|", 1)) for row in table]
+
+
+def test_contributing_map_is_the_tree():
+    """Every module of the package sits in a row of CONTRIBUTING's map (the row's folder, then
+    its file names; training's modules by name), and every file a row names exists."""
+    named = set()
+    for where, holds in _map_rows():
+        folder = ""
+        for token in re.findall(r"`([^`]+)`", where):
+            if token.endswith("/"):
+                folder = token
+            elif token.endswith(".py"):
+                folder = token.rpartition("/")[0] + "/" if "/" in token else folder
+                named.add("emobatch/" + folder + token.rpartition("/")[2])
+        if where == "`training/`":
+            named |= {f"training/{m}.py" for m in re.findall(r"`(\w+)`", holds)}
+            named |= {f"training/{m}" for m in re.findall(r"`(\w+\.py)`", holds)}
+    modules = {m.rel for m in find_modules(PACKAGES).values()
+               if not m.is_package and m.path.name not in ("__main__.py", "_version.py")}
+    assert modules - named == set(), "add these to CONTRIBUTING's map"
+    assert named - modules == set(), "CONTRIBUTING's map names files that are not there"
+
+
 def main() -> int:
     """Print every violation (benchmarks included); exit 1 when emobatch/training have any."""
     failing = False

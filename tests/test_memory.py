@@ -48,7 +48,7 @@ def test_importing_emobatch_changes_no_process_setting():
             "env, limit = dict(os.environ), PIL.Image.MAX_IMAGE_PIXELS; "
             "import emobatch, emobatch.media.sources, emobatch.pipeline, emobatch.batch.driver, "
             "emobatch.batch.runners; from emobatch import memory; "
-            "from emobatch.batch.process import configure_process; "
+            "from emobatch.batch.process_tuning import configure_process; "
             "print(dict(os.environ) == env, PIL.Image.MAX_IMAGE_PIXELS == limit, memory._done); "
             "configure_process(); "
             "print(PIL.Image.MAX_IMAGE_PIXELS == emobatch.media.sources.MAX_IMAGE_PIXELS, "

@@ -208,7 +208,7 @@ def test_a_bug_on_one_input_is_its_error_row_with_the_traceback(tmp_path, monkey
 
 
 def test_source_result_round_trip_and_results_stored_before_tracebacks():
-    from emobatch.batch.item import SourceResult
+    from emobatch.batch.one_input import SourceResult
 
     res = SourceResult(Path("a.mp4"), "video", 3, 2, 1.5, "KeyError: 'x'", Path("ann/a.mp4"), 1,
                        "Traceback (most recent call last):\n...")

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..plan import resolve_plan
 from ..timeline import TimelinePaths, read_timeline
 from .outputs import check_existing, check_outputs, lock_annotate, plan_items
-from .item import ProgressFn, SourceResult
+from .one_input import ProgressFn, SourceResult
 from .sinks import TimelineSink
 from ..media.filetypes import check_inputs_exist
 from ..media.sources import discover_inputs

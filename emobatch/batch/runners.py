@@ -1,6 +1,6 @@
 """Where the inputs of a run are processed: here, in worker processes, or on a Dask cluster.
 
-Every runner executes the same unit of work, `item.process_item` on one `WorkItem`, and
+Every runner executes the same unit of work, `one_input.process_item` on one `WorkItem`, and
 yields (item, result) as inputs finish, in any order; `driver.run_files` publishes the
 rows in input order from the run's store, so the timeline is the same whichever runs it.
 
@@ -32,10 +32,10 @@ import pyarrow.parquet as pq
 
 from ..errors import OutputError
 from ..faces.device import gpu_devices
-from .process import configure_process
+from .process_tuning import configure_process
 from ..pipeline import FacePipeline
 from ..plan import RunPlan
-from .item import ProgressFn, SourceResult, process_item
+from .one_input import ProgressFn, SourceResult, process_item
 from .store import ItemStore, RunStore, WorkItem
 
 if TYPE_CHECKING:

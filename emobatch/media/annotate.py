@@ -17,7 +17,7 @@ import numpy as np
 
 from .filetypes import BROWSER_IMAGE_SUFFIXES
 from .discover import kind_of
-from .labels import layout_tags
+from .tag_layout import layout_tags
 from ..atomic import atomic_path, atomic_write, publish, temp_path
 from ..types import EMOTIONS, FaceBatch
 
