@@ -52,4 +52,3 @@ def release_free_memory() -> bool:
     """Return the free pages inside the heap to the system (glibc's malloc_trim); a no-op
     unless `limit_heap_growth` took effect. True if memory was released."""
     return bool(_done and _libc().malloc_trim(0))
-

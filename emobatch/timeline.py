@@ -78,7 +78,6 @@ INT_COLUMNS = {"face": "Int32", "track": "Int64"}
 """Nullable integer columns: pandas would read them as floats wherever one is null."""
 
 
-
 def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema:
     """One row per face per frame; a frame without faces has one row with null face fields."""
     fields = [
