@@ -29,7 +29,7 @@ from emobatch.media import sources, video
 from emobatch.faces.align import Aligner
 from emobatch.config import Settings
 from emobatch.faces.detection.detector import Detector
-from emobatch.memory import configure_process
+from emobatch.batch.process_tuning import configure_process
 from emobatch.faces.detection.cascade import CascadeMTCNN
 from emobatch.batch.sinks import RowBuffer, TimelineSink
 from emobatch.batch.store import ItemStore

@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 
 from emobatch.config import TTA_MODES, Settings
 from emobatch.faces.detection.detector import Detector
-from emobatch.memory import configure_process
+from emobatch.batch.process_tuning import configure_process
 from emobatch.pipeline import FacePipeline
 from emobatch.media.sources import iter_video
 from emobatch.faces.boxes import iou_matrix
