@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from emobatch.faces.device import CPU
 from emobatch.faces.detection.crops import crop_windows, resize_crops
 from emobatch.faces.detection.cascade import _crops
 
@@ -84,12 +85,12 @@ def test_crops_are_cut_on_a_gpu_by_default_only_where_torch_runs_the_networks():
     from emobatch.faces.detection.detector import _crop_device
     from emobatch.faces.detection.runtimes import NetRuntime
 
-    assert _crop_device("auto", "cpu", NetRuntime("torch")) is None
-    assert _crop_device("auto", "cuda", NetRuntime("torch")) == torch.device("cuda")
-    assert _crop_device("device", "cpu", NetRuntime("openvino")) is None
-    assert _crop_device("host", "cuda", NetRuntime("torch")) is None
+    assert _crop_device("auto", CPU, NetRuntime("torch")) is None
+    assert _crop_device("auto", torch.device("cuda"), NetRuntime("torch")) == torch.device("cuda")
+    assert _crop_device("device", CPU, NetRuntime("openvino")) is None
+    assert _crop_device("host", torch.device("cuda"), NetRuntime("torch")) is None
     with pytest.raises(ValueError):
-        _crop_device("gpu", "cpu", NetRuntime("torch"))
+        _crop_device("gpu", CPU, NetRuntime("torch"))
 
 
 def test_pyramid_levels_on_the_device_equal_opencvs():

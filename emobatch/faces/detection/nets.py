@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..device import CPU
 from ..invariant_layers import invariant_layers, softmax_dim1
 
 
@@ -105,7 +106,7 @@ def _flatten_wh(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
-def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
+def load_nets(device: torch.device = CPU) -> tuple[PNet, RNet, ONet]:
     """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode, their layers'
     results independent of the thread count (emobatch.faces.invariant_layers)."""
     nets = []
@@ -117,7 +118,7 @@ def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
     return nets[0], nets[1], nets[2]
 
 
-def to_input(batch: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
+def to_input(batch: np.ndarray | torch.Tensor, device: torch.device = CPU
              ) -> torch.Tensor:
     """(N, H, W, 3) 0..255 crops, uint8 or float32 (numpy, or a tensor already cut on the
     device) -> MTCNN's input on `device`: (N, 3, H, W) float32 channels-last,

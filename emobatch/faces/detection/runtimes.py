@@ -197,7 +197,7 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
 
 
 @lru_cache(maxsize=None)
-def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
+def resolve_net_backend(name: str, device: torch.device = CPU) -> str:
     """'auto' -> 'openvino' on a CPU where it is installed, else 'torch'."""
     if name != "auto":
         if name not in NET_BACKENDS:
