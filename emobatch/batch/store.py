@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..faces import state_json as state_codec
+from ..faces import state_json
 from ..errors import OutputError, UsageError
 from ..atomic import atomic_path, remove_stale_temps, write_text, writing
 from ..timeline import TimelinePaths
@@ -123,7 +123,7 @@ class ItemStore:
         self._write(_write_parquet, self.part(chunk), table)
         if resume is not None:
             self._write(write_text, self.dir / f"state-{chunk:05d}.json",
-                        state_codec.dumps(asdict(resume)))
+                        state_json.dumps(asdict(resume)))
 
     def write_tail(self, table: pa.Table) -> None:
         """Rows after the last checkpoint of an interrupted input: for the `.partial`
@@ -142,7 +142,7 @@ class ItemStore:
     def resume_point(self) -> Resume | None:
         """The last checkpoint whose rows and state are both on disk."""
         for path in reversed(self._chunks("state-*.json")):
-            r = Resume(**state_codec.loads(path.read_text()))
+            r = Resume(**state_json.loads(path.read_text()))
             if self.part(r.chunk).is_file():
                 return r
         return None
