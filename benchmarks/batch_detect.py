@@ -5,7 +5,7 @@
 
 For each network runtime this machine has (torch on the CPU; OpenVINO in f32 and, where the
 CPU runs bf16, in bf16; torch on CUDA where there is a GPU, its pyramid and crops made on the
-host by OpenCV and on the device, emobatch.faces.crops) and each scale of the frames:
+host by OpenCV and on the device, emobatch.faces.detection.crops) and each scale of the frames:
 the seconds for FRAMES frames of VIDEO (default: the 1080p clip in ../shared) detected one by
 one (`Detector.detect`) and BATCH at a time (`Detector.detect_batch`), best of REPEATS, and
 whether both found the same faces bit for bit (on CUDA: the same count, boxes within a pixel).
@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import torch
 
-from emobatch.faces.detect import Detector
+from emobatch.faces.detection.detector import Detector
 from emobatch.faces.device import cpu_model, cpu_isa
-from emobatch.faces.net_backends import NetRuntime, openvino_available
+from emobatch.faces.detection.runtimes import NetRuntime, openvino_available
 from emobatch.media.sources import iter_frames
 from timing import best_time
 

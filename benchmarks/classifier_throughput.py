@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from emobatch.faces.backends import Runtime, load_runtime
+from emobatch.faces.emotion.runtimes import Runtime, load_runtime
 
 from emobatch.errors import BackendUnavailable
-from emobatch.faces.classify import predict_probs
+from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.faces.device import cpu_bf16_supported, select_device
-from emobatch.faces.weights import LoadedModel, load_weights
+from emobatch.faces.emotion.weights import LoadedModel, load_weights
 
 from machine import machine_info
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 import emobatch
 from emobatch.types import EMOTIONS
-from emobatch.faces.weights import read_config
+from emobatch.faces.emotion.weights import read_config
 
 from machine import machine_info
 

@@ -8,7 +8,7 @@ A folder of COPIES copies of VIDEO (default: the 1080p walking clip in ../shared
 - cpu, cpu-workers: `--device cpu`, alone and with `--workers auto`;
 - cuda: `--device cuda` (the default `balanced` schedule, the CPU path's own cascade);
 - cuda-exhaustive: `--quality exhaustive` (every frame a full detection: frames batched per
-  network call, emobatch.faces.video_detect.detect_many);
+  network call, emobatch.faces.detection.video.detect_many);
 - cuda-annotate: `--annotate DIR` (its frames/s against cuda's is the cost of annotation);
 - cuda-4-processes: the copies split over 4 `emobatch run --device cuda` processes at once,
   all on one GPU (`--workers` refuses to share a GPU: this measures whether it should).
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from emobatch.batch.sinks import read_metadata
+from emobatch.timeline import read_metadata
 from emobatch.config import Settings
 from emobatch.faces.device import cpu_model
-from emobatch.faces.weights import default_weights_path, sha256_of
+from emobatch.faces.emotion.weights import default_weights_path, sha256_of
 from video_throughput import decode_fps, match, reference
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/media/videos/facenet_pytorch_video.mp4"

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from emobatch.faces.backends import load_runtime
-from emobatch.faces.classify import predict_probs
+from emobatch.faces.emotion.runtimes import load_runtime
+from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.config import TTA_MODES, backend_choices
 from emobatch.faces.device import select_device
 from emobatch.types import EMOTIONS
-from emobatch.faces.weights import load_weights
+from emobatch.faces.emotion.weights import load_weights
 from emobatch.training.data import Split, load_fer
 from emobatch.training.evaluate import to_emotions_order
 from emobatch.training.scoring import metrics, vote_metrics

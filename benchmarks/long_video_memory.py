@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 
 from emobatch.config import Settings
-from emobatch.memory import configure_process
+from emobatch.batch.process_tuning import configure_process
 from emobatch.pipeline import FacePipeline
 from emobatch.media.sources import video_info
 

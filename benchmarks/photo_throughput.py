@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emobatch.config import Settings
-from emobatch.memory import configure_process
+from emobatch.batch.process_tuning import configure_process
 from emobatch.pipeline import FacePipeline
 from emobatch.media.sources import discover_inputs, kind_of
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from emobatch.batch.item import ProgressFn, process_item
+from emobatch.batch.one_input import ProgressFn, process_item
 from emobatch.batch.sinks import TimelineSink
 from emobatch.batch.store import ItemStore, WorkItem, item_key
 from emobatch.pipeline import FacePipeline

@@ -24,18 +24,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from emobatch import pipeline
-from emobatch.faces import classify
+from emobatch.faces.emotion import classifier as classify
 from emobatch.media import sources, video
 from emobatch.faces.align import Aligner
 from emobatch.config import Settings
-from emobatch.faces.detect import Detector
-from emobatch.memory import configure_process
-from emobatch.faces.mtcnn import CascadeMTCNN
+from emobatch.faces.detection.detector import Detector
+from emobatch.batch.process_tuning import configure_process
+from emobatch.faces.detection.cascade import CascadeMTCNN
 from emobatch.batch.sinks import RowBuffer, TimelineSink
 from emobatch.batch.store import ItemStore
-from emobatch.faces.smooth import Smoother
-from emobatch.faces.track import Tracker
-from emobatch.faces.video_detect import VideoDetector
+from emobatch.faces.tracking.smoother import Smoother
+from emobatch.faces.tracking.tracker import Tracker
+from emobatch.faces.detection.video import VideoDetector
 
 from machine import machine_info
 from product_run import run_as_product

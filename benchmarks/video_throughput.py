@@ -32,11 +32,11 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from emobatch.config import TTA_MODES, Settings
-from emobatch.faces.detect import Detector
-from emobatch.memory import configure_process
+from emobatch.faces.detection.detector import Detector
+from emobatch.batch.process_tuning import configure_process
 from emobatch.pipeline import FacePipeline
 from emobatch.media.sources import iter_video
-from emobatch.faces.track import iou_matrix
+from emobatch.faces.boxes import iou_matrix
 from emobatch.types import EMOTIONS
 
 from machine import machine_info

@@ -22,7 +22,7 @@ def __getattr__(name: str):
         from . import analysis
         return getattr(analysis, name)
     if name == "read_timeline":  # pandas loads only when a timeline is read
-        from .batch.sinks import read_timeline
+        from .timeline import read_timeline
         return read_timeline
     if name == "write_report":
         from .report import write_report

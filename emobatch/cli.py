@@ -120,7 +120,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 def check_timeline(path: Path) -> None:
     """UsageError unless `path` is a readable timeline file (its suffix and first columns)."""
-    from .batch.sinks import timeline_writer
+    from .timeline import timeline_writer
     from .types import EMOTIONS
 
     if not path.is_file():
@@ -270,25 +270,25 @@ def cmd_run(a: argparse.Namespace) -> int:
     workers = workers_from_args(a.workers)
     check_inputs_exist(a.inputs)
     from .batch.driver import run_files
-    from .batch.sinks import errors_path, partial_path
-    from .batch.store import work_dir
+    from .timeline import TimelinePaths
 
+    paths = TimelinePaths(a.out)
     prog = RichProgress(a.quiet, settings.every)
     try:
-        summary = run_files(a.inputs, a.out, a.annotate, settings, prog, resume=a.resume,
+        summary = run_files(a.inputs, paths, a.annotate, settings, prog, resume=a.resume,
                             workers=workers, scheduler=a.scheduler, report=a.report,
                             overwrite=a.overwrite)
     except KeyboardInterrupt as e:
         prog.stop()
-        partial = partial_path(a.out)
+        partial = paths.partial.timeline
         rows = f"finished rows in {partial}" if partial.is_file() else "no partial timeline"
         console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}: "
-                      f"{rows}; continue with --resume (progress kept in {work_dir(a.out)})",
+                      f"{rows}; continue with --resume (progress kept in {paths.run_dir})",
                       soft_wrap=True)
         return 143 if isinstance(e, Terminated) else 130
     except OutputError as e:
         prog.stop()
-        kept = work_dir(a.out)
+        kept = paths.run_dir
         hint = (f"; finished work is kept in {kept}: fix this and rerun with --resume"
                 if kept.is_dir() and "--resume" not in str(e) else "")
         console.print(f"[red]emobatch: {e}{hint}", soft_wrap=True, highlight=False)
@@ -298,7 +298,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     print_summary(summary, a.verbose)
     failed = summary.errors or summary.unreadable
     console.print(f"timeline: {summary.out}"
-                  + (f"  errors: {errors_path(summary.out)}" if failed else "")
+                  + (f"  errors: {paths.errors}" if failed else "")
                   + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
     if summary.report is not None:
         console.print(f"report: {summary.report}", soft_wrap=True, highlight=False)
@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; its deliberate failures exit 2 (usage, weights, backend: nothing was
     processed) or 3 (an output; finished work kept), one line each. Anything else is a bug
     and propagates with its traceback (exit 1)."""
-    from .memory import configure_process
+    from .batch.process_tuning import configure_process
 
     a = get_parser().parse_args(argv)
     configure_process()  # process-wide tuning: here, where the process starts

@@ -1,6 +1,7 @@
 """One settings dataclass, built by both the CLI and the Python API, validated once."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -18,7 +19,8 @@ class Preset(NamedTuple):
     full_res_every: int   # every Nth full detection at full resolution anyway (0: never): a
     #                       downscaled pass misses the smallest faces; once found, O-Net follows them
     classify_every: int   # a tracked face is classified every N frames, its track carries it
-    #                       in between (emobatch.faces.schedule); 0: auto (resolve_classify_every)
+    #                       in between (emobatch.faces.tracking.classify_schedule); 0: auto
+    #                       (resolve_classify_every)
 
 
 QUALITY_PRESETS: dict[str, Preset] = {
@@ -31,7 +33,8 @@ QUALITY_PRESETS: dict[str, Preset] = {
 # classifier's cost, the largest one left on a video, while per-track smoothing already
 # averages neighbouring frames. Photos use the weights' own setting.
 VIDEO_TTA = "none"
-# Test-time augmentation modes and how many views each averages (emobatch.faces.classify.tta_views)
+# Test-time augmentation modes and how many views each averages
+# (emobatch.faces.emotion.classifier.tta_views)
 TTA_MODES = ("none", "flip", "zoom", "tencrop")
 
 
@@ -48,8 +51,8 @@ class Settings:
     weights: Path | None = None       # None: the shipped model
     tta: str | None = None            # TTA_MODES; None: weights' config (videos: VIDEO_TTA)
     amp: str = "auto"                 # auto | on | off (bf16 on capable CPUs, AMP on CUDA)
-    backend: str = "auto"             # classifier backend: auto | emobatch.faces.backends.BACKENDS
-    detector_backend: str = "auto"    # MTCNN's networks: auto | emobatch.faces.net_backends.NET_BACKENDS
+    backend: str = "auto"             # classifier: auto | emobatch.faces.emotion.runtimes.BACKENDS
+    detector_backend: str = "auto"    # MTCNN: auto | emobatch.faces.detection.runtimes.NET_BACKENDS
     quality: str = "balanced"         # exhaustive | balanced | fast: presets for the two below
     detect_every: int | None = None   # full MTCNN every N processed frames (O-Net in between)
     detect_scale: float | None = None  # full detection on a frame scaled by this (None: preset)
@@ -75,7 +78,7 @@ class Settings:
             (self.detector_backend in detector_backend_choices(),
              f"detector_backend must be one of {detector_backend_choices()}, "
              f"not {self.detector_backend!r}"),
-            (self.detector_backend != "openvino" or _openvino_available(),
+            (self.detector_backend != "openvino" or openvino_available(),
              "detector_backend openvino needs the openvino package (pip install "
              "'emobatch[openvino]')"),
             (self.quality in QUALITY_PRESETS,
@@ -118,7 +121,8 @@ class Settings:
 
     def video_classify_every(self) -> int:
         """How often a tracked video face is classified: explicit, else the quality preset's
-        (0: auto, see emobatch.faces.schedule.resolve_classify_every); always 1 without tracking
+        (0: auto, see emobatch.faces.tracking.classify_schedule.resolve_classify_every); always
+        1 without tracking
         (no track carries a face)."""
         if not self.track:
             return 1
@@ -168,14 +172,14 @@ DETECTOR_BACKEND_NAMES = ("auto", "torch", "openvino")
 
 def backend_choices() -> tuple[str, ...]:
     """'auto', the shipped classifier backends and any a user registered
-    (emobatch.faces.backends.BACKENDS, when that module is loaded)."""
-    return _choices(BACKEND_NAMES, "emobatch.faces.backends", "BACKENDS")
+    (emobatch.faces.emotion.runtimes.BACKENDS, when that module is loaded)."""
+    return _choices(BACKEND_NAMES, "emobatch.faces.emotion.runtimes", "BACKENDS")
 
 
 def detector_backend_choices() -> tuple[str, ...]:
     """'auto', the shipped backends of MTCNN's nets and any a user registered
-    (emobatch.faces.net_backends.NET_BACKENDS, when that module is loaded)."""
-    return _choices(DETECTOR_BACKEND_NAMES, "emobatch.faces.net_backends", "NET_BACKENDS")
+    (emobatch.faces.detection.runtimes.NET_BACKENDS, when that module is loaded)."""
+    return _choices(DETECTOR_BACKEND_NAMES, "emobatch.faces.detection.runtimes", "NET_BACKENDS")
 
 
 def _choices(shipped: tuple[str, ...], module: str, registry: str) -> tuple[str, ...]:
@@ -183,10 +187,17 @@ def _choices(shipped: tuple[str, ...], module: str, registry: str) -> tuple[str,
     return tuple(dict.fromkeys((*shipped, *getattr(loaded, registry, ()))))
 
 
-def _openvino_available() -> bool:
-    from .faces.net_backends import openvino_available
+def openvino_available() -> bool:
+    """openvino imports here (a broken install counts as absent, so auto falls back to torch)."""
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    try:
+        import openvino  # noqa: F401
+    except Exception:
+        return False
+    return True
 
-    return openvino_available()
+
 AMP_MODES = ("auto", "on", "off")
 
 

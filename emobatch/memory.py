@@ -1,4 +1,5 @@
-"""Process-wide tuning, applied by `configure_process` where emobatch owns the process.
+"""glibc's malloc tuned for long videos, applied by `configure_process`
+(emobatch.batch.process_tuning) where emobatch owns the process.
 
 Keep the process's memory flat on long videos without paying for it in page faults (glibc
 only; a no-op elsewhere).
@@ -6,9 +7,9 @@ only; a no-op elsewhere).
 Frames and detector feature maps are multi-megabyte buffers freed every few milliseconds,
 from several threads. glibc's default raises its mmap threshold to the largest block freed so
 far and its trim threshold with it, and gives each thread its own heap arena: arenas that
-fragment and rarely shrink (a 1080p run grew ~0.5 GB beyond what it holds). Returning every
-block over 1 MB to the system instead kept memory flat but cost ~30% of the 1080p video
-speed: each new mapping is page-faulted and zeroed again (~20 ms of kernel time a frame).
+fragment and rarely shrink (a 1080p run grew far beyond what it holds). Returning every
+block over 1 MB to the system instead kept memory flat but cost much of the 1080p video
+speed: each new mapping is page-faulted and zeroed again (figures: docs/experiments.md).
 So: one arena for all threads, blocks up to glibc's largest mmap threshold (32 MB) come from
 it and are reused, it is trimmed only when 64 MB lie free at its top, and the pipeline calls
 `release_free_memory` every few dozen frames, which returns the free pages inside the heap
@@ -51,17 +52,3 @@ def release_free_memory() -> bool:
     """Return the free pages inside the heap to the system (glibc's malloc_trim); a no-op
     unless `limit_heap_growth` took effect. True if memory was released."""
     return bool(_done and _libc().malloc_trim(0))
-
-
-def configure_process() -> None:
-    """emobatch's process-wide tuning, for a process it owns: the CLI's, its worker
-    processes and a Dask worker started with `--preload emobatch.batch.dask_preload`.
-
-    The malloc settings above, and Pillow's decompression-bomb limit no stricter than ours
-    (emobatch.media.images.raise_pillow_limit). Never done on import or by a library
-    call: an application using emobatch keeps its own process settings.
-    """
-    from .media.images import raise_pillow_limit
-
-    limit_heap_growth()
-    raise_pillow_limit()

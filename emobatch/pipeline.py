@@ -16,17 +16,18 @@ import numpy as np
 
 from .config import Settings
 from .faces.align import Aligner
-from .faces.classify import Classifier
-from .faces.detect import Detector
+from .faces.emotion.classifier import Classifier
+from .faces.emotion.weights import load_weights
+from .faces.detection.detector import Detector
 from .faces.device import frames_per_call
-from .faces.net_backends import NetRuntime
-from .faces.schedule import ClassifySchedule
-from .faces.smooth import Smoother
-from .faces.track import Tracker
-from .faces.video_detect import VideoDetector
+from .faces.detection.runtimes import NetRuntime
+from .faces.tracking.classify_schedule import ClassifySchedule
+from .faces.tracking.smoother import Smoother
+from .faces.tracking.tracker import Tracker
+from .faces.detection.video import VideoDetector
 from .media.prefetch import prefetch
 from .media.sources import VideoInfo, iter_frames, kind_of, video_info
-from .errors import InputError
+from .errors import BackendUnavailable, InputError, WeightsError
 from .memory import release_free_memory
 from .plan import RunPlan, resolve_plan
 from .types import FaceBatch, Frame
@@ -34,8 +35,8 @@ from .types import FaceBatch, Frame
 MAX_STILL_SIDE = 4096
 FRAME_BATCH = 8  # video frames whose faces are classified together
 # free heap pages go back to the system every this many video frames: with the malloc
-# settings of emobatch.memory, blocks are reused rather than page-faulted anew (~30% faster),
-# and this keeps the heap's fragmentation from holding memory (~0.2 GB at 1080p, for ~3% speed)
+# settings of emobatch.memory, blocks are reused rather than page-faulted anew, and this keeps
+# the heap's fragmentation from holding memory, for little speed (docs/experiments.md)
 TRIM_EVERY = 32
 
 
@@ -56,7 +57,7 @@ class FacePipeline:
         pipeline used on its own."""
         self.plan = plan if isinstance(plan, RunPlan) else resolve_plan(plan)
         self.settings = s = self.plan.settings
-        self.classifier = Classifier.from_plan(self.plan)
+        self.classifier = classifier_of(self.plan)
 
         def detector(runtime: NetRuntime) -> Detector:
             return Detector(s.min_face_size, s.thresholds, s.min_score,
@@ -120,7 +121,7 @@ class FacePipeline:
         detected = self._detected(path, video.detector, start, processed, period)
         try:
             # detection runs here, not in a thread of its own beside the classifier: on 2
-            # cores the two multi-threaded networks only contended (measured ~6% slower)
+            # cores the two multi-threaded networks only contended (slower, docs/experiments.md)
             for frame, faces, snap in detected:
                 buf.append((frame, faces))
                 # a few faces per frame make a small, inefficient classifier batch: classify
@@ -191,6 +192,23 @@ class FacePipeline:
             if video.smoother is not None:
                 faces = video.smoother.smooth(faces, frame.t_sec)
             yield frame, faces
+
+
+def classifier_of(plan: RunPlan) -> Classifier:
+    """The classifier a run's plan resolved: its weights, device, backend, photos' TTA."""
+    # the shipped weights where this process finds them (a Dask worker's install may lie
+    # elsewhere than the client's), checked by content against what the plan recorded
+    loaded = load_weights(plan.settings.weights, device=plan.device)
+    if loaded.sha256 != plan.weights_sha256:
+        raise WeightsError(f"{loaded.path} (sha256 {loaded.sha256[:12]}...) is not the "
+                           f"weights this run was planned with ({plan.weights_sha256[:12]}"
+                           f"...): install the same emobatch version everywhere")
+    clf = Classifier.from_loaded(loaded, plan.device, plan.classifier_backend, plan.settings.amp,
+                                 plan.tta, plan.settings.batch_size)
+    if clf.backend != plan.classifier_runtime:  # the plan named it before it was built
+        raise BackendUnavailable(f"the {plan.classifier_backend} backend gave "
+                                 f"{clf.backend}, not {plan.classifier_runtime}")
+    return clf
 
 
 @dataclass

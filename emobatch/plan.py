@@ -7,7 +7,8 @@ built from the plan (`FacePipeline(plan)`), the run's metadata and its resume fi
 read from it, and the runners hand the same plan to worker processes and Dask workers, which
 never resolve anything again: every process runs what the metadata says.
 
-Resolving reads the weights' config and hashes the file, but builds no network.
+Resolving reads the weights' config and hashes the weight files (the classifier's and
+MTCNN's), but builds no network.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import torch
 
 from ._version import __version__
 from .config import Settings
-from .faces.backends import resolve_backend, runtime_name_of
+from .faces.emotion.runtimes import resolve_backend, runtime_name_of
 from .faces.device import detect_budget, select_device
-from .faces.net_backends import NetRuntime, net_runtime, still_net_backend
-from .faces.schedule import resolve_classify_every
-from .faces.weights import default_weights_path, read_config, sha256_of
+from .faces.detection.nets import nets_sha256
+from .faces.detection.runtimes import NetRuntime, net_runtime, still_net_backend
+from .faces.tracking.classify_schedule import resolve_classify_every
+from .faces.emotion.weights import WeightsConfig, default_weights_path, read_config, sha256_of
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,13 @@ class RunPlan:
     """Everything a run resolved from its Settings, in one place."""
 
     settings: Settings            # as asked, with classify_every resolved (what metadata records)
-    device: str                   # 'cpu', 'cuda', 'cuda:1'
+    device: torch.device          # cpu, cuda, cuda:1: parsed once (select_device)
     weights: Path                 # the weights file here (the shipped one if none was given);
     #                               a worker loads its own copy, checked by weights_sha256
     weights_sha256: str
-    weights_config: dict[str, Any] = field(compare=False, repr=False)
-    classifier_backend: str = "torch"    # a registered backend (emobatch.faces.backends)
+    weights_config: WeightsConfig = field(compare=False, repr=False)
+    detector_weights_sha256: str = ""    # MTCNN's three weight files (facenet-pytorch's)
+    classifier_backend: str = "torch"    # a registered backend (emobatch.faces.emotion.runtimes)
     classifier_runtime: str = "torch-fp32"  # its Runtime.name: 'int8', 'torch-bf16', ...
     detector: NetRuntime = NetRuntime("torch")         # MTCNN's nets on video frames
     detector_stills: NetRuntime = NetRuntime("torch")  # ... and on photos
@@ -51,27 +54,34 @@ class RunPlan:
         """The run's metadata about what ran (the timeline's footer, the .meta.json)."""
         c = self.weights_config
         return {"emobatch_version": __version__, "weights": str(self.weights),
-                "weights_sha256": self.weights_sha256, "arch": c.get("arch"),
-                "model_metrics": c.get("metrics"), "tta": self.tta, "tta_video": self.tta_video,
-                "device": self.device, "backend": self.classifier_runtime,
+                "weights_sha256": self.weights_sha256, "arch": c.arch,
+                "model_metrics": c.metrics, "tta": self.tta, "tta_video": self.tta_video,
+                "device": str(self.device), "backend": self.classifier_runtime,
                 "detector_backend": self.detector.name,
                 "detector_backend_stills": self.detector_stills.name,
+                "detector_weights_sha256": self.detector_weights_sha256,
                 "classify_every": self.classify_every, "detect_budget": self.detect_budget,
                 "settings": self.settings.as_metadata()}
 
     def fingerprint(self, annotate: Path | None = None) -> str:
-        """What a resumed run must match: every setting that changes the rows, the weights by
-        content (their path may differ), the resolved runtimes and the annotate folder."""
+        """What a resumed run must match (`resume_key`), hashed."""
+        key = self.resume_key(annotate)
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resume_key(self, annotate: Path | None = None) -> dict[str, Any]:
+        """Every setting that changes the rows, both networks' weights by content (their path
+        may differ), the resolved runtimes and the annotate folder."""
         d = self.settings.as_metadata()
         d.pop("weights")
-        d.update(weights_sha256=self.weights_sha256, device=self.device,
+        d.update(weights_sha256=self.weights_sha256,
+                 detector_weights_sha256=self.detector_weights_sha256, device=str(self.device),
                  precision=self.classifier_runtime, detector=self.detector.name,
                  detector_stills=self.detector_stills.name,
                  annotate=str(annotate.resolve()) if annotate else None, emobatch=__version__,
                  torch=torch.__version__)
         if self.detect_budget:  # batches change a GPU's roundings; a CPU has none
             d["detect_budget"] = self.detect_budget
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
 
 
 def resolve_plan(settings: Settings) -> RunPlan:
@@ -79,17 +89,18 @@ def resolve_plan(settings: Settings) -> RunPlan:
     (a device or backend that is not there) or WeightsError."""
     device = select_device(settings.device)
     weights = settings.weights or default_weights_path()
-    config = read_config(weights)
-    backend = resolve_backend(settings.backend, device, bool(config.get("int8")))
+    config = WeightsConfig.of(read_config(weights))
+    backend = resolve_backend(settings.backend, device, config.int8)
     video_net = net_runtime(settings.detector_backend, device, settings.amp)
     still = still_net_backend(settings.detector_backend)
     still_net = (video_net if still == settings.detector_backend
                  else net_runtime(still, device, settings.amp))
     every = resolve_classify_every(settings.video_classify_every(), device)
     return RunPlan(
-        settings=replace(settings, classify_every=every), device=str(device), weights=weights,
-        weights_sha256=sha256_of(weights), weights_config=config, classifier_backend=backend,
+        settings=replace(settings, classify_every=every), device=device, weights=weights,
+        weights_sha256=sha256_of(weights), weights_config=config,
+        detector_weights_sha256=nets_sha256(), classifier_backend=backend,
         classifier_runtime=runtime_name_of(backend, device, settings.amp),
         detector=video_net, detector_stills=still_net, classify_every=every,
-        tta=settings.tta if settings.tta is not None else config.get("tta", "none"),
+        tta=settings.tta if settings.tta is not None else config.tta,
         tta_video=settings.video_tta(), detect_budget=detect_budget(device))

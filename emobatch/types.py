@@ -1,4 +1,4 @@
-"""Core data types: Frame, FaceBatch, the emotion label order and the timeline schema."""
+"""Core data types: Frame, FaceBatch and the emotion label order."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -27,6 +27,12 @@ def _empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
+# each array's shape after its first side (the faces): exact, or how many sides of any size
+_SHAPES: dict[str, tuple[int, ...] | int] = {
+    "xyxy": (4,), "score": (), "landmarks": (5, 2), "crops": 2, "probs": 1, "probs_raw": 1,
+    "track": (), "classified": ()}
+
+
 @dataclass
 class FaceBatch:
     """All faces of one frame as parallel arrays (n may be 0; never None).
@@ -36,7 +42,7 @@ class FaceBatch:
     crops (n, 48, 48) uint8 aligned faces; probs (n, 7) float32 in EMOTIONS order;
     probs_raw (n, 7) before smoothing; track (n,) int64 (-1 = untracked); classified (n,)
     bool: False where a video face's probabilities were carried from its track's last
-    classified frame (emobatch.faces.schedule), None = all classified.
+    classified frame (emobatch.faces.tracking.classify_schedule), None = all classified.
     """
 
     xyxy: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))
@@ -47,6 +53,20 @@ class FaceBatch:
     probs_raw: np.ndarray | None = None
     track: np.ndarray | None = None
     classified: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        """ValueError unless the arrays are parallel and of the shapes above (a stage that
+        drops or reorders faces in one array only is caught where it builds the batch)."""
+        n = len(self.xyxy)
+        for name, trailing in _SHAPES.items():
+            a = getattr(self, name)
+            if a is None:
+                continue
+            ok = (a.shape == (n, *trailing) if isinstance(trailing, tuple)
+                  else a.ndim == 1 + trailing and a.shape[0] == n)
+            if not ok:
+                raise ValueError(f"FaceBatch.{name} has shape {a.shape}: not that of {n} faces "
+                                 f"(see FaceBatch's shapes)")
 
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])

@@ -45,6 +45,6 @@ def astronaut_rgb():
 
 @pytest.fixture(scope="session")
 def detector():
-    from emobatch.faces.detect import Detector
+    from emobatch.faces.detection.detector import Detector
 
     return Detector()

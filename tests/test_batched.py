@@ -13,10 +13,10 @@ import torch
 import emobatch.pipeline as pipeline_mod
 from conftest import SAMPLE, shared_path
 from emobatch.config import Settings
-from emobatch.faces.detect import Detector
-from emobatch.faces.device import MAX_FRAMES_PER_CALL, frames_per_call
-from emobatch.faces.net_backends import NetRuntime, openvino_available
-from emobatch.faces.video_detect import VideoDetector
+from emobatch.faces.detection.detector import Detector
+from emobatch.faces.device import CPU, MAX_FRAMES_PER_CALL, frames_per_call
+from emobatch.faces.detection.runtimes import NetRuntime, openvino_available
+from emobatch.faces.detection.video import VideoDetector
 from emobatch.media.sources import iter_frames
 from emobatch.pipeline import Checkpoint, FacePipeline
 from emobatch.types import FaceBatch
@@ -42,7 +42,7 @@ def assert_same_faces(a: FaceBatch, b: FaceBatch) -> None:
 def test_detect_batch_equals_detect_frame_by_frame(runtime):
     images = frames(shared_path("media", "videos", "face_recognition_short_hamilton_clip.mp4"),
                     6, step=7)
-    det = Detector(device="cpu", runtime=runtime)
+    det = Detector(device=CPU, runtime=runtime)
     for scale in (1.0, 0.6):  # 0.6: a downscaled pass, every face re-measured by refine_batch
         alone = [det.detect(i, scale) for i in images]
         together = det.detect_batch(images, scale)
@@ -53,7 +53,7 @@ def test_detect_batch_equals_detect_frame_by_frame(runtime):
 
 def test_refine_batch_equals_refine_with_images_without_boxes():
     images = frames(CLIP, 3, step=9)
-    det = Detector(device="cpu", runtime=NetRuntime("torch"))
+    det = Detector(device=CPU, runtime=NetRuntime("torch"))
     boxes = [det.detect(images[0]).xyxy, np.zeros((0, 4), np.float32), det.detect(images[2]).xyxy]
     together = det.refine_batch(images, boxes, min_score=0.5)
     for image, b, (faces, idx) in zip(images, boxes, together, strict=True):
@@ -156,8 +156,8 @@ class _SmallCard(Detector):
 
 def test_a_call_that_runs_out_of_gpu_memory_is_split_not_fatal():
     images = frames(CLIP, 8)
-    plain = VideoDetector(Detector(device="cpu", runtime=NetRuntime("torch")), 1)
-    small = VideoDetector(_SmallCard(device="cpu", runtime=NetRuntime("torch")), 1, max_batch=8)
+    plain = VideoDetector(Detector(device=CPU, runtime=NetRuntime("torch")), 1)
+    small = VideoDetector(_SmallCard(device=CPU, runtime=NetRuntime("torch")), 1, max_batch=8)
     expected = [plain.detect(i) for i in images]
     got = small.detect_many(images[:5]) + small.detect_many(images[5:])
     for a, b in zip(expected, got, strict=True):
@@ -181,8 +181,8 @@ def test_frames_per_call_follows_the_plans_budget():
 
 
 def test_a_halved_batch_is_kept_in_the_checkpoint_state():
-    vdet = VideoDetector(Detector(device="cpu", runtime=NetRuntime("torch")), 1, max_batch=8)
+    vdet = VideoDetector(Detector(device=CPU, runtime=NetRuntime("torch")), 1, max_batch=8)
     vdet.max_batch = 2  # as after an out-of-memory call
-    resumed = VideoDetector(Detector(device="cpu", runtime=NetRuntime("torch")), 1, max_batch=8)
+    resumed = VideoDetector(Detector(device=CPU, runtime=NetRuntime("torch")), 1, max_batch=8)
     resumed.load_state_dict(vdet.state_dict())
     assert resumed.max_batch == 2

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from emobatch.faces.align import Aligner
-from emobatch.faces.classify import Classifier
+from emobatch.faces.emotion.classifier import Classifier
 from emobatch.types import EMOTIONS, FaceBatch
 
 
@@ -33,9 +33,9 @@ def test_empty_batch(clf):
 def test_empty_batch_has_the_models_class_count():
     import torch
 
-    from emobatch.faces.backends import inference_model
-    from emobatch.faces.classify import predict_probs
-    from emobatch.faces.models import build_model
+    from emobatch.faces.emotion.runtimes import inference_model
+    from emobatch.faces.emotion.classifier import predict_probs
+    from emobatch.faces.emotion.models import build_model
 
     model = inference_model(build_model("tiny", num_classes=5).eval())
     crops = np.zeros((0, 48, 48), np.uint8)
@@ -53,7 +53,7 @@ def test_tta_is_mirror_symmetric(tta):
 def test_tta_views_count_and_geometry():
     import torch
 
-    from emobatch.faces.classify import tta_views
+    from emobatch.faces.emotion.classifier import tta_views
 
     x = torch.arange(48.0).repeat(2, 1, 48, 1)  # column index as the pixel value
     assert [len(tta_views(x, m)) for m in ("none", "flip", "zoom", "tencrop")] == [1, 2, 4, 10]
@@ -64,7 +64,7 @@ def test_tta_views_count_and_geometry():
 
 
 def test_tta_agrees_however_views_are_batched(monkeypatch):
-    import emobatch.faces.classify as c
+    import emobatch.faces.emotion.classifier as c
 
     clf = Classifier(device="cpu", tta="tencrop", amp="off", backend="torch")
     crops = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
@@ -74,7 +74,7 @@ def test_tta_agrees_however_views_are_batched(monkeypatch):
 
 
 def test_bad_tta_rejected(clf):
-    from emobatch.faces.classify import predict_probs
+    from emobatch.faces.emotion.classifier import predict_probs
 
     with pytest.raises(ValueError):
         predict_probs(clf.model, np.zeros((1, 48, 48), np.uint8), clf.device, None, tta="ten")
@@ -125,7 +125,7 @@ def test_int8_backend_is_the_default_on_cpu_and_exact_across_batches_and_threads
 def test_fp32_torch_backend_does_not_depend_on_the_thread_count():
     """`--backend torch --amp off` under `--workers` (fewer threads a process) gives one
     process's probabilities: torch's own linear layers round differently with 1 and 2
-    threads on some CPUs (emobatch.faces.invariant)."""
+    threads on some CPUs (emobatch.faces.invariant_layers)."""
     from conftest import at_thread_counts
 
     fp32 = Classifier(device="cpu", backend="torch", amp="off")
@@ -141,8 +141,8 @@ def test_bf16_autocast_still_runs_in_bf16():
     """The thread-invariant layers leave autocast alone: bf16 stays bf16."""
     import torch
 
-    from emobatch.faces.backends import inference_model
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.runtimes import inference_model
+    from emobatch.faces.emotion.weights import load_weights
 
     model = inference_model(load_weights(None, device="cpu").model)
     x = torch.zeros(2, 1, 48, 48).contiguous(memory_format=torch.channels_last)
@@ -167,26 +167,28 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
     import pytest as _pytest
     import torch
 
-    from emobatch.faces.backends import int8_backend, runtime_name
+    from emobatch.faces.emotion.runtimes import int8_backend
 
     from emobatch.errors import BackendUnavailable
     from emobatch.config import Settings
-    from emobatch.faces.detect import Detector
-    from emobatch.faces.net_backends import net_runtime_name, resolve_net_backend, still_net_backend
+    from emobatch.faces.detection.detector import Detector
+    from emobatch.faces.detection.runtimes import resolve_net_backend
     from emobatch.pipeline import FacePipeline
-    from emobatch.faces.weights import load_weights, read_config
+    from emobatch.faces.emotion.weights import load_weights
+    from emobatch.plan import resolve_plan
 
     cpu = torch.device("cpu")
     for backend, amp in (("auto", "auto"), ("torch", "off"), ("torch", "auto"), ("int8", "auto")):
+        plan = resolve_plan(Settings(device="cpu", backend=backend, amp=amp))
         assert Classifier(device="cpu", backend=backend, amp=amp).backend == \
-            runtime_name(backend, cpu, amp, read_config())
+            plan.classifier_runtime
     for backend in ("auto", "torch"):
         for amp in ("auto", "off"):
-            assert Detector(backend=backend, amp=amp).backend == net_runtime_name(backend, cpu, amp)
-            pipe = FacePipeline(Settings(device="cpu", detector_backend=backend, amp=amp))
+            plan = resolve_plan(Settings(device="cpu", detector_backend=backend, amp=amp))
+            assert Detector(backend=backend, amp=amp).backend == plan.detector.name
+            pipe = FacePipeline(plan)
             assert (pipe.detector.backend, pipe.still_detector.backend) == (
-                net_runtime_name(backend, cpu, amp),
-                net_runtime_name(still_net_backend(backend), cpu, amp))
+                plan.detector.name, plan.detector_stills.name)
             # one set of networks where photos and videos run the same ones
             assert (pipe.still_detector is pipe.detector) == (
                 pipe.still_detector.backend == pipe.detector.backend)
@@ -194,8 +196,13 @@ def test_fingerprinted_runtime_names_are_the_ones_that_run(monkeypatch):
         int8_backend(load_weights(None), torch.device("cuda"), "off")
     with _pytest.raises(ValueError, match="runs on the CPU"):
         _pytest.importorskip("openvino")
-        resolve_net_backend("openvino", "cuda")
-    monkeypatch.setattr("emobatch.faces.net_backends.openvino_available", lambda: False)
+        resolve_net_backend("openvino", torch.device("cuda"))
+    monkeypatch.setattr("emobatch.config.openvino_available", lambda: False)  # validation
+    monkeypatch.setattr("emobatch.faces.detection.runtimes.openvino_available", lambda: False)
     with _pytest.raises(ValueError, match="needs the openvino package"):
         Settings(detector_backend="openvino")
-    assert resolve_net_backend("auto", "cpu") == "torch"
+    resolve_net_backend.cache_clear()  # resolved above, where openvino may be installed
+    try:
+        assert resolve_net_backend("auto", cpu) == "torch"
+    finally:
+        resolve_net_backend.cache_clear()  # later tests see the real answer again

@@ -85,7 +85,7 @@ def test_bad_options_and_missing_inputs_exit_2_before_torch_loads(tmp_path):
 
 def test_api_refuses_missing_inputs_and_keeps_registered_backends(tmp_path):
     from emobatch.errors import UsageError
-    from emobatch.faces import backends
+    from emobatch.faces.emotion import runtimes as backends
 
     with pytest.raises(UsageError, match="no such file or folder"):
         emobatch.run([SAMPLE / "astronaut.jpg", tmp_path / "gone.mp4"], out=tmp_path / "r.parquet")
@@ -132,7 +132,7 @@ def test_run_writes_report_and_blurs_faces(tmp_path):
 
 
 def test_classify_every_reaches_the_run_and_its_metadata(tmp_path):
-    from emobatch.batch.sinks import read_metadata
+    from emobatch.timeline import read_metadata
 
     out = tmp_path / "r.parquet"
     r = emobatch_cli("run", SAMPLE / "astronaut_clip.mp4", "--out", out, "--quiet",
@@ -151,8 +151,8 @@ def test_backends_chosen_on_the_command_line_are_used_and_recorded(tmp_path):
     """--backend/--detector-backend/--amp reach the run: the metadata names the backends
     that ran, and the plain PyTorch path finds the same face as the default one."""
     from emobatch.faces.device import cpu_bf16_supported
-    from emobatch.faces.net_backends import openvino_available
-    from emobatch.batch.sinks import read_metadata
+    from emobatch.faces.detection.runtimes import openvino_available
+    from emobatch.timeline import read_metadata
 
     rows = {}
     for name, args in (("default", []),
@@ -204,10 +204,10 @@ def test_the_command_and_its_workers_raise_pillows_pixel_limit(tmp_path):
 def test_only_deliberate_errors_are_one_line(tmp_path, monkeypatch):
     """Usage, weights and backend errors exit 2 with one line; output errors 3; any other
     exception is a bug and propagates with its traceback."""
-    from emobatch import cli, errors, memory
-    from emobatch.batch import driver
+    from emobatch import cli, errors
+    from emobatch.batch import driver, process_tuning
 
-    monkeypatch.setattr(memory, "configure_process", lambda: None)  # keep this process as is
+    monkeypatch.setattr(process_tuning, "configure_process", lambda: None)  # keep this process as is
     args = ["run", str(SAMPLE / "astronaut.jpg"), "--out", str(tmp_path / "r.parquet"), "--quiet"]
     for exc, code in ((errors.UsageError, 2), (errors.WeightsError, 2),
                       (errors.BackendUnavailable, 2), (errors.OutputError, 3)):

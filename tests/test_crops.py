@@ -1,11 +1,12 @@
-"""Crops cut on the networks' device (emobatch.faces.crops) against OpenCV's own."""
+"""Crops cut on the networks' device (emobatch.faces.detection.crops) against OpenCV's own."""
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from emobatch.faces.crops import crop_windows, resize_crops
-from emobatch.faces.mtcnn import _crops
+from emobatch.faces.device import CPU
+from emobatch.faces.detection.crops import crop_windows, resize_crops
+from emobatch.faces.detection.cascade import _crops
 
 
 def _frame(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
@@ -61,14 +62,14 @@ def test_detection_with_device_crops_finds_the_host_crops_faces():
     import itertools
 
     from conftest import shared_path
-    from emobatch.faces.detect import Detector
-    from emobatch.faces.net_backends import NetRuntime
+    from emobatch.faces.detection.detector import Detector
+    from emobatch.faces.detection.runtimes import NetRuntime
     from emobatch.media.sources import iter_frames
 
     clip = shared_path("media", "videos", "face_recognition_short_hamilton_clip.mp4")
     images = [f.image for f in itertools.islice(iter_frames(clip, 9), 6)]
-    host = Detector(device="cpu", runtime=NetRuntime("torch"), crops="host")
-    device = Detector(device="cpu", runtime=NetRuntime("torch"), crops="device")
+    host = Detector(device=torch.device("cpu"), runtime=NetRuntime("torch"), crops="host")
+    device = Detector(device=torch.device("cpu"), runtime=NetRuntime("torch"), crops="device")
     assert host.cascade.crop_device is None and device.cascade.crop_device is not None
     for scale in (1.0, 0.6):
         a, b = host.detect_batch(images, scale), device.detect_batch(images, scale)
@@ -81,22 +82,22 @@ def test_detection_with_device_crops_finds_the_host_crops_faces():
 
 
 def test_crops_are_cut_on_a_gpu_by_default_only_where_torch_runs_the_networks():
-    from emobatch.faces.detect import _crop_device
-    from emobatch.faces.net_backends import NetRuntime
+    from emobatch.faces.detection.detector import _crop_device
+    from emobatch.faces.detection.runtimes import NetRuntime
 
-    assert _crop_device("auto", "cpu", NetRuntime("torch")) is None
-    assert _crop_device("auto", "cuda", NetRuntime("torch")) == torch.device("cuda")
-    assert _crop_device("device", "cpu", NetRuntime("openvino")) is None
-    assert _crop_device("host", "cuda", NetRuntime("torch")) is None
+    assert _crop_device("auto", CPU, NetRuntime("torch")) is None
+    assert _crop_device("auto", torch.device("cuda"), NetRuntime("torch")) == torch.device("cuda")
+    assert _crop_device("device", CPU, NetRuntime("openvino")) is None
+    assert _crop_device("host", torch.device("cuda"), NetRuntime("torch")) is None
     with pytest.raises(ValueError):
-        _crop_device("gpu", "cpu", NetRuntime("torch"))
+        _crop_device("gpu", CPU, NetRuntime("torch"))
 
 
 def test_pyramid_levels_on_the_device_equal_opencvs():
     """Each level from the one before, as the cascade builds them: OpenCV's weights summed in
     its order give its very levels (an einsum's order was a grey level off on ~1e-4 of the
     pixels, and moved a face by 2 px)."""
-    from emobatch.faces.crops import resize_level
+    from emobatch.faces.detection.crops import resize_level
 
     host = _frame(360, 640, seed=4)
     dev = torch.from_numpy(host).float()

@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from emobatch.batch import item as item_mod
-from emobatch.batch.item import _Annotation
+from emobatch.batch import one_input as item_mod
+from emobatch.batch.one_input import _Annotation
 from emobatch.batch.store import ItemStore, WorkItem
 from emobatch.config import Settings
 from emobatch.errors import OutputError
@@ -250,7 +250,7 @@ def test_an_encoding_error_after_the_input_failed_does_not_end_the_run(tmp_path,
     """A frame fails to draw on the thread while the stream itself then breaks (a truncated
     video): process_item records the input's error and returns; nothing escapes."""
     from emobatch.errors import InputError
-    from emobatch.batch.item import process_item
+    from emobatch.batch.one_input import process_item
 
     calls: list = []
 

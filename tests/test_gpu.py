@@ -8,7 +8,7 @@ import torch
 
 import emobatch
 
-from emobatch.batch.sinks import read_metadata
+from emobatch.timeline import read_metadata
 from emobatch.config import Settings
 from emobatch.faces.device import MAX_FRAMES_PER_CALL, frames_per_call
 from emobatch.pipeline import Checkpoint
@@ -65,8 +65,8 @@ def test_two_gpus_one_worker_each_give_the_one_process_timeline(tmp_path):
 
 def test_crops_cut_on_the_gpu_equal_opencvs_crops():
     from test_crops import _boxes, _frame
-    from emobatch.faces.crops import crop_windows, resize_crops
-    from emobatch.faces.mtcnn import _crops
+    from emobatch.faces.detection.crops import crop_windows, resize_crops
+    from emobatch.faces.detection.cascade import _crops
 
     img = _frame()
     boxes = _boxes(*img.shape[:2], 400)

@@ -1,5 +1,6 @@
-"""The package's layout stays legible: no import cycles, no module over MAX_MODULE_LINES lines,
-no function over MAX_FUNCTION_LINES lines (argument parsers aside).
+"""The package's layout stays legible: imports only run down the LAYERS, no import cycles
+between modules or between folders, no module over MAX_MODULE_LINES lines, no function over
+MAX_FUNCTION_LINES lines (argument parsers aside).
 
 Run as a script (`python tests/test_layout.py`) for a report of every violation, benchmarks/
 included (reported, never failed on).
@@ -22,6 +23,24 @@ PARSER_NAME = re.compile(r"(get_parser|build_parser|.*_parser|add_.*_arguments?)
 PACKAGES = {"emobatch": "emobatch", "training": "emobatch.training"}
 # Scripts: reported by the script run, never failed on.
 SCRIPTS = {"benchmarks": ""}
+
+# The layers, lowest first; each holds rooms: a top-level module, or a folder with everything
+# below it. A module may import its own room, or any room of a lower layer: never up, never
+# sideways (faces/ and media/ know nothing of each other).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("emobatch._version", "emobatch.errors", "emobatch.types", "emobatch.atomic",
+     "emobatch.config", "emobatch.timeline", "emobatch.analysis", "emobatch.memory"),
+    ("emobatch.faces", "emobatch.media"),
+    ("emobatch.plan", "emobatch.report"),
+    ("emobatch.pipeline",),
+    ("emobatch.batch",),
+    ("emobatch.cli", "emobatch", "emobatch.training"),
+    ("emobatch.__main__",),
+)
+# The ground floor's modules import each other (config raises errors' UsageError): one room.
+GROUND = "emobatch (ground floor)"
+# Imports against the layers tolerated while a change is under way: (importer, imported).
+ALLOWED: set[tuple[str, str]] = set()
 
 # Violations tolerated while a change is under way (empty when none is): "path" (module too
 # long) or "path::qualname" (function too long); test_pending_is_current fails on an entry
@@ -150,6 +169,51 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(components, key=lambda c: (-len(c), c))
 
 
+def room_of(name: str) -> str:
+    """The room of a module (LAYERS): the longest room name it is or lies below; the package
+    itself (`emobatch`) only by its own name. KeyError for a module of no room."""
+    if name in LAYERS[0]:
+        return GROUND
+    rooms = [r for layer in LAYERS[1:] for r in layer
+             if name == r or (r != "emobatch" and name.startswith(r + "."))]
+    return max(rooms, key=len)
+
+
+def layer_of(room: str) -> int:
+    return 0 if room == GROUND else next(i for i, layer in enumerate(LAYERS) if room in layer)
+
+
+def against_layers(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) for every import up a layer or sideways into another room of the
+    same layer (ALLOWED aside)."""
+    found = []
+    for name, targets in sorted(graph.items()):
+        room = room_of(name)
+        for target in sorted(targets):
+            other = room_of(target)
+            if other != room and layer_of(other) >= layer_of(room):
+                found.append((name, target))
+    return [pair for pair in found if pair not in ALLOWED]
+
+
+def folder_of(name: str, modules: dict[str, Module]) -> str:
+    """The folder a module lies in, as a dotted name (a package's __init__ is in its own)."""
+    return name if modules[name].is_package else name.rpartition(".")[0]
+
+
+def folder_graph(graph: dict[str, set[str]], modules: dict[str, Module]) -> dict[str, set[str]]:
+    """Folder -> the other folders its modules import; the package's own top-level modules
+    each count as a folder of their own (they are rooms of different layers)."""
+    def node(name: str) -> str:
+        folder = folder_of(name, modules)
+        return name if folder == "emobatch" and name != "emobatch" else folder
+
+    folders: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        folders.setdefault(node(name), set()).update(node(t) for t in targets)
+    return {f: targets - {f} for f, targets in folders.items()}
+
+
 def long_modules(modules: dict[str, Module]) -> dict[str, int]:
     """Relative path -> line count, for modules over MAX_MODULE_LINES."""
     counts = {m.rel: len(m.path.read_text().splitlines()) for m in modules.values()}
@@ -183,10 +247,13 @@ def long_functions(modules: dict[str, Module]) -> dict[str, int]:
 
 
 def violations(trees: dict[str, str]) -> dict[str, object]:
-    """Every layout violation in `trees`: import cycles, long modules, long functions."""
+    """Every layout violation in `trees`: import cycles (between modules, between folders),
+    imports against the layers (the package's trees only), long modules, long functions."""
     modules = find_modules(trees)
-    return {"cycles": cycles(import_graph(modules, trees)), "modules": long_modules(modules),
-            "functions": long_functions(modules)}
+    graph = import_graph(modules, trees)
+    return {"cycles": cycles(graph), "folder_cycles": cycles(folder_graph(graph, modules)),
+            "layers": against_layers(graph) if trees is PACKAGES else [],
+            "modules": long_modules(modules), "functions": long_functions(modules)}
 
 
 def test_import_graph_sees_lazy_and_relative_imports(tmp_path):
@@ -218,8 +285,50 @@ def test_import_graph_sees_lazy_and_relative_imports(tmp_path):
     assert long_functions(find_modules(trees, tmp_path)) == {"pkg/long.py::A.f": 61}
 
 
+def test_layers_see_rooms_and_directions(tmp_path):
+    graph = {"emobatch.faces.detection.video": {"emobatch.faces.boxes", "emobatch.types"},
+             "emobatch.plan": {"emobatch.faces.device", "emobatch.config"},
+             "emobatch.config": {"emobatch.errors", "emobatch.faces.detection.runtimes"},
+             "emobatch.faces.emotion.classifier": {"emobatch.plan"},
+             "emobatch.media.annotate": {"emobatch.faces.boxes"},
+             "emobatch": {"emobatch.batch.driver"}, "emobatch.batch.driver": {"emobatch.report"}}
+    assert room_of("emobatch.faces.detection.video") == "emobatch.faces"
+    assert room_of("emobatch") == "emobatch" and room_of("emobatch.errors") == GROUND
+    assert against_layers(graph) == [("emobatch.config", "emobatch.faces.detection.runtimes"),
+                                     ("emobatch.faces.emotion.classifier", "emobatch.plan"),
+                                     ("emobatch.media.annotate", "emobatch.faces.boxes")]
+    files = {"pkg/__init__.py": "", "pkg/a.py": "from .sub import b\n", "pkg/c.py": "",
+             "pkg/sub/__init__.py": "", "pkg/sub/b.py": "from .. import c\n"}
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    modules = find_modules({"pkg": "pkg"}, tmp_path)
+    folders = folder_graph(import_graph(modules, {"pkg": "pkg"}), modules)
+    assert folders["pkg.sub"] == {"pkg"} and cycles(folders) == [["pkg", "pkg.sub"]]
+
+
 def test_no_import_cycles():
     assert violations(PACKAGES)["cycles"] == []
+
+
+def test_no_folder_import_cycles():
+    assert violations(PACKAGES)["folder_cycles"] == []
+
+
+def test_imports_run_down_the_layers():
+    assert violations(PACKAGES)["layers"] == []
+
+
+def test_every_module_has_a_room():
+    for name in find_modules(PACKAGES):
+        layer_of(room_of(name))  # KeyError / StopIteration / ValueError: add it to LAYERS
+
+
+def test_allowed_is_current():
+    graph = import_graph(find_modules(PACKAGES), PACKAGES)
+    against = {(a, b) for a, targets in graph.items() for b in targets
+               if room_of(a) != room_of(b) and layer_of(room_of(b)) >= layer_of(room_of(a))}
+    assert ALLOWED - against == set(), "fixed: remove these from ALLOWED"
 
 
 def test_no_long_modules():
@@ -236,6 +345,34 @@ def test_pending_is_current():
         "fixed: remove these from PENDING"
 
 
+def _map_rows() -> list[tuple[str, str]]:
+    """(the 'where' cell, the 'holds' cell) of every row of CONTRIBUTING's module map."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    table = text[text.index("| where | holds |"):].split("\n\n")[0].splitlines()[2:]
+    return [tuple(cell.strip() for cell in row.strip("|").split("|", 1)) for row in table]
+
+
+def test_contributing_map_is_the_tree():
+    """Every module of the package sits in a row of CONTRIBUTING's map (the row's folder, then
+    its file names; training's modules by name), and every file a row names exists."""
+    named = set()
+    for where, holds in _map_rows():
+        folder = ""
+        for token in re.findall(r"`([^`]+)`", where):
+            if token.endswith("/"):
+                folder = token
+            elif token.endswith(".py"):
+                folder = token.rpartition("/")[0] + "/" if "/" in token else folder
+                named.add("emobatch/" + folder + token.rpartition("/")[2])
+        if where == "`training/`":
+            named |= {f"training/{m}.py" for m in re.findall(r"`(\w+)`", holds)}
+            named |= {f"training/{m}" for m in re.findall(r"`(\w+\.py)`", holds)}
+    modules = {m.rel for m in find_modules(PACKAGES).values()
+               if not m.is_package and m.path.name not in ("__main__.py", "_version.py")}
+    assert modules - named == set(), "add these to CONTRIBUTING's map"
+    assert named - modules == set(), "CONTRIBUTING's map names files that are not there"
+
+
 def main() -> int:
     """Print every violation (benchmarks included); exit 1 when emobatch/training have any."""
     failing = False
@@ -244,6 +381,10 @@ def main() -> int:
         print(f"== {label}")
         for component in found["cycles"]:
             print("import cycle:", " <-> ".join(component))
+        for component in found["folder_cycles"]:
+            print("folder import cycle:", " <-> ".join(component))
+        for importer, imported in found["layers"]:
+            print(f"import against the layers: {importer} -> {imported}")
         for rel, n in found["modules"].items():
             print(f"module {rel}: {n} lines{'  (pending)' if rel in PENDING else ''}")
         for key, n in found["functions"].items():
@@ -251,7 +392,8 @@ def main() -> int:
         if not any(found.values()):
             print("no violations")
         if trees is PACKAGES:
-            failing = bool(found["cycles"] or set(found["modules"]) - PENDING
+            failing = bool(found["cycles"] or found["folder_cycles"] or found["layers"]
+                           or set(found["modules"]) - PENDING
                            or set(found["functions"]) - PENDING)
     return int(failing)
 

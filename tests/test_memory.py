@@ -48,8 +48,9 @@ def test_importing_emobatch_changes_no_process_setting():
             "env, limit = dict(os.environ), PIL.Image.MAX_IMAGE_PIXELS; "
             "import emobatch, emobatch.media.sources, emobatch.pipeline, emobatch.batch.driver, "
             "emobatch.batch.runners; from emobatch import memory; "
+            "from emobatch.batch.process_tuning import configure_process; "
             "print(dict(os.environ) == env, PIL.Image.MAX_IMAGE_PIXELS == limit, memory._done); "
-            "memory.configure_process(); "
+            "configure_process(); "
             "print(PIL.Image.MAX_IMAGE_PIXELS == emobatch.media.sources.MAX_IMAGE_PIXELS, "
             "PIL.Image.MAX_IMAGE_PIXELS > limit, memory._done == memory.limit_heap_growth())")
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}

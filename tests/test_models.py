@@ -3,7 +3,7 @@ import torch
 
 from torch import nn
 
-from emobatch.faces.models import ARCHITECTURES, build_model, fold_batchnorm
+from emobatch.faces.emotion.models import ARCHITECTURES, build_model, fold_batchnorm
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import at_thread_counts, shared_path
-from emobatch.faces.detect import Detector
-from emobatch.faces.track import iou_matrix
+from emobatch.faces.detection.detector import Detector
+from emobatch.faces.boxes import iou_matrix
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def test_torch_nets_do_not_depend_on_the_thread_count(astronaut_rgb):
     differently with 1 and 2 threads on some CPUs (an AMD EPYC)."""
     import cv2
 
-    from emobatch.faces.mtcnn_nets import load_nets
-    from emobatch.faces.net_backends import NetSpec, TorchNet
+    from emobatch.faces.detection.nets import load_nets
+    from emobatch.faces.detection.runtimes import NetSpec, TorchNet
 
     nets = [TorchNet(NetSpec(n)) for n in load_nets()]
     rng = np.random.default_rng(0)
@@ -94,8 +94,8 @@ def test_openvino_nets_match_torch(both, astronaut_rgb):
         for a, b in zip(tn(x), on(x)):
             assert a.shape == b.shape
             np.testing.assert_allclose(b, a, atol=1e-4)
-    from emobatch.faces.mtcnn_nets import load_nets
-    from emobatch.faces.net_backends import NetSpec, OpenVINONet
+    from emobatch.faces.detection.nets import load_nets
+    from emobatch.faces.detection.runtimes import NetSpec, OpenVINONet
 
     threads = torch.get_num_threads()
     try:

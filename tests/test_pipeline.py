@@ -12,7 +12,7 @@ from emobatch.config import Settings
 from emobatch.batch.outputs import annotation_root
 from emobatch.batch.driver import run_files
 from emobatch.pipeline import FacePipeline
-from emobatch.batch.sinks import errors_path, read_metadata
+from emobatch.timeline import TimelinePaths, read_metadata
 
 CLIP = SAMPLE / "astronaut_clip.mp4"
 PHOTO = SAMPLE / "astronaut.jpg"
@@ -70,7 +70,7 @@ def test_mixed_inputs_errors_and_annotations(mixed, tmp_path):
     blank = df[df["source"].str.endswith("blank.png")]
     assert len(blank) == 1 and blank["face"].isna().all()  # no face: one row, null fields
     assert df["source"].str.endswith("a/clip.mp4").sum() >= 10
-    errs = pd.read_csv(errors_path(out))
+    errs = pd.read_csv(TimelinePaths(out).errors)
     assert set(errs["source"].map(lambda p: p.split("/")[-1])) == {"empty.jpg", "cut.mp4"}
     meta = read_metadata(out)
     assert meta["emobatch_version"] == emobatch.__version__ and len(meta["weights_sha256"]) == 64
@@ -142,7 +142,7 @@ def test_huge_still_detected_on_a_downscaled_copy(monkeypatch, pipe):
     monkeypatch.setattr(pl, "MAX_STILL_SIDE", 256)  # the 512 px photo now counts as huge
     small = next(pipe.frames(PHOTO))[1]
     assert len(small) == len(full) == 1
-    from emobatch.faces.track import iou_matrix
+    from emobatch.faces.boxes import iou_matrix
     assert iou_matrix(small.xyxy, full.xyxy)[0, 0] > 0.7  # boxes in full-resolution pixels
     assert np.abs(small.landmarks - full.landmarks).max() < 6
 
@@ -167,7 +167,7 @@ def test_skipped_files_and_unreadable_folders_reach_the_summary_and_errors(tmp_p
     out = tmp_path / "r.parquet"
     s = run_files([root], out, None, Settings(device="cpu"))
     assert s.skipped == {".txt": 1} and s.unreadable == [(str(root / "locked"), "Permission denied")]
-    errs = pd.read_csv(errors_path(out))
+    errs = pd.read_csv(TimelinePaths(out).errors)
     assert errs["error"].tolist() == ["folder not read: Permission denied"]
     assert read_metadata(out)["skipped"] == {".txt": 1}
 
@@ -197,7 +197,7 @@ def test_a_bug_on_one_input_is_its_error_row_with_the_traceback(tmp_path, monkey
     assert "in process_item" in bug.traceback and 'return {}["no such key"]' in bug.traceback
     assert "zero-byte" in empty.error and empty.traceback is None
     assert not by_name["photo.jpg"].error and not by_name["clip.mp4"].error
-    errs = pd.read_csv(errors_path(out), keep_default_na=False).set_index("source")
+    errs = pd.read_csv(TimelinePaths(out).errors, keep_default_na=False).set_index("source")
     assert errs.loc[str(tmp_path / "bug.jpg"), "traceback"] == bug.traceback
     assert errs.loc[str(tmp_path / "empty.jpg"), "traceback"] == ""
     df = pd.read_parquet(out)
@@ -208,7 +208,7 @@ def test_a_bug_on_one_input_is_its_error_row_with_the_traceback(tmp_path, monkey
 
 
 def test_source_result_round_trip_and_results_stored_before_tracebacks():
-    from emobatch.batch.item import SourceResult
+    from emobatch.batch.one_input import SourceResult
 
     res = SourceResult(Path("a.mp4"), "video", 3, 2, 1.5, "KeyError: 'x'", Path("ann/a.mp4"), 1,
                        "Traceback (most recent call last):\n...")

@@ -4,10 +4,11 @@ import sys
 from collections import Counter
 
 import pytest
+import torch
 
 from conftest import SAMPLE
 from emobatch.config import Settings
-from emobatch.faces.net_backends import NetRuntime
+from emobatch.faces.detection.runtimes import NetRuntime
 from emobatch.pipeline import FacePipeline
 from emobatch.plan import RunPlan, resolve_plan
 
@@ -76,6 +77,10 @@ def test_plan_fingerprint_depends_on_what_changes_rows(tmp_path):
     assert a.fingerprint() != resolve_plan(Settings(device="cpu", min_score=0.8)).fingerprint()
     assert a.fingerprint() != dataclasses.replace(a, classifier_runtime="x").fingerprint()
     assert a.fingerprint() != a.fingerprint(tmp_path)
+    # MTCNN's weights count as the classifier's do (another facenet-pytorch may ship others)
+    assert len(a.detector_weights_sha256) == 64
+    assert a.fingerprint() != dataclasses.replace(a, detector_weights_sha256="0" * 64).fingerprint()
+    assert a.device == torch.device("cpu")  # parsed once, a torch.device from here on
     # the plan is frozen: nothing downstream can change what was resolved
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.device = "cuda"  # type: ignore[misc]
@@ -86,8 +91,8 @@ def test_more_workers_than_gpus_are_refused_before_anything_is_built(monkeypatch
     import emobatch.batch.runners as runners
     from emobatch.errors import UsageError
 
-    plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device="cuda")
-    monkeypatch.setattr(runners, "gpu_devices", lambda device: ["cuda:0"])
+    plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device=torch.device("cuda"))
+    monkeypatch.setattr(runners, "gpu_devices", lambda device: [torch.device("cuda:0")])
     with pytest.raises(UsageError, match="one process per GPU, and 1 GPU"):
         runners.make_runner(plan, 2)
 
@@ -102,12 +107,13 @@ def test_several_gpus_get_one_worker_process_each(monkeypatch):
 
     import emobatch.batch.runners as runners
 
-    plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device="cuda")
-    monkeypatch.setattr(runners, "gpu_devices", lambda device: ["cuda:0", "cuda:1", "cuda:2"])
+    gpus = [torch.device("cuda", i) for i in range(3)]
+    plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), device=torch.device("cuda"))
+    monkeypatch.setattr(runners, "gpu_devices", lambda device: gpus)
     auto = runners.make_runner(plan, "auto")
     assert isinstance(auto, runners.ProcessRunner)
-    assert auto.devices == ["cuda:0", "cuda:1", "cuda:2"]
-    assert runners.make_runner(plan, 2).devices == ["cuda:0", "cuda:1"]
+    assert auto.devices == gpus
+    assert runners.make_runner(plan, 2).devices == gpus[:2]
     # a worker takes the next GPU off the queue and builds its pipeline there (here: a CPU),
     # without the process-wide tuning a worker process does
     monkeypatch.setattr(runners, "configure_process", lambda: None)
@@ -115,10 +121,10 @@ def test_several_gpus_get_one_worker_process_each(monkeypatch):
     monkeypatch.setattr(cv2, "setNumThreads", lambda n: None)
     monkeypatch.setattr(runners, "_worker", {})
     q = queue.Queue()
-    q.put("cpu")
+    q.put(torch.device("cpu"))
     cpu_plan = resolve_plan(Settings(device="cpu"))
-    runners._init_worker(dataclasses.replace(cpu_plan, device="cuda:7"), 1, 0, q)
-    assert runners._worker["pipe"].plan.device == "cpu" and q.empty()
+    runners._init_worker(dataclasses.replace(cpu_plan, device=torch.device("cuda:7")), 1, 0, q)
+    assert runners._worker["pipe"].plan.device == torch.device("cpu") and q.empty()
 
 
 def test_worker_processes_given_devices_give_the_one_process_timeline(tmp_path):
@@ -128,15 +134,16 @@ def test_worker_processes_given_devices_give_the_one_process_timeline(tmp_path):
     import emobatch
     from emobatch.batch import runners
     from emobatch.batch.store import RunStore, WorkItem
+    from emobatch.timeline import TimelinePaths
 
     for name in ("a.jpg", "b.jpg"):
         shutil.copy(SAMPLE / "astronaut.jpg", tmp_path / name)
     serial = emobatch.run(tmp_path, device="cpu")
     plan = resolve_plan(Settings(device="cpu"))
     items = [WorkItem(i, tmp_path / n, f"k{i}") for i, n in enumerate(("a.jpg", "b.jpg"))]
-    store = RunStore(tmp_path / "run.parquet")
+    store = RunStore(TimelinePaths(tmp_path / "run.parquet"))
     store.open(plan.fingerprint(), False, {})
-    runner = runners.ProcessRunner(plan, 2, threads=1, devices=["cpu", "cpu"])
+    runner = runners.ProcessRunner(plan, 2, threads=1, devices=[torch.device("cpu")] * 2)
     results = {item.index: res for item, res in runner.run(items, store, None)}
     store.release()
     assert sorted(results) == [0, 1] and all(r.error is None for r in results.values())
@@ -146,8 +153,8 @@ def test_worker_processes_given_devices_give_the_one_process_timeline(tmp_path):
 
 def test_a_worker_with_other_weights_than_the_plan_refuses_them():
     from emobatch.errors import WeightsError
-    from emobatch.faces.classify import Classifier
+    from emobatch.pipeline import classifier_of
 
     plan = dataclasses.replace(resolve_plan(Settings(device="cpu")), weights_sha256="0" * 64)
     with pytest.raises(WeightsError, match="not the weights this run was planned with"):
-        Classifier.from_plan(plan)
+        classifier_of(plan)

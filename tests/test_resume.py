@@ -154,6 +154,24 @@ def test_resume_refuses_other_settings(inputs, tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == state  # untouched
 
 
+def test_a_run_folder_of_an_older_emobatch_is_refused_in_words(tmp_path):
+    """A manifest without the resume key (written before it was recorded) and another
+    fingerprint: --resume says so, and leaves the folder as it was."""
+    import json
+
+    from emobatch.batch.store import RunStore
+    from emobatch.errors import UsageError
+    from emobatch.timeline import TimelinePaths
+
+    paths = TimelinePaths(tmp_path / "r.parquet")
+    paths.run_dir.joinpath("items").mkdir(parents=True)
+    old = {"fingerprint": "0" * 16, "started": "then", "settings": {"every": 1}, "inputs": []}
+    (paths.run_dir / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(UsageError, match="written by an older emobatch"):
+        RunStore(paths).open("1" * 16, True, {"settings": {"every": 1}, "resume_key": {}})
+    assert json.loads((paths.run_dir / "manifest.json").read_text()) == old
+
+
 def test_random_kill_inside_a_long_video(tmp_path):
     video = shared_path("media", "videos", "face_recognition_short_hamilton_clip.mp4")
     args = ("--checkpoint-every", "2", "--quiet")
@@ -328,9 +346,9 @@ def test_unreachable_dask_scheduler_exits_2_within_seconds(tmp_path):
 
 
 def test_stage_states_round_trip_exactly():
-    from emobatch.faces import state
-    from emobatch.faces.smooth import Smoother
-    from emobatch.faces.track import Tracker
+    from emobatch.faces import state_json as state
+    from emobatch.faces.tracking.smoother import Smoother
+    from emobatch.faces.tracking.tracker import Tracker
     from emobatch.types import FaceBatch
 
     rng = np.random.default_rng(0)

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 import emobatch
 from conftest import SAMPLE
 from emobatch.config import Settings
-from emobatch.faces.schedule import ClassifySchedule, resolve_classify_every
-from emobatch.faces.state import dumps, loads
+from emobatch.faces.tracking.classify_schedule import ClassifySchedule, resolve_classify_every
+from emobatch.faces.state_json import dumps, loads
 from emobatch.types import EMOTIONS, FaceBatch
 
 RAW = [f"{e}_raw" for e in EMOTIONS]
@@ -104,7 +105,7 @@ def test_auto_classifies_every_other_frame_only_where_the_classifier_is_slow(mon
     for isa, every in (("generic", 2), ("avx2", 2), ("avx512", 1), ("amx", 1)):
         monkeypatch.setattr(device, "cpu_isa", lambda isa=isa: isa)
         assert resolve_classify_every(Settings().video_classify_every()) == every
-        assert resolve_classify_every(0, "cuda") == 1
+        assert resolve_classify_every(0, torch.device("cuda")) == 1
         assert resolve_classify_every(Settings(quality="fast").video_classify_every()) == 2
         assert resolve_classify_every(Settings(quality="exhaustive").video_classify_every()) == 1
         assert resolve_classify_every(Settings(classify_every=5).video_classify_every()) == 5

@@ -6,9 +6,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from emobatch.batch import sinks
-from emobatch.batch.sinks import (CsvTimeline, ParquetTimeline, RowBuffer, TimelineSink, errors_path,
-                                  read_metadata, read_timeline, timeline_schema)
+from emobatch import timeline
+from emobatch.batch.sinks import RowBuffer, TimelineSink
+from emobatch.timeline import (CsvTimeline, ParquetTimeline, TimelinePaths, read_metadata,
+                               read_timeline, timeline_schema)
 from emobatch.types import EMOTIONS, FaceBatch, Frame
 
 
@@ -47,7 +48,7 @@ def test_rows_per_face_and_empty_frames(tmp_path, suffix):
     faces = df.dropna(subset=["face"])
     np.testing.assert_allclose(faces[list(EMOTIONS)].sum(axis=1), 1, atol=1e-5)
     assert (faces["emotion"] == faces[list(EMOTIONS)].idxmax(axis=1)).all()
-    errs = pd.read_csv(errors_path(out), keep_default_na=False)
+    errs = pd.read_csv(TimelinePaths(out).errors, keep_default_na=False)
     assert errs.to_dict("records") == [{"source": "bad.mp4", "error": "zero-byte file",
                                         "frames_done": 0, "traceback": ""}]
     meta = read_metadata(out)
@@ -81,15 +82,15 @@ def test_bad_suffix():
 
 
 def test_formats_by_suffix():
-    assert sinks.TIMELINE_WRITERS == {".parquet": ParquetTimeline, ".pq": ParquetTimeline,
+    assert timeline.TIMELINE_WRITERS == {".parquet": ParquetTimeline, ".pq": ParquetTimeline,
                                       ".csv": CsvTimeline}
     assert TimelineSink("r.PQ").format is ParquetTimeline
 
 
 def test_a_registered_format_is_written_and_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(sinks, "TIMELINE_WRITERS", dict(sinks.TIMELINE_WRITERS))
+    monkeypatch.setattr(timeline, "TIMELINE_WRITERS", dict(timeline.TIMELINE_WRITERS))
 
-    @sinks.register_timeline_format(".jsonl")
+    @timeline.register_timeline_format(".jsonl")
     class JsonLines:
         def __init__(self, path, schema):
             self.fh = open(path, "w")
@@ -119,7 +120,7 @@ def test_a_registered_format_is_written_and_read(tmp_path, monkeypatch):
     df = read_timeline(out)
     assert len(df) == 2 and list(df.columns) == timeline_schema().names
     assert df.attrs["emobatch"]["k"] == "v"
-    assert not errors_path(out).exists()  # a clean run writes no errors table
+    assert not TimelinePaths(out).errors.exists()  # a clean run writes no errors table
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -144,13 +145,13 @@ def test_track_is_a_nullable_integer_in_the_file_and_when_read(tmp_path, suffix)
 
 def test_errors_table_only_when_an_input_failed_and_a_stale_one_removed(tmp_path):
     out = tmp_path / "r.parquet"
-    errors_path(out).write_text("source,error,frames_done,traceback\nold.mp4,gone,0,\n")
+    TimelinePaths(out).errors.write_text("source,error,frames_done,traceback\nold.mp4,gone,0,\n")
     with TimelineSink(out) as sink:  # a clean run at the same name
         sink.write_table(_rows((Frame(np.zeros((4, 4, 3), np.uint8), Path("a.jpg")), _faces(1))))
-    assert out.is_file() and not errors_path(out).exists()  # old.mp4 is not this run's failure
+    assert out.is_file() and not TimelinePaths(out).errors.exists()  # old.mp4 is not this run's failure
     with TimelineSink(out) as sink:
         sink.add_error("bad.jpg", "zero-byte file")
-    assert pd.read_csv(errors_path(out))["source"].tolist() == ["bad.jpg"]
+    assert pd.read_csv(TimelinePaths(out).errors)["source"].tolist() == ["bad.jpg"]
 
 
 @pytest.mark.parametrize("flush_rows,groups", [(65_536, 1), (120, 3)])

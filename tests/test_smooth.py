@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from emobatch.faces.smooth import Smoother
+from emobatch.faces.tracking.smoother import Smoother
 from emobatch.types import FaceBatch
 
 E = np.eye(7, dtype=np.float32)

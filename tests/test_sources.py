@@ -242,7 +242,7 @@ def test_truncated_image_raises_input_error(tmp_path, suffix, kw):
 
 
 def test_too_many_pixels(tmp_path, monkeypatch):
-    # as in a process emobatch owns (emobatch.memory.configure_process)
+    # as in a process emobatch owns (emobatch.batch.process_tuning.configure_process)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", sources.MAX_IMAGE_PIXELS)
     with pytest.raises(InputError, match="too large"):  # above our limit, below 2x Pillow's
         read_image(png_header_only(tmp_path / "big.png", 15_000, 15_000))

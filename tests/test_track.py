@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from emobatch.faces.track import Tracker, assign, iou_matrix, match_cost
+from emobatch.faces.boxes import iou_matrix
+from emobatch.faces.tracking.tracker import Tracker, assign, match_cost
 from emobatch.types import FaceBatch
 
 FPS = 25.0

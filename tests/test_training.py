@@ -161,7 +161,7 @@ def test_fit_resume_continues_history(csv_run):
     assert lines[:2] == csv_run["first_history"]  # the first epoch's row is kept as it was
     ck = torch.load(tmp / "ck" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ck["epoch"] == 1 and len(ck["history"]) == 2
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
     loaded = load_weights(tmp / "w" / "emobatch_fer.pt")  # sidecar sha256 still matches
     assert loaded.config["arch"] == "tiny"
 
@@ -226,7 +226,7 @@ def test_fit_folder_layout(folder_run):
 def test_fit_init_warm_restart_records_provenance(fer_folder, folder_run, tmp_path):
     """--init starts from earlier weights (a run continued on another day) and the
     exported config says which weights, by sha256 and command, it started from."""
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
     from training.fit import get_args_parser, main
 
     src = folder_run / "w" / "emobatch_fer.pt"
@@ -414,7 +414,7 @@ def test_mixup_blends_each_image_with_one_partner():
 
 def test_fit_with_mixup_and_stronger_augmentation(fer_folder, tmp_path):
     import training.fit as fit
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
 
     argv = ["--data", str(fer_folder), "--out", str(tmp_path / "w"), "--ckpt-dir",
             str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
@@ -458,7 +458,7 @@ def test_fit_distill_records_teachers_and_caches_their_targets(fer_folder, folde
     """--distill: an earlier model (here the folder run's) scores the training images once;
     the config names it by sha256, and a resumed run reads its targets from the cache."""
     import training.fit as fit
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
 
     teacher = folder_run / "w" / "emobatch_fer.pt"
     argv = ["--data", str(fer_folder), "--out", str(tmp_path / "w"), "--ckpt-dir",
@@ -528,7 +528,7 @@ def test_photos_are_detected_and_aligned_like_inference(tmp_path):
     import cv2
 
     from emobatch.faces.align import Aligner
-    from emobatch.faces.detect import Detector
+    from emobatch.faces.detection.detector import Detector
     from emobatch.media.sources import read_image
 
     photo = ROOT / "examples" / "sample" / "astronaut.jpg"
@@ -547,10 +547,10 @@ def test_photos_are_detected_and_aligned_like_inference(tmp_path):
 def test_quantize_adds_int8_calibration_that_loads_exactly(fer_folder, folder_run, tmp_path):
     """training.quantize writes the observers; the int8 backend rebuilt from them at load
     time is the network converted right after calibration, and the float weights are kept."""
-    from emobatch.faces.backends import convert_int8, load_runtime, prepare_int8
+    from emobatch.faces.emotion.runtimes import convert_int8, load_runtime, prepare_int8
     from emobatch.errors import BackendUnavailable
-    from emobatch.faces.preprocess import to_tensor
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.preprocess import to_tensor
+    from emobatch.faces.emotion.weights import load_weights
     from training.quantize import calibrate, get_args_parser, main
 
     src = folder_run / "w" / "emobatch_fer.pt"
@@ -676,7 +676,7 @@ def test_fit_trains_on_the_vote_distribution_and_selects_on_the_ferplus_majority
     folder's), the not-a-face image is left out, and the best epoch is chosen on
     PublicTest's FER+ majority."""
     import training.fit as fit
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
     from training import ferplus as fp
 
     seen: list[torch.Tensor] = []
@@ -720,7 +720,7 @@ def test_fer2013_labels_beside_votes_train_and_score_as_before_and_resume_refuse
     and writes the same history columns as before; a checkpoint of one labels mode does not
     resume under the other."""
     import training.fit as fit
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
 
     argv = ["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w"), "--ckpt-dir",
             str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
@@ -789,8 +789,8 @@ def test_evaluate_reports_the_ferplus_majority_and_vote_cross_entropy(fer_votes,
 def test_logit_adjustment_divides_probabilities_by_the_prior(folder_run):
     """training.adjust folds prior ** -S into the output bias: the adjusted network's
     probabilities are the original ones divided by the prior ** S, renormalised."""
-    from emobatch.faces.classify import predict_probs
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.classifier import predict_probs
+    from emobatch.faces.emotion.weights import load_weights
     from training.adjust import adjust, grid_scores
 
     loaded = load_weights(folder_run / "w" / "emobatch_fer.pt")
@@ -811,7 +811,7 @@ def test_logit_adjustment_divides_probabilities_by_the_prior(folder_run):
 
 def test_adjust_cli_records_the_strength_and_where_the_weights_came_from(fer_votes, folder_run,
                                                                         tmp_path):
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
 
     src = folder_run / "w" / "emobatch_fer.pt"
     out = tmp_path / "adj.pt"

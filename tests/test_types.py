@@ -33,3 +33,23 @@ def test_concat_and_with_do_not_mutate():
 
 def test_label_order_is_fer2013s():
     assert EMOTIONS == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def test_face_batch_refuses_arrays_that_are_not_parallel():
+    import numpy as np
+    import pytest
+
+    from emobatch.types import FaceBatch
+
+    xyxy, score, lm = np.zeros((2, 4), np.float32), np.zeros(2, np.float32), np.zeros((2, 5, 2))
+    ok = FaceBatch(xyxy, score, lm, crops=np.zeros((2, 48, 48), np.uint8),
+                   probs=np.zeros((2, 7), np.float32), track=np.arange(2))
+    assert len(ok[np.array([True, False])]) == 1 and len(FaceBatch.empty()) == 0
+    bad = {"score": np.zeros(3), "landmarks": np.zeros((2, 5)), "crops": np.zeros((2, 48)),
+           "probs": np.zeros((1, 7)), "track": np.zeros((2, 1)), "classified": np.ones(3, bool)}
+    for name, array in bad.items():
+        fields = {"xyxy": xyxy, "score": score, "landmarks": lm, name: array}
+        with pytest.raises(ValueError, match=f"FaceBatch.{name} has shape"):
+            FaceBatch(**fields)
+    with pytest.raises(ValueError, match="probs_raw"):
+        ok.with_(probs_raw=np.zeros((3, 7), np.float32))

@@ -4,8 +4,8 @@ import pytest
 from conftest import SAMPLE
 from emobatch.config import QUALITY_PRESETS, Settings
 from emobatch.media.sources import iter_video
-from emobatch.faces.track import iou_matrix
-from emobatch.faces.video_detect import VideoDetector
+from emobatch.faces.boxes import iou_matrix
+from emobatch.faces.detection.video import VideoDetector
 
 
 @pytest.fixture(scope="module")

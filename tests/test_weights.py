@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from emobatch.faces.models import build_model
+from emobatch.faces.emotion.models import build_model
 from emobatch.types import EMOTIONS
-from emobatch.faces.weights import default_weights_path, load_weights, save_weights
+from emobatch.faces.emotion.weights import (WeightsConfig, default_weights_path, load_weights,
+                                           save_weights)
 from emobatch.errors import WeightsError
 from conftest import ROOT, SAMPLE
 
@@ -27,6 +28,16 @@ def test_save_load_roundtrip(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(loaded.model(x), m(x), atol=1e-6)
     assert loaded.sha256 == digest and loaded.config["arch"] == "tiny"
+    assert loaded.weights_config == WeightsConfig("tiny", EMOTIONS, 0.5, 0.25, "none", False)
+
+
+def test_weights_config_defaults_live_in_one_place():
+    cfg = WeightsConfig.of({"arch": "vgg_m", "labels": ["a", "b"], "int8": {"faces": 8}})
+    assert (cfg.labels, cfg.mean, cfg.std, cfg.tta, cfg.int8) == (("a", "b"), 0.5, 0.25, "none", True)
+    with pytest.raises(WeightsError, match="no architecture"):
+        WeightsConfig.of({"labels": list(EMOTIONS)})
+    with pytest.raises(AttributeError):
+        cfg.tta = "flip"  # type: ignore[misc]  # frozen
 
 
 def test_tampered_file_rejected(tmp_path):

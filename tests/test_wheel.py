@@ -98,7 +98,7 @@ def test_wheel_installs_with_weights_and_runs_the_sample(tmp_path):
 
     root = _fresh_venv(tmp, wheel)
     python, env = root / "bin" / "python", _clean_env()
-    probe = ("import json, emobatch, emobatch.faces.weights as w, emobatch.training.evaluate as ev\n"
+    probe = ("import json, emobatch, emobatch.faces.emotion.weights as w, emobatch.training.evaluate as ev\n"
              "import importlib.util\n"
              "print(json.dumps({'emobatch': emobatch.__file__, 'weights': str(w.default_weights_path()),"
              " 'training': ev.__file__, 'top_training': importlib.util.find_spec('training') is not None}))")

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from emobatch.faces.classify import predict_probs
+from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.faces.device import amp_dtype, select_device
 from emobatch.types import EMOTIONS
-from emobatch.faces.weights import load_weights, save_weights
+from emobatch.faces.emotion.weights import load_weights, save_weights
 from . import ferplus, fit
 from .data import TrainingError, add_votes_argument, exit_on_error, load_fer, votes_arg
 from .distill import provenance

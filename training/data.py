@@ -109,12 +109,12 @@ ALIGN_ABOVE = 96  # --align auto: images larger than this are photos, not face c
 
 class FaceCropper:
     """Photos (not crops): detect the most confident face and align it exactly as the
-    pipeline does at inference (emobatch.faces.detect + emobatch.faces.align), so a model trained or
+    pipeline does at inference (emobatch.faces.detection.detector + emobatch.faces.align), so a model trained or
     evaluated on a user's own photos sees the faces it will see in `emobatch run`."""
 
     def __init__(self) -> None:
         from emobatch.faces.align import Aligner
-        from emobatch.faces.detect import Detector
+        from emobatch.faces.detection.detector import Detector
 
         self.detector, self.aligner = Detector(), Aligner(SIZE)
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from emobatch.atomic import atomic_write
-from emobatch.faces.classify import Classifier
-from emobatch.faces.weights import LoadedModel, load_weights, sha256_of
+from emobatch.faces.emotion.classifier import Classifier
+from emobatch.faces.emotion.weights import LoadedModel, load_weights, sha256_of
 from .ensemble import model_probs
 
 log = logging.getLogger(__name__)

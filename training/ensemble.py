@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from emobatch.faces.classify import Classifier
+from emobatch.faces.emotion.classifier import Classifier
 from emobatch.config import TTA_MODES
 from .data import TrainingError, add_align_argument, exit_on_error, load_fer
 from .evaluate import select_split, to_emotions_order, write_report

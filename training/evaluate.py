@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 from emobatch.atomic import write_text
-from emobatch.faces.classify import predict_probs
-from emobatch.faces.backends import load_runtime
+from emobatch.faces.emotion.classifier import predict_probs
+from emobatch.faces.emotion.runtimes import load_runtime
 from emobatch.config import TTA_MODES, backend_choices
 from emobatch.faces.device import select_device
 from emobatch.types import EMOTIONS
-from emobatch.faces.weights import LoadedModel, load_weights
+from emobatch.faces.emotion.weights import LoadedModel, load_weights
 from .data import (Split, TrainingError, add_align_argument, add_votes_argument, exit_on_error,
                    load_fer, votes_arg)
 from .plots import plot_calibration, plot_confusion, plot_curves

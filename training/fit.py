@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from emobatch.faces.classify import predict_probs
+from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.faces.device import amp_dtype, autocast, select_device
-from emobatch.faces.models import build_model
-from emobatch.faces.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
-from emobatch.faces.weights import DEFAULT_NAME, load_weights, save_weights
+from emobatch.faces.emotion.models import build_model
+from emobatch.faces.emotion.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
+from emobatch.faces.emotion.weights import DEFAULT_NAME, load_weights, save_weights
 from .augment import mixup, random_affine, random_erasing
 from .checkpoint import Trainee, resume, save_checkpoint, write_history
 from . import ferplus, posed as posed_data

@@ -4,7 +4,7 @@
         [--faces 2048] [--seed 0] [--eval]
 
 Runs `--faces` Training images (a seeded sample; PublicTest and PrivateTest are never used)
-through the network with observers on every activation (emobatch.faces.backends.prepare_int8),
+through the network with observers on every activation (emobatch.faces.emotion.runtimes.prepare_int8),
 and writes the weights again with those observers' state added, which the `int8` backend
 turns into a quantised network at load time. The float weights are unchanged, so the
 `torch` backend's results are too; the file's sha256 changes. --eval scores the int8
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from emobatch.faces.backends import convert_int8, load_runtime, observer_state, prepare_int8
-from emobatch.faces.classify import predict_probs
+from emobatch.faces.emotion.runtimes import convert_int8, load_runtime, observer_state, prepare_int8
+from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.config import TTA_MODES
-from emobatch.faces.preprocess import to_tensor
-from emobatch.faces.weights import load_weights, save_weights
+from emobatch.faces.emotion.preprocess import to_tensor
+from emobatch.faces.emotion.weights import load_weights, save_weights
 from .data import TrainingError, add_align_argument, exit_on_error, load_fer
 from .scoring import vote_metrics
 

@@ -2,7 +2,7 @@
 
     dask worker --preload emobatch.batch.dask_preload tcp://scheduler:8786
 
-applies emobatch's process-wide tuning (`emobatch.memory.configure_process`: malloc
+applies emobatch's process-wide tuning (`emobatch.batch.process_tuning.configure_process`: malloc
 settings that keep long videos' memory flat, Pillow's pixel limit raised to emobatch's)
 when the worker starts. Tasks never change their worker's process settings themselves, as
 the worker may be shared with other work; without the preload they run with its defaults.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..memory import configure_process
+from .process_tuning import configure_process
 
 
 def dask_setup(worker: Any = None) -> None:

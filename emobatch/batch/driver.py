@@ -19,9 +19,10 @@ from ..atomic import remove_stale_temps
 from ..errors import OutputError, UsageError
 from ..config import Settings
 from ..plan import resolve_plan
+from ..timeline import TimelinePaths, read_timeline
 from .outputs import check_existing, check_outputs, lock_annotate, plan_items
-from .item import ProgressFn, SourceResult
-from .sinks import TimelineSink, errors_path, meta_path, partial_path
+from .one_input import ProgressFn, SourceResult
+from .sinks import TimelineSink
 from ..media.filetypes import check_inputs_exist
 from ..media.sources import discover_inputs
 from .runners import Runner, make_runner
@@ -33,6 +34,7 @@ class RunSummary:
     results: list[SourceResult] = field(default_factory=list)
     seconds: float = 0.0
     out: Path | None = None
+    paths: TimelinePaths | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -73,11 +75,13 @@ def run(inputs: str | Path | Sequence[str | Path], out: str | Path | None = None
     return summary.out if out is not None else _as_dataframe(summary)
 
 
-def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: str | Path | None,
+def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | None,
+              annotate: str | Path | None,
               settings: Settings, progress: ProgressFn | None = None, *, resume: bool = False,
               workers: int | str = 1, scheduler: Any = None,
               report: str | Path | None = None, overwrite: bool = False) -> RunSummary:
-    """The run behind the CLI and run(): returns the per-source results.
+    """The run behind the CLI and run(): returns the per-source results. out: the timeline,
+    or the TimelinePaths the caller built for it (every file of the run is named there).
 
     Raises UsageError (a ValueError) before any work for an input that does not exist,
     unusable outputs, existing ones without `overwrite` (or `resume`), a live run on the same
@@ -88,37 +92,40 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
         raise UsageError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
     inputs = list(inputs)
     tmpdir = tempfile.TemporaryDirectory() if out is None else None
-    out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
+    paths = out if isinstance(out, TimelinePaths) else TimelinePaths(
+        Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out))
+    out = paths.timeline
     ann_dir = Path(annotate) if annotate is not None else None
     report = Path(report) if report is not None else None
     check_inputs_exist(inputs)
     found = discover_inputs(inputs)
-    check_outputs(out, ann_dir, inputs, found.files, report)
+    check_outputs(paths, ann_dir, inputs, found.files, report)
     items, renamed = plan_items(found.files, inputs, ann_dir)
-    summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
+    summary = RunSummary(out=out, paths=paths, skipped=dict(found.skipped), renamed=renamed,
                          unreadable=[(str(f), r) for f, r in found.unreadable])
     plan = resolve_plan(settings)
-    store = RunStore(out)
+    store = RunStore(paths)
     # locked before the model loads: a second run on the same `out` is refused at once
     resumed = store.open(plan.fingerprint(ann_dir), resume, {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "settings": plan.settings.as_metadata(), "inputs": [str(p) for p in inputs]})
+        "settings": plan.settings.as_metadata(), "resume_key": plan.resume_key(ann_dir),
+        "inputs": [str(p) for p in inputs]})
     ann_lock = None
     try:
         ann_lock = lock_annotate(ann_dir)
         check_existing(out, items, overwrite or tmpdir is not None, resume)
-        _remove_stale_temps(out, ann_dir)
+        _remove_stale_temps(paths, ann_dir)
         runner = make_runner(plan, workers, scheduler)
     except BaseException:
         _unlock(ann_lock)
         store.remove() if not resumed else store.release()
         raise
     meta = plan.metadata() | {"inputs": [str(p) for p in inputs], "runner": runner.name,
-                              "labels": list(plan.weights_config["labels"]),
+                              "labels": list(plan.weights_config.labels),
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
     try:
-        _run(out, items, store, runner, progress, meta, summary, found.files)
+        _run(paths, items, store, runner, progress, meta, summary, found.files)
     finally:
         _unlock(ann_lock)
     if report is not None:
@@ -130,7 +137,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     return summary
 
 
-def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
+def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runner: Runner,
          progress: ProgressFn | None, meta: dict[str, Any], summary: RunSummary,
          files: Sequence[Path]) -> None:
     """Process the items and publish the timeline; on Ctrl-C / SIGTERM (also while
@@ -142,11 +149,11 @@ def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
         _execute(items, store, runner, progress, results, files)
         summary.results = [results[it.index] for it in items]
         summary.seconds = time.perf_counter() - t0
-        _publish(out, items, store, meta, results, summary, summary.seconds)
+        _publish(paths, items, store, meta, results, summary, summary.seconds)
     except (KeyboardInterrupt, SystemExit):
         try:
             with _signals_ignored():  # a second Ctrl-C must not cut the partial short
-                _publish(out, items, store, meta, results, summary, time.perf_counter() - t0,
+                _publish(paths, items, store, meta, results, summary, time.perf_counter() - t0,
                          partial=True)
         finally:
             store.release()
@@ -177,11 +184,11 @@ def _unlock(lock: FolderLock | None) -> None:
         lock.release(remove=True)
 
 
-def _remove_stale_temps(out: Path, ann_dir: Path | None) -> None:
+def _remove_stale_temps(paths: TimelinePaths, ann_dir: Path | None) -> None:
     """Temp files that killed runs left beside the timeline (only the holder of its lock
     writes those) and under --annotate (which other runs may share)."""
-    for name in (out, errors_path(out), meta_path(out), partial_path(out)):
-        remove_stale_temps(out.parent, name.name, any_owner=True)
+    for name in paths.written:
+        remove_stale_temps(name.parent, name.name, any_owner=True)
     if ann_dir is not None:
         remove_stale_temps(ann_dir, recursive=True)
 
@@ -207,13 +214,13 @@ def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progres
             progress("done", {"result": res, "streamed": runner.name == "serial"})
 
 
-def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[str, Any],
+def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, meta: dict[str, Any],
              results: dict[int, SourceResult], summary: RunSummary, seconds: float,
              partial: bool = False) -> Path:
     """Write the timeline (or `.partial` timeline) from the stores, in input order."""
     import pyarrow.parquet as pq
 
-    final = partial_path(out) if partial else out
+    final = (paths.partial if partial else paths).timeline
     if partial:  # inputs finished in their store just before the interrupt count too
         results = results | {it.index: SourceResult.from_dict(d[0]) for it in items
                              if it.index not in results and (d := store.item(it).done())}
@@ -245,7 +252,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
         raise OutputError(f"cannot write {final}: {e.strerror or e}; the finished work is kept "
                           f"in {store.dir}: fix this and rerun with --resume") from e
     if not partial:
-        _remove_timeline(partial_path(out))
+        _remove_timeline(paths.partial)
     return final
 
 
@@ -257,15 +264,13 @@ def _with_source(table, source: Path):
     return table.set_column(i, "source", pa.array([str(source)] * table.num_rows, pa.string()))
 
 
-def _remove_timeline(path: Path) -> None:
+def _remove_timeline(paths: TimelinePaths) -> None:
     """A superseded `.partial` timeline and its sidecars (the complete one now holds them)."""
-    for p in (path, errors_path(path), meta_path(path)):
+    for p in paths.published:
         p.unlink(missing_ok=True)
 
 
 def _as_dataframe(summary: RunSummary):
-    from .sinks import read_timeline
-
     df = read_timeline(summary.out)  # face and track as nullable integers, as everywhere
     df.attrs["errors"] = [{"source": str(r.source), "error": r.error, "traceback": r.traceback}
                          for r in summary.errors]

@@ -11,8 +11,8 @@ from typing import Sequence
 
 from ..media.annotate import annotated_name
 from ..atomic import NAME_MAX, fit_name, temp_path, writing
-from .sinks import errors_path, meta_path, partial_path, timeline_writer
-from .store import FolderLock, WorkItem, item_key, work_dir
+from ..timeline import TimelinePaths, timeline_writer
+from .store import FolderLock, WorkItem, item_key
 from ..errors import UsageError
 
 
@@ -43,10 +43,11 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
 
 
-def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path],
+def check_outputs(paths: TimelinePaths, annotate: Path | None, inputs: Sequence[str | Path],
                   files: Sequence[Path], report: Path | None = None) -> None:
     """UsageError unless the timeline, the report and the annotate folder can be written
     safely: none of them an input or where another output goes."""
+    out = paths.timeline
     try:
         timeline_writer(out)
     except ValueError as e:
@@ -55,7 +56,7 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.parquet'}")
     _probe_writable(out.parent, "--out")
     sources = {Path(f).resolve() for f in files}
-    timeline_files = (out, errors_path(out), meta_path(out), partial_path(out))
+    timeline_files = paths.written
     _check_name_lengths(out, timeline_files)
     for written in timeline_files:
         if written.resolve() in sources:
@@ -79,7 +80,7 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
             raise UsageError(f"--annotate {annotate} overlaps the input folder of {item}: "
                              f"annotated copies would overwrite or mix with the originals; "
                              f"choose a folder outside the inputs")
-    if _inside(work_dir(out.resolve()), ann):
+    if _inside(paths.run_dir.resolve(), ann):
         raise UsageError("--annotate must not contain the run's own folder")
     _probe_writable(annotate, "--annotate")
 
@@ -87,7 +88,7 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
 def _check_name_lengths(out: Path, written: Sequence[Path]) -> None:
     """UsageError if a file the run may publish beside `out` has too long a name (the
     .partial timeline's sidecars are the longest)."""
-    names = [p.name for p in (*written, *(f(partial_path(out)) for f in (errors_path, meta_path)))]
+    names = [p.name for p in written]
     longest = max(names, key=lambda n: len(n.encode()))
     if len(longest.encode()) > NAME_MAX:
         raise UsageError(f"--out {out.name!r} is too long a name: the run would also write "

@@ -1,7 +1,7 @@
 """Where the inputs of a run are processed: here, in worker processes, or on a Dask cluster.
 
-Every runner executes the same unit of work, `item.process_item` on one `WorkItem`, and
-yields (item, result) as inputs finish, in any order; `batch.run_files` publishes the
+Every runner executes the same unit of work, `one_input.process_item` on one `WorkItem`, and
+yields (item, result) as inputs finish, in any order; `driver.run_files` publishes the
 rows in input order from the run's store, so the timeline is the same whichever runs it.
 
 - `SerialRunner`: this process, one input after another (frame-level progress).
@@ -25,18 +25,21 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from queue import Queue
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
 from ..faces.device import gpu_devices
-from ..memory import configure_process
+from .process_tuning import configure_process
 from ..pipeline import FacePipeline
 from ..plan import RunPlan
-from .item import ProgressFn, SourceResult, process_item
+from .one_input import ProgressFn, SourceResult, process_item
 from .store import ItemStore, RunStore, WorkItem
+
+if TYPE_CHECKING:
+    import torch
 from ..errors import UsageError
 
 
@@ -80,7 +83,7 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(plan: RunPlan, threads: int, parent: int,
-                 devices: "Queue[str] | None" = None) -> None:
+                 devices: "Queue[torch.device] | None" = None) -> None:
     """A worker process's set-up; `devices`: a queue of GPUs, from which it takes its own."""
     import cv2
     import torch
@@ -90,7 +93,7 @@ def _init_worker(plan: RunPlan, threads: int, parent: int,
     cv2.setNumThreads(threads)
     if devices is not None:
         device = devices.get(timeout=60)
-        if device.startswith("cuda"):
+        if device.type == "cuda":
             torch.cuda.set_device(device)
         plan = dataclasses.replace(plan, device=device)
     _worker.update(pipe=FacePipeline(plan), parent=parent)
@@ -112,7 +115,7 @@ class ProcessRunner:
     name = "processes"
 
     def __init__(self, plan: RunPlan, workers: int, threads: int | None = None,
-                 devices: Sequence[str] = ()) -> None:
+                 devices: Sequence[torch.device] = ()) -> None:
         """devices: one per worker (its GPU), else every worker runs on plan.device."""
         self.plan, self.workers, self.devices = plan, workers, list(devices)
         self.threads = threads or max(1, available_cores() // workers)
@@ -272,12 +275,12 @@ def make_runner(plan: RunPlan, workers: int | str = 1, scheduler: Any = None) ->
     this process (its pipeline built here)."""
     if scheduler is not None:
         return DaskRunner(plan, scheduler)
-    gpus, on_gpu = gpu_devices(plan.device), plan.device != "cpu"
+    gpus, on_gpu = gpu_devices(plan.device), plan.device.type != "cpu"
     if workers == "auto":
         workers = max(1, len(gpus)) if on_gpu else auto_workers(10**9)
     if int(workers) > 1 and on_gpu:
-        # one process drives a GPU: on an H200, --workers 4 sharing it ran 29.2 frames/s
-        # against one process's 36.6
+        # one process drives a GPU: several sharing one ran slower than one alone
+        # (docs/experiments.md)
         if not gpus:  # an accelerator other than CUDA
             raise UsageError(f"--workers {workers} with --device {plan.device}: one process "
                              "drives it; use --workers 1")

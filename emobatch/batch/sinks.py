@@ -2,49 +2,26 @@
 
 A run gathers each input's rows in a RowBuffer (parts in its store); the sink appends them
 as record batches of at most `flush_rows` rows to a hidden temporary file beside the target,
-through the TimelineWriter registered for the target's suffix. A clean close renames it to
-the final name; an exception (Ctrl-C included) publishes what was written as
-`<stem>.partial<suffix>` instead, so the final name never holds a truncated file and
-finished work is not lost.
+through the TimelineWriter registered for the target's suffix (emobatch.timeline). A clean
+close renames it to the final name; an exception (Ctrl-C included) publishes what was
+written as `<stem>.partial<suffix>` instead, so the final name never holds a truncated file
+and finished work is not lost.
 """
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from ..atomic import atomic_write, publish, temp_path, write_text
+from ..atomic import atomic_write, publish, temp_path
+from ..timeline import TimelinePaths, TimelineWriter, timeline_schema, timeline_writer
 from ..types import EMOTIONS, FaceBatch, Frame
 
 # the errors table; traceback is empty for bad inputs (InputError), set for unexpected failures
 ERROR_FIELDS = ("source", "error", "frames_done", "traceback")
-
-
-INT_COLUMNS = {"face": "Int32", "track": "Int64"}
-"""Nullable integer columns: pandas would read them as floats wherever one is null."""
-
-
-def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema:
-    """One row per face per frame; a frame without faces has one row with null face fields."""
-    fields = [
-        pa.field("source", pa.string()), pa.field("frame", pa.int64()),
-        pa.field("t_sec", pa.float64()), pa.field("face", pa.int32()),
-        pa.field("track", pa.int64()),
-        pa.field("x1", pa.float32()), pa.field("y1", pa.float32()),
-        pa.field("x2", pa.float32()), pa.field("y2", pa.float32()),
-        pa.field("det_score", pa.float32()),
-        *[pa.field(name, pa.float32()) for name in labels],
-        pa.field("emotion", pa.string()), pa.field("confidence", pa.float32()),
-        *[pa.field(f"{name}_raw", pa.float32()) for name in labels],
-        pa.field("classified", pa.bool_()),
-    ]
-    return pa.schema(fields)
 
 
 def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list[str] = EMOTIONS
@@ -103,135 +80,13 @@ class RowBuffer:
         return table
 
 
-class TimelineWriter(Protocol):
-    """One timeline file being written in one format (register_timeline_format): record
-    batches in, then closed; and how the format keeps the run metadata and is read back."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None: ...
-
-    def write_batch(self, batch: pa.RecordBatch) -> None: ...
-
-    def close(self, metadata: dict[str, Any]) -> None:
-        """Finish the file, with the run metadata inside it where the format holds any."""
-
-    @staticmethod
-    def write_sidecar(final: Path, metadata: dict[str, Any]) -> None:
-        """Beside the published file: the run metadata the file itself cannot hold."""
-
-    @staticmethod
-    def read_metadata(path: Path) -> dict[str, Any]: ...
-
-    @staticmethod
-    def read(path: Path) -> Any:
-        """The timeline as a pandas DataFrame."""
-
-    @staticmethod
-    def columns(path: Path) -> list[str]:
-        """The file's column names, without reading its rows."""
-
-
-TIMELINE_WRITERS: dict[str, type[TimelineWriter]] = {}
-"""Lower-case suffix -> the timeline format written and read under it."""
-
-
-def register_timeline_format(*suffixes: str) -> Callable[[type], type]:
-    """Class decorator: the TimelineWriter of files ending in `suffixes`."""
-    def deco(cls: type) -> type:
-        for suffix in suffixes:
-            TIMELINE_WRITERS[suffix] = cls
-        return cls
-    return deco
-
-
-@register_timeline_format(".parquet", ".pq")
-class ParquetTimeline:
-    """Parquet (zstd); the run metadata as JSON under the key-value metadata's 'emobatch'."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
-
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def close(self, metadata: dict[str, Any]) -> None:
-        try:
-            self._writer.add_key_value_metadata({"emobatch": json.dumps(metadata)})
-        finally:
-            self._writer.close()
-
-    @staticmethod
-    def write_sidecar(final: Path, metadata: dict[str, Any]) -> None:
-        pass
-
-    @staticmethod
-    def read_metadata(path: Path) -> dict[str, Any]:
-        kv = pq.read_metadata(path).metadata or {}
-        return json.loads(kv.get(b"emobatch", b"{}"))
-
-    @staticmethod
-    def read(path: Path) -> Any:
-        import pandas as pd
-
-        return pd.read_parquet(path)
-
-    @staticmethod
-    def columns(path: Path) -> list[str]:
-        return pq.read_schema(path).names
-
-
-@register_timeline_format(".csv")
-class CsvTimeline:
-    """CSV with a header row; the run metadata in `<stem>.meta.json` beside it."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._writer = pacsv.CSVWriter(path, schema)
-
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def close(self, metadata: dict[str, Any]) -> None:
-        self._writer.close()
-
-    @staticmethod
-    def write_sidecar(final: Path, metadata: dict[str, Any]) -> None:
-        write_text(meta_path(final), json.dumps(metadata, indent=2) + "\n")
-
-    @staticmethod
-    def read_metadata(path: Path) -> dict[str, Any]:
-        return json.loads(meta_path(path).read_text())
-
-    @staticmethod
-    def read(path: Path) -> Any:
-        import pandas as pd
-
-        return pd.read_csv(path)
-
-    @staticmethod
-    def columns(path: Path) -> list[str]:
-        with open(path, newline="") as fh:
-            return next(csv.reader(fh), [])
-
-
-def timeline_writer(path: str | Path) -> type[TimelineWriter]:
-    """The format of a timeline to write, by its suffix; ValueError for an unknown one."""
-    writer = TIMELINE_WRITERS.get(Path(path).suffix.lower())
-    if writer is None:
-        raise ValueError(f"--out must end in .parquet or .csv, not {Path(path).name!r}")
-    return writer
-
-
-def timeline_reader(path: str | Path) -> type[TimelineWriter]:
-    # a timeline under any other name is read as Parquet, the default format
-    return TIMELINE_WRITERS.get(Path(path).suffix.lower(), ParquetTimeline)
-
-
 class TimelineSink:
     """Context manager writing timeline tables to .parquet (zstd) or .csv, chosen by suffix.
 
     Rows go to a unique hidden temp file beside the target (emobatch.atomic), in row groups
     of `flush_rows` rows however small the tables written (a timeline of many photos is not
     one row group per photo); a clean exit publishes it under `path`, an exception (Ctrl-C
-    included) under `partial_path(path)` if `partial`, else nowhere (all or nothing). A
+    included) under `TimelinePaths(path).partial` if `partial`, else nowhere (all or nothing). A
     failed write (disk full) never publishes anything.
     """
 
@@ -285,7 +140,7 @@ class TimelineSink:
             if not self.partial or issubclass(exc_type, OSError):
                 self._discard()
                 return
-            final = partial_path(self.path)
+            final = TimelinePaths(self.path).partial.timeline
             self.metadata["interrupted"] = f"{exc_type.__name__}: {exc}"
         try:
             if self._pending:
@@ -311,46 +166,12 @@ class TimelineSink:
         """The errors table (only when an input failed; an earlier run's at that name is
         removed, so it never lists what this run did not see) and the metadata the format
         keeps beside the timeline."""
+        errors = TimelinePaths(final).errors
         if not self.errors:
-            errors_path(final).unlink(missing_ok=True)
+            errors.unlink(missing_ok=True)
         else:
-            with atomic_write(errors_path(final), "w", newline="") as fh:
+            with atomic_write(errors, "w", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
                 w.writeheader()
                 w.writerows(self.errors)
         self.format.write_sidecar(final, {**self.metadata, "errors": self.errors})
-
-
-def partial_path(timeline: Path) -> Path:
-    """`results.parquet` -> `results.partial.parquet` (what an interrupted run publishes)."""
-    return timeline.with_name(f"{timeline.stem}.partial{timeline.suffix}")
-
-
-def meta_path(timeline: Path) -> Path:
-    """`results.csv` -> `results.meta.json` (a CSV timeline's run metadata)."""
-    return timeline.with_name(f"{timeline.stem}.meta.json")
-
-
-def errors_path(timeline: Path) -> Path:
-    """`results.parquet` -> `results.errors.csv`."""
-    return timeline.with_name(f"{timeline.stem}.errors.csv")
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The run metadata of a timeline (Parquet key-value metadata, or the CSV's .meta.json)."""
-    return timeline_reader(path).read_metadata(Path(path))
-
-
-def read_timeline(path: str | Path):
-    """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs.
-
-    face and track come back as nullable integers (Int32, Int64; <NA> where a frame has no
-    face or a face no track), whatever the format: not as floats.
-    """
-    df = timeline_reader(path).read(Path(path))
-    df = df.astype({c: t for c, t in INT_COLUMNS.items() if c in df.columns})
-    try:
-        df.attrs["emobatch"] = read_metadata(path)
-    except (OSError, ValueError):
-        pass
-    return df

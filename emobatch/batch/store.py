@@ -31,9 +31,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..faces import state as state_codec
+from ..faces import state_json
 from ..errors import OutputError, UsageError
-from ..atomic import atomic_path, fit_name, remove_stale_temps, write_text, writing
+from ..atomic import atomic_path, remove_stale_temps, write_text, writing
+from ..timeline import TimelinePaths
 
 
 @dataclass
@@ -82,10 +83,6 @@ class Resume:
     state: dict[str, Any]
 
 
-def work_dir(out: Path) -> Path:
-    return out.with_name(fit_name(".", out.name, ".emobatch"))
-
-
 class ItemStore:
     """The on-disk progress of one input (usable from any process that sees the folder)."""
 
@@ -126,7 +123,7 @@ class ItemStore:
         self._write(_write_parquet, self.part(chunk), table)
         if resume is not None:
             self._write(write_text, self.dir / f"state-{chunk:05d}.json",
-                        state_codec.dumps(asdict(resume)))
+                        state_json.dumps(asdict(resume)))
 
     def write_tail(self, table: pa.Table) -> None:
         """Rows after the last checkpoint of an interrupted input: for the `.partial`
@@ -145,7 +142,7 @@ class ItemStore:
     def resume_point(self) -> Resume | None:
         """The last checkpoint whose rows and state are both on disk."""
         for path in reversed(self._chunks("state-*.json")):
-            r = Resume(**state_codec.loads(path.read_text()))
+            r = Resume(**state_json.loads(path.read_text()))
             if self.part(r.chunk).is_file():
                 return r
         return None
@@ -198,11 +195,12 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
 
 
 class RunStore:
-    """The run folder beside `out`: a lock, a manifest, and an ItemStore per input."""
+    """The run folder beside the timeline (`TimelinePaths.run_dir`): a lock, a manifest, and
+    an ItemStore per input."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = Path(out)
-        self.dir = work_dir(self.out)
+    def __init__(self, paths: TimelinePaths) -> None:
+        self.out = paths.timeline
+        self.dir = paths.run_dir
         self._held: FolderLock | None = None
 
     def item(self, item: WorkItem) -> ItemStore:
@@ -229,7 +227,7 @@ class RunStore:
                 if old.get("fingerprint") != fingerprint:
                     raise UsageError(
                         f"--resume: the settings or weights differ from those of the run being "
-                        f"resumed ({_diff(old.get('settings', {}), describe.get('settings', {}))}); "
+                        f"resumed ({_diff(old, describe)}); "
                         f"rerun with the same ones, or delete {self.dir} to start over")
                 found = True
             else:
@@ -309,6 +307,10 @@ class FolderLock:
         self._fd = None
 
 
-def _diff(old: dict, new: dict) -> str:
+def _diff(old_manifest: dict, describe: dict) -> str:
+    """What differs between the run being resumed and this one, in words."""
+    if "resume_key" not in old_manifest:  # written before the manifest recorded it
+        return "its run folder was written by an older emobatch"
+    old, new = old_manifest["resume_key"], describe.get("resume_key", {})
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "weights"
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)

@@ -11,9 +11,13 @@ import torch
 
 from ..errors import UsageError
 
+CPU = torch.device("cpu")
+
 
 def select_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is a UsageError."""
+    """The one place a device's name is parsed (a run's plan holds the result; the stages
+    take a torch.device): 'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is
+    a UsageError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -21,15 +25,14 @@ def select_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def gpu_devices(device: str) -> list[str]:
+def gpu_devices(device: torch.device) -> list[torch.device]:
     """The GPUs a run on `device` may use, one worker process each: every visible one for
     'cuda', the one named for 'cuda:K', none for a CPU."""
-    dev = torch.device(device)
-    if dev.type != "cuda":
+    if device.type != "cuda":
         return []
-    if dev.index is not None:
-        return [str(dev)]
-    return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if device.index is not None:
+        return [device]
+    return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
 
 
 # instruction-set levels, lowest first, and the cpuinfo flags each needs
@@ -124,14 +127,13 @@ PNET_BYTES_PER_PIXEL = 200
 FRAME_BYTES_PER_PIXEL = 16
 
 
-def detect_budget(device: str | torch.device) -> int:
+def detect_budget(device: torch.device) -> int:
     """Bytes a video's batched full detections may plan for on `device`: a quarter of a GPU's
     total memory (its total, not what is free now, so that a run's batches do not depend on
     what ran before it); 0 on a CPU."""
-    dev = torch.device(device)
-    if dev.type != "cuda":
+    if device.type != "cuda":
         return 0
-    return int(torch.cuda.get_device_properties(dev).total_memory // 4)
+    return int(torch.cuda.get_device_properties(device).total_memory // 4)
 
 
 def frames_per_call(budget: int, width: int, height: int, min_face_size: int,
@@ -140,10 +142,9 @@ def frames_per_call(budget: int, width: int, height: int, min_face_size: int,
     `min_face_size` px) share MTCNN's network calls within `budget` bytes (detect_budget).
 
     1 with no budget, as on a CPU: there a batch of frames was slower than frame after frame
-    (8 frames of 1080p, 2 cores: 3.8 s against 1.5 s; their pyramids no longer fit the
-    caches). Else as many as the budget holds of P-Net's largest level and the frame, at
+    (their pyramids no longer fit the caches; docs/experiments.md). Else as many as the budget holds of P-Net's largest level and the frame, at
     most MAX_FRAMES_PER_CALL; a call that runs out of memory anyway is split
-    (emobatch.faces.video_detect)."""
+    (emobatch.faces.detection.video)."""
     if budget <= 0:
         return 1
     level0 = 12.0 / max(12, round(min_face_size * scale)) * scale  # of the full frame's side

@@ -17,7 +17,7 @@ import numpy as np
 
 from .filetypes import BROWSER_IMAGE_SUFFIXES
 from .discover import kind_of
-from .labels import layout_tags
+from .tag_layout import layout_tags
 from ..atomic import atomic_path, atomic_write, publish, temp_path
 from ..types import EMOTIONS, FaceBatch
 
@@ -47,7 +47,7 @@ X264_PARAMS = "mbtree=0"
 sizes (an odd number of macroblocks across, e.g. 322x242 or 336x240; valgrind shows it):
 the quantisers it derives then follow whatever that stack held, so two identical runs wrote
 different pixels. Without MB-tree the encoder reads only what it was given: identical
-frames give byte-identical MP4s (about 20% larger at the same CRF)."""
+frames give byte-identical MP4s, somewhat larger at the same CRF (docs/experiments.md)."""
 
 
 # --------------------------------------------------------------------------- drawing

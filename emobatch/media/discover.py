@@ -107,10 +107,6 @@ class Discovery:
     skipped: dict[str, int] = field(default_factory=dict)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
-    @property
-    def n_skipped(self) -> int:
-        return sum(self.skipped.values())
-
 
 def _walk_media(folder: Path, skipped: Counter[str],
                 unreadable: list[tuple[Path, str]]) -> list[Path]:

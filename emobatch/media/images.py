@@ -22,7 +22,7 @@ def raise_pillow_limit() -> None:
 
     Pillow warns above Image.MAX_IMAGE_PIXELS and refuses twice that (default ~89 M / ~179
     M pixels). read_image checks MAX_IMAGE_PIXELS itself, so in a process emobatch owns
-    (`emobatch.memory.configure_process`) ours is the one that counts; as a library it
+    (`emobatch.batch.process_tuning.configure_process`) ours is the one that counts; as a library it
     leaves Pillow's setting to the application, whose stricter limit then applies.
     """
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:

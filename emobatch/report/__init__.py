@@ -22,12 +22,14 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from ..errors import ReportWarning
+from ..media.annotate import annotated_name
+from ..media.discover import kind_of
 from .data import MAX_PLOTTED_TRACKS, PLOT_BINS, ReportData, analyse
 from .page import render
 from .thumbnails import make_posters, make_thumbnails
 
 __all__ = ["MAX_PLOTTED_TRACKS", "PLOT_BINS", "ReportData", "analyse", "annotated_paths",
-           "find_annotated", "make_posters", "make_thumbnails", "render", "write_report"]
+           "make_posters", "make_thumbnails", "render", "write_report"]
 
 
 def write_report(timeline: str | Path, out: str | Path | None = None, *,
@@ -41,11 +43,11 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     thumbnails=False leaves every face picture out (privacy), the videos' posters too.
     raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
     """
-    from ..batch.sinks import read_timeline
     from ..atomic import atomic_write
+    from ..timeline import TimelinePaths, read_timeline
 
     timeline = Path(timeline)
-    out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
+    out = Path(out) if out is not None else TimelinePaths(timeline).report
     data = analyse(read_timeline(timeline), raw, min_episode)
     paths = annotated_paths(data.sources["source"], annotate_dir, data.meta)
     if annotate_dir is not None:
@@ -75,13 +77,6 @@ def _url(path: Path, report_dir: Path) -> str:
     return quote(Path(os.path.relpath(path.resolve(), report_dir.resolve())).as_posix())
 
 
-def find_annotated(sources: Iterable[str], annotate_dir: str | Path | None,
-                   meta: dict[str, Any], report_dir: Path) -> dict[str, str]:
-    """source -> URL of its annotated MP4 relative to report_dir, for those that exist."""
-    return {s: _url(p, report_dir) for s, p in
-            annotated_paths(sources, annotate_dir, meta).items()}
-
-
 def annotated_paths(sources: Iterable[str], annotate_dir: str | Path | None,
                     meta: dict[str, Any]) -> dict[str, Path]:
     """source -> its annotated MP4, for the video sources whose MP4 exists.
@@ -92,9 +87,6 @@ def annotated_paths(sources: Iterable[str], annotate_dir: str | Path | None,
     annotate.annotated_name's file name, the candidate sharing the most parent folders with
     the source winning (names mirror the inputs below the folder).
     """
-    from ..media.annotate import annotated_name
-    from ..media.discover import kind_of
-
     known = {s: Path(p) for s, p in (meta.get("annotated") or {}).items() if p}
     run_dir = meta.get("annotate")
     if annotate_dir is not None:

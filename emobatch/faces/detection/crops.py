@@ -1,8 +1,8 @@
 """MTCNN's candidate crops cut where its networks run (a GPU), as OpenCV would cut them.
 
 The cascade resamples each candidate box of a frame to 24x24 (R-Net) or 48x48 (O-Net) with
-`cv2.resize(crop.astype(float32), INTER_AREA)`, one call per box: ~800 calls and ~35 ms of a
-1080p frame on the host, however fast the GPU. Here every crop of a frame is computed in one
+`cv2.resize(crop.astype(float32), INTER_AREA)`, one call per box: hundreds of calls a 1080p
+frame on the host, however fast the GPU (docs/experiments.md). Here every crop of a frame is computed in one
 gather and one weighted sum on the frame's device, with OpenCV's own resampling formulas
 (resize.cpp): where the crop is at least the output's size on both axes, area averaging
 (`computeResizeAreaTab`: each output pixel the mean of the source cell it covers, partial
@@ -25,7 +25,7 @@ GATHER_BUDGET = 50_000_000
 def crop_windows(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (k, 4+) x1 y1 x2 y2 -> (windows (m, 4) int64 row0, col0, rows, cols; the indices
     (m,) of the boxes with a non-empty window). Truncated to integers and clipped to the
-    frame as facenet-pytorch's `pad` does (emobatch.faces.mtcnn._crops)."""
+    frame as facenet-pytorch's `pad` does (emobatch.faces.detection.cascade._crops)."""
     b = np.trunc(boxes[:, :4]).astype(np.int64)
     x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
     ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)

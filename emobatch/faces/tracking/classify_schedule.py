@@ -1,20 +1,20 @@
 """Which faces of a video frame the classifier sees: a tracked face every Nth frame.
 
 The classifier is the largest single cost of a video once detection is scheduled
-(emobatch.faces.video_detect), and consecutive frames of one face differ little. So a face is
+(emobatch.faces.detection.video), and consecutive frames of one face differ little. So a face is
 classified when its track starts (or comes back after missing a frame) and then every
 `every`-th processed frame; in between, its track's last classification is carried (sample
-and hold) and per-track smoothing (emobatch.faces.smooth) blends it with the fresh ones, as it
+and hold) and per-track smoothing (emobatch.faces.tracking.smoother) blends it with the fresh
+ones, as it
 already blends neighbouring frames. Untracked faces (track -1, or `--no-track`) are always
 classified. The timeline's `classified` column says which rows the classifier saw.
 
 It costs emotion agreement with an every-frame run (fewer independent looks per smoothing
 window), so the `balanced` preset asks for it only where the classifier is expensive:
-`resolve_classify_every` gives 2 on CPUs without AVX-512, 1 elsewhere. On the 1080p clip with
-AVX2 kernels (docs/experiments.md) the int8 classifier was ~3-4 ms a face, 26 of 84 ms a frame;
-every 2nd frame made it 14 of 72 ms (1.16x in an A/B of whole runs) with recall unchanged and
-agreement 0.943 -> 0.928. On an AMX CPU it saved no time and cost 3 points of agreement; on
-an AMD EPYC with AVX-512 (Zen 4) no time beyond the noise, agreement 0.919 -> 0.901.
+`resolve_classify_every` gives 2 on CPUs without AVX-512, 1 elsewhere: with AVX2 kernels the
+int8 classifier is a large share of a frame and every 2nd frame saved time at a small cost in
+agreement, while on AVX-512 and AMX CPUs it saved no time beyond the noise
+(docs/experiments.md).
 
 The schedule depends only on track ids and the frame order, never on the probabilities, so a
 whole buffer of frames is picked first and classified in one batch (FacePipeline._finish),
@@ -25,18 +25,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..types import FaceBatch
+from ...types import FaceBatch
+from ..device import CPU
 
 
-def resolve_classify_every(every: int, device: str | torch.device = "cpu") -> int:
+def resolve_classify_every(every: int, device: torch.device = CPU) -> int:
     """A setting's classify_every -> frames between classifications of a tracked face:
     0 (auto) gives 2 on a CPU whose widest ISA is AVX2 or less (emobatch.faces.device.cpu_isa),
     else 1; other values stay."""
     if every:
         return every
-    from .device import cpu_isa
+    from ..device import cpu_isa
 
-    return 2 if torch.device(device).type == "cpu" and cpu_isa() in ("generic", "avx2") else 1
+    return 2 if device.type == "cpu" and cpu_isa() in ("generic", "avx2") else 1
 
 
 class ClassifySchedule:

@@ -1,7 +1,7 @@
 """Save and load classifier weights together with their config, offline and verified.
 
 A weights file `NAME.pt` holds {"config": {...}, "state_dict": {...}} and, optionally,
-"int8": {...}, the calibrated activation observers of the int8 backend (emobatch.faces.backends;
+"int8": {...}, the calibrated activation observers of the int8 backend (emobatch.faces.emotion.runtimes;
 the config's "int8" entry says how they were calibrated); beside it `NAME.json` repeats the
 config and adds the file's sha256, which loading verifies.
 """
@@ -11,24 +11,49 @@ import hashlib
 import json
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..atomic import atomic_path, write_text
-from ..config import weights_path_problem
-from ..errors import WeightsError
+from ...atomic import atomic_path, write_text
+from ...config import weights_path_problem
+from ...errors import WeightsError
 from .models import build_model
-from ..types import EMOTIONS
+from .preprocess import DEFAULT_MEAN, DEFAULT_STD
+from ...types import EMOTIONS
 
 # A wheel holds the shipped weights inside the package (pyproject maps weights/ to
 # emobatch/_weights); a source checkout or editable install reads the repo's weights/.
-PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "_weights"
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "_weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 DEFAULT_NAME = "emobatch_fer.pt"
+
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    """What inference reads of a weights file's config, typed, with its defaults in one place.
+    The config itself (a dict) keeps everything training wrote: provenance, commands."""
+
+    arch: str
+    labels: tuple[str, ...] = EMOTIONS     # the classifier's outputs, in order
+    mean: float = DEFAULT_MEAN             # input normalisation (emobatch.faces.emotion.preprocess)
+    std: float = DEFAULT_STD
+    tta: str = "none"                      # photos' default test-time augmentation
+    int8: bool = False                     # whether the file holds an int8 calibration
+    metrics: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> "WeightsConfig":
+        """The typed view of a config dict (WeightsError without an architecture)."""
+        if "arch" not in config:
+            raise WeightsError("the weights' config names no architecture (arch)")
+        given = {k: config[k] for k in ("labels", "mean", "std", "tta", "metrics") if k in config}
+        if "labels" in given:
+            given["labels"] = tuple(given["labels"])
+        return cls(arch=config["arch"], int8=bool(config.get("int8")), **given)
 
 
 @dataclass
@@ -38,6 +63,10 @@ class LoadedModel:
     path: Path
     sha256: str
     int8: dict[str, torch.Tensor] | None = None  # observer buffers for the int8 backend
+
+    @property
+    def weights_config(self) -> WeightsConfig:
+        return WeightsConfig.of(self.config)
 
 
 def sha256_of(path: Path) -> str:
@@ -106,7 +135,7 @@ def load_weights(path: str | Path | None = None, device: str = "cpu") -> LoadedM
     if not (isinstance(blob, dict) and isinstance(blob.get("config"), dict)
             and "state_dict" in blob):
         raise WeightsError(f"{path} is a PyTorch file but not emobatch weights (no config and "
-                           f"state_dict; write them with emobatch.faces.weights.save_weights)")
+                           f"state_dict; write them with emobatch.faces.emotion.weights.save_weights)")
     config = blob["config"]
     try:
         model = build_model(config["arch"], num_classes=len(config["labels"]))

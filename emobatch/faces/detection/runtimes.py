@@ -1,19 +1,19 @@
-"""How MTCNN's networks run: a registry of backends (like the classifier's, emobatch.faces.backends).
+"""How MTCNN's networks run: a registry of backends (like the classifier's,
+emobatch.faces.emotion.runtimes).
 
 Registered here: `torch` (eager, channels-last, fp32)
 or, where the optional `openvino` package is installed, `openvino` (its CPU runtime fuses each
-convolution with its PReLU and pooling: 1.3-2.3x faster per network on 2 cores, outputs
-within ~1e-5 of torch's in fp32; the input normalisation runs inside its graph too). On CPUs
-that run bf16 natively (AMX, AVX512-BF16) OpenVINO runs them in bf16 unless `amp` is off:
-~1.3x faster again on the 1080p clip, recall against full MTCNN unchanged (0.96), emotion
-agreement 0.92 against 0.94 (benchmarks/video_throughput.py).
+convolution with its PReLU and pooling: faster per network, outputs within ~1e-5 of
+torch's in fp32; the input normalisation runs inside its graph too). On CPUs that run bf16
+natively (AMX, AVX512-BF16) OpenVINO runs them in bf16 unless `amp` is off: faster again,
+recall against full MTCNN unchanged (benchmarks/video_throughput.py; the figures in
+docs/experiments.md).
 
 Register another with `@register_net_backend(name)`: a class or function taking a `NetSpec`
 and returning a `NetRunner`.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Protocol
@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from .device import cpu_isa
-from .mtcnn_nets import ONet, PNet, RNet, to_input
+from ...config import openvino_available
+from ...errors import UsageError
+from ..device import CPU, cpu_isa
+from .nets import ONet, PNet, RNet, to_input
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class NetSpec:
 class NetRunner(Protocol):
     """One MTCNN network ready to run: images (N, H, W, 3) 0..255 (uint8 or float32, RGB) ->
     its outputs as numpy arrays, in the network's order. The images are numpy arrays; the
-    torch backend also takes a tensor on its device (crops cut there, emobatch.faces.crops)."""
+    torch backend also takes a tensor on its device (crops cut there,
+    emobatch.faces.detection.crops)."""
 
     name: str
 
@@ -97,12 +99,12 @@ class OpenVINONet:
     uses (so --workers' split holds). The input is
     taken as it comes, (N, H, W, 3) uint8 or float32, and normalised inside the graph. The
     graph is built from the module's layers directly (openvino's own torch conversion traces
-    the module, ~2.5 s for the three)."""
+    the module, seconds for the three)."""
 
     name = "openvino"
 
     def __init__(self, spec: NetSpec) -> None:
-        """Compiles for spec.dtypes now (~0.05-0.3 s each), not on first use, in
+        """Compiles for spec.dtypes now, not on first use, in
         spec.precision ('f32' or 'bf16', OpenVINO's inference precision)."""
         import openvino as ov
 
@@ -168,8 +170,7 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
                           op.constant(np.array([0, -1], np.int64)), special_zero=True)
 
     # a P-Net level's sides are bounded: OpenVINO then builds the kernels of a size it has not
-    # seen in half the time (9 photo-sized levels: 331 -> 158 ms the first time, the same
-    # 105 ms after), as for a lost face's search window
+    # seen in about half the time (docs/experiments.md), as for a lost face's search window
     side = fixed_size or ov.Dimension(1, MAX_SIDE)
     param = op.parameter(ov.PartialShape([-1, 3, side, side]), ov.Type.f32, name="x")
     n = net
@@ -196,18 +197,7 @@ def _openvino_graph(net: nn.Module, fixed_size: int | None):
 
 
 @lru_cache(maxsize=None)
-def openvino_available() -> bool:
-    """openvino imports here (a broken install counts as absent, so auto falls back to torch)."""
-    if importlib.util.find_spec("openvino") is None:
-        return False
-    try:
-        import openvino  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
+def resolve_net_backend(name: str, device: torch.device = CPU) -> str:
     """'auto' -> 'openvino' on a CPU where it is installed, else 'torch'."""
     if name != "auto":
         if name not in NET_BACKENDS:
@@ -215,38 +205,30 @@ def resolve_net_backend(name: str, device: str | torch.device = "cpu") -> str:
         if name == "openvino" and not openvino_available():
             raise UsageError("detector backend openvino asked for, but the openvino package is "
                              "not installed (pip install 'emobatch[openvino]')")
-        if name == "openvino" and torch.device(device).type != "cpu":
+        if name == "openvino" and device.type != "cpu":
             raise UsageError(f"detector backend openvino runs on the CPU, not on {device}")
         return name
-    return "openvino" if torch.device(device).type == "cpu" and openvino_available() else "torch"
+    return "openvino" if device.type == "cpu" and openvino_available() else "torch"
 
 
-def net_precision(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
+def net_precision(backend: str, device: torch.device = CPU, amp: str = "auto") -> str:
     """'bf16' for OpenVINO where `amp` gives bf16 on a CPU (auto: natively bf16 CPUs), else
     'f32'. `backend` is a resolved name."""
-    from .device import amp_dtype
+    from ..device import amp_dtype
 
-    dev = torch.device(device)
-    bf16 = dev.type == "cpu" and amp_dtype(dev, amp) == torch.bfloat16
+    bf16 = device.type == "cpu" and amp_dtype(device, amp) == torch.bfloat16
     return "bf16" if backend == "openvino" and bf16 else "f32"
 
 
-def net_runtime(backend: str, device: str | torch.device = "cpu", amp: str = "auto"
-                ) -> NetRuntime:
+def net_runtime(backend: str, device: torch.device = CPU, amp: str = "auto") -> NetRuntime:
     """How MTCNN's networks will run for a requested `backend` (or 'auto') and `amp`."""
     resolved = resolve_net_backend(backend, device)
     return NetRuntime(resolved, net_precision(resolved, device, amp))
-
-
-def net_runtime_name(backend: str, device: str | torch.device = "cpu", amp: str = "auto") -> str:
-    return net_runtime(backend, device, amp).name
 
 
 def still_net_backend(backend: str) -> str:
     """The backend MTCNN's networks use on photos: 'auto' stays 'auto' (as for videos) except
     on AMX CPUs, where it is 'torch'. OpenVINO builds kernels for every input shape it has not
     seen; a video repeats its pyramid's shapes, but each photo size is new. With AMX that
-    cost more than it saved (17 photos of different sizes: a run ~9% slower than on torch's
-    networks, an Intel Xeon); without AMX OpenVINO still won (an AMD EPYC, Zen 4: 1.18x in
-    bf16, 1.13x capped to AVX2 in fp32; docs/experiments.md)."""
+    cost more than it saved; without AMX OpenVINO still won (docs/experiments.md)."""
     return "torch" if backend == "auto" and cpu_isa() == "amx" else backend

@@ -4,20 +4,20 @@ The algorithm, the networks and their weights are facenet-pytorch's (P-, R- and 
 the weight files from its wheel; `facenet_pytorch.models.utils.detect_face` step for step:
 pyramid, thresholds, NMS, box regression). What differs is only how the work is done, because
 on a CPU facenet-pytorch spends most of a frame outside the convolutions:
-- the networks run channels-last: PyTorch's max-pooling on channels-first tensors is ~4x
-  slower than on channels-last ones, and was ~40% of a 1080p detection;
+- the networks run channels-last: PyTorch's max-pooling on channels-first tensors is much
+  slower than on channels-last ones, and was a large share of a 1080p detection;
 - the R-/O-Net candidate crops (hundreds a frame) are area-resampled by OpenCV instead of one
-  `interpolate(mode="area")` call each (~90 us of overhead a call);
+  `interpolate(mode="area")` call each (each call has a fixed overhead);
 - each pyramid level is area-resampled by OpenCV from the uint8 level before it, not from the
-  full float frame (at 1080p: ~60 ms a frame in resampling alone, 12 levels each reading
-  the whole frame).
+  full float frame (12 levels each reading the whole frame).
+The figures are in docs/experiments.md ("Figures behind the code").
 So the networks see inputs that differ by about a grey level from facenet-pytorch's; the faces
 found are the same up to MTCNN's own jitter: `tests/test_mtcnn.py` checks boxes and scores on
 photos, and benchmarks/video_throughput.py measures recall against facenet-pytorch's MTCNN.
 
-The networks (emobatch.faces.mtcnn_nets) run through a backend (emobatch.faces.net_backends).
+The networks (emobatch.faces.detection.nets) run through a backend (emobatch.faces.detection.runtimes).
 On a GPU, several frames share each network call (`detect_batch`) and the pyramid and crops
-are made on the device with OpenCV's own weights (emobatch.faces.crops), so a frame's work
+are made on the device with OpenCV's own weights (emobatch.faces.detection.crops), so a frame's work
 stays there between the networks.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .crops import crop_windows, resize_crops, resize_level
-from .net_backends import NET_BACKENDS, NetRunner, NetSpec
+from .runtimes import NET_BACKENDS, NetRunner, NetSpec
 
 
 class CascadeMTCNN:
@@ -41,7 +41,7 @@ class CascadeMTCNN:
                  factor: float = 0.709, backend: str = "torch", precision: str = "f32",
                  crop_device: torch.device | None = None) -> None:
         """crop_device: build P-Net's pyramid and cut R-/O-Net's crops there, for networks
-        that run there (a GPU; emobatch.faces.crops, the frames copied to it once per call);
+        that run there (a GPU; emobatch.faces.detection.crops, the frames copied to it once per call);
         None: on the host, by OpenCV."""
         def make(net: nn.Module, size: int | None, dtypes: tuple[str, ...]) -> NetRunner:
             return NET_BACKENDS[backend](NetSpec(net, size, dtypes, precision))

@@ -8,12 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TTA_MODES
-from ..errors import BackendUnavailable, WeightsError
-from ..plan import RunPlan
-from ..types import FaceBatch
-from .backends import build_runtime, inference_model, resolve_backend
-from .device import autocast, select_device
+from ...config import TTA_MODES
+from ...types import FaceBatch
+from .runtimes import build_runtime, inference_model, resolve_backend
+from ..device import autocast, select_device
 from .preprocess import to_tensor
 from .weights import LoadedModel, load_weights
 
@@ -87,48 +85,38 @@ class Classifier:
     def __init__(self, weights: str | Path | None = None, device: str = "auto",
                  batch_size: int = 64, tta: str | None = None, amp: str = "auto",
                  backend: str = "auto") -> None:
-        """A classifier on its own (a run builds its own with `from_plan`). backend: a name
-        in emobatch.faces.backends.BACKENDS, or 'auto' (int8 on a CPU when the weights carry
-        a calibration, else torch eager with `amp`)."""
-        self.device = select_device(device)
-        loaded = load_weights(weights, device=str(self.device))
-        self._load(loaded, resolve_backend(backend, self.device, bool(loaded.int8)), amp, tta,
+        """A classifier on its own (a run builds its own from its plan, `from_loaded`).
+        backend: a name in emobatch.faces.emotion.runtimes.BACKENDS, or 'auto' (int8 on a CPU
+        when the weights carry a calibration, else torch eager with `amp`)."""
+        device = select_device(device)
+        loaded = load_weights(weights, device=str(device))
+        self._load(loaded, device, resolve_backend(backend, device, bool(loaded.int8)), amp, tta,
                    batch_size)
 
     @classmethod
-    def from_plan(cls, plan: RunPlan) -> "Classifier":
-        """The classifier a run's plan resolved: its weights, device, backend, photos' TTA."""
+    def from_loaded(cls, loaded: LoadedModel, device: torch.device, backend: str, amp: str,
+                    tta: str | None, batch_size: int) -> "Classifier":
+        """A classifier of weights already loaded on `device`, run by a resolved `backend`."""
         self = cls.__new__(cls)
-        self.device = torch.device(plan.device)
-        # the shipped weights where this process finds them (a Dask worker's install may lie
-        # elsewhere than the client's), checked by content against what the plan recorded
-        loaded = load_weights(plan.settings.weights, device=plan.device)
-        if loaded.sha256 != plan.weights_sha256:
-            raise WeightsError(f"{loaded.path} (sha256 {loaded.sha256[:12]}...) is not the "
-                               f"weights this run was planned with ({plan.weights_sha256[:12]}"
-                               f"...): install the same emobatch version everywhere")
-        self._load(loaded, plan.classifier_backend, plan.settings.amp, plan.tta,
-                   plan.settings.batch_size)
-        if self.backend != plan.classifier_runtime:  # the plan named it before it was built
-            raise BackendUnavailable(f"the {plan.classifier_backend} backend gave "
-                                     f"{self.backend}, not {plan.classifier_runtime}")
+        self._load(loaded, device, backend, amp, tta, batch_size)
         return self
 
-    def _load(self, loaded: LoadedModel, backend: str, amp: str, tta: str | None,
-              batch_size: int) -> None:
+    def _load(self, loaded: LoadedModel, device: torch.device, backend: str, amp: str,
+              tta: str | None, batch_size: int) -> None:
         """Build the network through the registered `backend` (a resolved name)."""
+        self.device = device
         runtime = build_runtime(loaded, self.device, backend, amp)
         self.model, self.dtype, self.backend = runtime.model, runtime.dtype, runtime.name
         self.config, self.path, self.sha256 = loaded.config, loaded.path, loaded.sha256
-        self.labels: list[str] = list(self.config["labels"])
-        self.tta = tta if tta is not None else self.config.get("tta", "none")
+        self.weights_config = cfg = loaded.weights_config
+        self.labels: list[str] = list(cfg.labels)
+        self.tta = tta if tta is not None else cfg.tta
         self.batch_size = batch_size
 
     def predict(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
         """uint8 crops (N, 48, 48) -> probabilities (N, 7) float32; tta None: self.tta."""
         return predict_probs(self.model, crops, self.device, self.dtype, self.batch_size,
-                             tta or self.tta, self.config.get("mean", 0.5),
-                             self.config.get("std", 0.25))
+                             tta or self.tta, self.weights_config.mean, self.weights_config.std)
 
     def classify(self, faces: FaceBatch) -> FaceBatch:
         if faces.crops is None:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..types import FaceBatch
+from ...types import FaceBatch
 
 
 def ema_weight(dt: float, tau: float) -> float:

@@ -3,7 +3,7 @@
 Full detection (P-, R- and O-Net over an image pyramid) dominates the cost of a video.
 Faces move little between consecutive frames, so between full detections each face of the
 previous frame is re-measured with MTCNN's last stage alone (O-Net on a region around its
-predicted position: ~1 ms a face), which also gives fresh landmarks for alignment; a face O-Net
+predicted position: far cheaper than the cascade), which also gives fresh landmarks for alignment; a face O-Net
 loses is looked for with the whole cascade in a small window around it. Full detection runs
 every `detect_every` frames (to pick up new faces), after a face is lost for good, and on scene
 cuts; it may run on a downscaled frame, and then every `full_res_every`-th one runs at full
@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import torch
 
-from .detect import Detector
-from .state import faces_from_state, faces_state
-from .track import iou_matrix
-from ..types import FaceBatch
+from .detector import Detector
+from ..state_json import faces_from_state, faces_state
+from ..boxes import iou_matrix
+from ...types import FaceBatch
 
 
 class VideoDetector:
@@ -179,10 +179,10 @@ class VideoDetector:
 
     def _scene_cut(self, image: np.ndarray) -> bool:
         """L1 distance between 32-bin gray histograms of this and the last frame above the
-        threshold (0..2). Histograms ignore motion and zoom (measured: <= 0.13 on a fast zoom,
-        >= 1.2 across real cuts), unlike pixel differences."""
+        threshold (0..2). Histograms ignore motion and zoom (a fast zoom stays far below the
+        threshold, real cuts far above it: docs/experiments.md), unlike pixel differences."""
         # every 4th pixel of every 4th row: the same histogram for 1/16 of the work (OpenCV's
-        # nearest-neighbour resize picks them ~5x faster than numpy's strided copy)
+        # nearest-neighbour resize picks them faster than numpy's strided copy)
         h, w = image.shape[:2]
         small = cv2.resize(image, ((w + 3) // 4, (h + 3) // 4), interpolation=cv2.INTER_NEAREST)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)

@@ -1,7 +1,8 @@
 """MTCNN's three networks, P-, R- and O-Net: facenet-pytorch's definitions with the weight
-files from its wheel, as plain nn layers that emobatch.faces.invariant makes thread-invariant."""
+files from its wheel, as plain nn layers that emobatch.faces.invariant_layers makes thread-invariant."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .invariant import invariant_layers, softmax_dim1
+from ..device import CPU
+from ..invariant_layers import invariant_layers, softmax_dim1
 
 
 def weights_dir() -> Path:
@@ -18,6 +20,18 @@ def weights_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("facenet-pytorch is not installed: emobatch uses its MTCNN weights")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+NET_NAMES = ("pnet", "rnet", "onet")
+
+
+def nets_sha256() -> str:
+    """One sha256 over the three networks' weight files, in cascade order: what a run records
+    of them (another facenet-pytorch version may ship other weights)."""
+    h = hashlib.sha256()
+    for name in NET_NAMES:
+        h.update((weights_dir() / f"{name}.pt").read_bytes())
+    return h.hexdigest()
 
 
 class PNet(nn.Module):
@@ -92,11 +106,11 @@ def _flatten_wh(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
-def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
+def load_nets(device: torch.device = CPU) -> tuple[PNet, RNet, ONet]:
     """P-, R- and O-Net with facenet-pytorch's trained weights, in eval mode, their layers'
-    results independent of the thread count (emobatch.faces.invariant)."""
+    results independent of the thread count (emobatch.faces.invariant_layers)."""
     nets = []
-    for cls, name in ((PNet, "pnet"), (RNet, "rnet"), (ONet, "onet")):
+    for cls, name in zip((PNet, RNet, ONet), NET_NAMES):
         net = cls()
         net.load_state_dict(torch.load(weights_dir() / f"{name}.pt", map_location="cpu",
                                        weights_only=True))
@@ -104,7 +118,7 @@ def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
     return nets[0], nets[1], nets[2]
 
 
-def to_input(batch: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
+def to_input(batch: np.ndarray | torch.Tensor, device: torch.device = CPU
              ) -> torch.Tensor:
     """(N, H, W, 3) 0..255 crops, uint8 or float32 (numpy, or a tensor already cut on the
     device) -> MTCNN's input on `device`: (N, 3, H, W) float32 channels-last,

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The GPU checks in one call, for a session lent a GPU machine (CONTRIBUTING: "On a lent GPU").
+# The GPU checks in one command (CONTRIBUTING: "GPU checks").
 #
-#   bash benchmarks/gpu_session.sh prepare   # here: wheels the GPU image lacks + the 1080p clip
-#   bash benchmarks/gpu_session.sh run       # there, from the repo's root, with .gpu carried
+#   bash benchmarks/gpu_checks.sh run        # on the GPU machine, from the checkout's root
+#   bash benchmarks/gpu_checks.sh prepare    # first, where the GPU machine has no network or
+#                                            # no ../shared: wheels + the 1080p clip into .gpu/
 #
-# `prepare` puts PyAV's and facenet-pytorch's wheels (for Python 3.12, the image's) and the
-# clip from ../shared into .gpu/ (git-ignored through .git/info/exclude; ~40 MB, which with
-# the checkout stays under what a call may carry). `run` installs the wheels into /tmp/site
-# and writes, under $OUT (else /tmp/gpu-out): the GPU's name, the CUDA tests
-# (tests/test_gpu.py, tests/test_crops.py), benchmarks/batch_detect.py and
-# benchmarks/gpu_throughput.py --profile, as JSON and text. Budgeted for 9 minutes on an H200
-# with 16 cores; each step has its own time limit so that a slow one leaves the others' results.
+# `prepare` puts PyAV's and facenet-pytorch's wheels (for Python 3.12) and the clip from
+# ../shared into .gpu/ (git-ignored through .git/info/exclude; ~40 MB), to copy along with the
+# checkout. `run` installs those wheels into /tmp/site when .gpu/ holds them, and writes under
+# $OUT (else /tmp/gpu-out): the GPU's name, the CUDA tests (tests/test_gpu.py,
+# tests/test_crops.py), benchmarks/batch_detect.py and benchmarks/gpu_throughput.py --profile,
+# as JSON and text. Each step has its own time limit (about 9 minutes in all), so that a slow
+# one leaves the others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GPU_DIR=.gpu
@@ -29,10 +30,13 @@ prepare() {
 run() {
     local out=${OUT:-/tmp/gpu-out}
     mkdir -p "$out"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$GPU_DIR"/whl/*.whl || exit 1
+    if compgen -G "$GPU_DIR/whl/*.whl" > /dev/null; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site "$GPU_DIR"/whl/*.whl || exit 1
+    fi
     export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
     local clip="$GPU_DIR/$CLIP_NAME"
+    [ -f "$clip" ] || clip="../shared/data/media/videos/$CLIP_NAME"
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
       python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"; } \
         2>&1 | tee "$out/machine.txt"
@@ -47,5 +51,5 @@ run() {
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
-    *) echo "usage: bash benchmarks/gpu_session.sh prepare|run" >&2; exit 2 ;;
+    *) echo "usage: bash benchmarks/gpu_checks.sh prepare|run" >&2; exit 2 ;;
 esac

@@ -9,8 +9,8 @@ A backend turns loaded weights into a `Runtime`: the module to call on a normali
 - `int8`: the same network statically quantised to int8 with PyTorch's x86 engine (fbgemm
   on AVX2, oneDNN with VNNI/AMX where present), from activation ranges calibrated on
   FER2013 training faces and stored in the weights file (`python -m training.quantize`).
-  CPU only. PublicTest accuracy moves by <= 0.2 points against fp32 (docs/model-card.md)
-  and it is ~3x (AVX2) to ~15x (AMX) faster than fp32 per face.
+  CPU only. PublicTest accuracy moves little against fp32 (docs/model-card.md) and it is
+  several times faster than fp32 per face (docs/experiments.md).
 
 `auto` picks `int8` on a CPU when the weights carry a calibration, else `torch`. Register
 another with `@register_backend(name)`: a function (LoadedModel, device, amp) -> Runtime.
@@ -20,14 +20,14 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .device import amp_dtype
-from ..errors import BackendUnavailable, UsageError
-from .invariant import invariant_layers
+from ..device import amp_dtype
+from ...errors import BackendUnavailable, UsageError
+from ..invariant_layers import invariant_layers
 from .models import fold_batchnorm
 from .weights import LoadedModel
 
@@ -54,7 +54,7 @@ def register_backend(name: str) -> Callable[[BackendFn], BackendFn]:
 
 def inference_model(model: nn.Module) -> nn.Module:
     """The float model as the product runs it: batch norm folded into the convs, channels-last,
-    its results in fp32 on a CPU independent of the thread count (emobatch.faces.invariant)."""
+    its results in fp32 on a CPU independent of the thread count (emobatch.faces.invariant_layers)."""
     return invariant_layers(fold_batchnorm(model)).to(memory_format=torch.channels_last)
 
 
@@ -80,15 +80,15 @@ def int8_supported(device: torch.device) -> bool:
 def prepare_int8(model: nn.Module) -> nn.Module:
     """A copy of the float model with observers on every activation to quantise: feed it
     calibration batches, then `convert_int8`. FX fuses conv + batch norm + ReLU itself (a
-    model with batch norm already folded would leave conv and ReLU apart: one more rounding
-    and ~0.4 points of accuracy lost). Deterministic for a given architecture, so observer
+    model with batch norm already folded would leave conv and ReLU apart: one more rounding,
+    and accuracy lost). Deterministic for a given architecture, so observer
     states saved from one call load into another."""
     from torch.ao.quantization import get_default_qconfig_mapping, quantize_fx
 
     import torch.fx.config as fx_config
 
-    # a stack trace per traced node would import torch._dynamo: ~1.5 s of every run's start,
-    # for debugging information nobody reads here
+    # a stack trace per traced node would import torch._dynamo, seconds of every run's
+    # start, for debugging information nobody reads here
     emit = getattr(fx_config, "do_not_emit_stack_traces", False)
     fx_config.do_not_emit_stack_traces = True
     try:
@@ -162,8 +162,3 @@ def runtime_name_of(backend: str, device: torch.device, amp: str) -> str:
     if backend == "torch":
         return f"torch-{_precision(amp_dtype(device, amp))}"
     return backend
-
-
-def runtime_name(backend: str, device: torch.device, amp: str, config: dict[str, Any]) -> str:
-    """runtime_name_of for a requested backend (or 'auto') and weights with this config."""
-    return runtime_name_of(resolve_backend(backend, device, bool(config.get("int8"))), device, amp)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..types import FaceBatch
+from ...types import FaceBatch
+from ..boxes import iou_matrix
 
 _FORBIDDEN = np.inf
 """Cost of a detection/track pair that may not be matched."""
@@ -37,22 +38,6 @@ matches (cost >= 1 each), so the distance fallback never steals from a good IoU 
 
 
 # --------------------------------------------------------------------------------- geometry
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise intersection-over-union of boxes a (n, 4) and b (m, 4), xyxy -> (n, m) float64.
-
-    Degenerate (zero-area) boxes give IoU 0, never NaN.
-    """
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])          # (n, m, 2)
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)      # (n, m)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
 
 def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     """(..., 4) x1,y1,x2,y2 -> (..., 4) centre x, centre y, width, height (float64)."""

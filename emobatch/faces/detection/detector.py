@@ -8,31 +8,33 @@ import cv2
 import numpy as np
 import torch
 
-from ..types import FaceBatch
-from .mtcnn import CascadeMTCNN, decode_onet, nms, square
-from .mtcnn_nets import load_nets
-from .net_backends import NetRuntime, net_runtime
-from .track import iou_matrix
+from ...types import FaceBatch
+from .cascade import CascadeMTCNN, decode_onet, nms, square
+from .nets import load_nets
+from ..device import CPU
+from .runtimes import NetRuntime, net_runtime
+from ..boxes import iou_matrix
 
 
 class Detector:
     """Stage: image -> FaceBatch with boxes, scores and 5 landmarks."""
 
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-                 min_score: float = 0.9, device: str | torch.device = "cpu",
+                 min_score: float = 0.9, device: torch.device = CPU,
                  exact: bool = False, backend: str = "auto", amp: str = "auto",
                  runtime: NetRuntime | None = None, crops: str = "auto") -> None:
         """exact=True runs facenet-pytorch's own `MTCNN.detect` (the reference the benchmarks
-        compare against); the default runs the same cascade faster (emobatch.faces.mtcnn), its
+        compare against); the default runs the same cascade faster
+        (emobatch.faces.detection.cascade), its
         networks as `runtime` says (a run's plan resolved it), else through `backend`
-        (emobatch.faces.net_backends.NET_BACKENDS; auto: openvino on a CPU where it is
+        (emobatch.faces.detection.runtimes.NET_BACKENDS; auto: openvino on a CPU where it is
         installed, else torch), OpenVINO in bf16 where `amp` says so. `crops`: where R- and
         O-Net's crops are cut: 'host' (OpenCV), 'device' (where torch runs the networks,
-        emobatch.faces.crops), 'auto': the device on a GPU."""
+        emobatch.faces.detection.crops), 'auto': the device on a GPU."""
         self.min_score = min_score
         self.min_face_size = min_face_size
-        # the same cascade on every device (facenet-pytorch's own path found 6% fewer faces
-        # on a GPU than this one on the CPU); `exact` is the benchmarks' reference only
+        # the same cascade on every device (facenet-pytorch's own path found fewer faces on a
+        # GPU than this one on the CPU); `exact` is the benchmarks' reference only
         self.exact = exact
         self.reference = None
         if self.exact:
@@ -40,7 +42,7 @@ class Detector:
 
             self.reference = MTCNN(keep_all=True, min_face_size=min_face_size,
                                    thresholds=list(thresholds), post_process=False,
-                                   select_largest=False, device=torch.device(device))
+                                   select_largest=False, device=device)
         runtime = runtime or net_runtime(backend, device, amp)
         self.backend = runtime.name
         self.cascade = CascadeMTCNN(*load_nets(device), tuple(thresholds),
@@ -61,7 +63,7 @@ class Detector:
 
     def detect_batch(self, images: Sequence[np.ndarray], scale: float = 1.0) -> list[FaceBatch]:
         """Images of one size (N of (H, W, 3) uint8 RGB), each detected as `detect` would
-        alone, the networks' calls shared by all of them (emobatch.faces.mtcnn)."""
+        alone, the networks' calls shared by all of them (emobatch.faces.detection.cascade)."""
         if not images:
             return []
         smalls = list(images)
@@ -178,15 +180,14 @@ class Detector:
         return faces[idx[np.argsort(-faces.score[idx], kind="stable")]]
 
 
-def _crop_device(crops: str, device: str | torch.device, runtime: NetRuntime
+def _crop_device(crops: str, device: torch.device, runtime: NetRuntime
                  ) -> torch.device | None:
     """Where the cascade cuts its crops: on the networks' device where torch runs them and
     `crops` says so ('auto': on a GPU), else None (the host)."""
     if crops not in ("auto", "host", "device"):
         raise ValueError(f"crops must be auto, host or device, not {crops!r}")
-    dev = torch.device(device)
-    on_device = crops == "device" or (crops == "auto" and dev.type == "cuda")
-    return dev if on_device and runtime.backend == "torch" else None
+    on_device = crops == "device" or (crops == "auto" and device.type == "cuda")
+    return device if on_device and runtime.backend == "torch" else None
 
 
 def _to_frame(found: tuple[np.ndarray, np.ndarray, np.ndarray], small: tuple[int, ...],
