@@ -40,6 +40,13 @@ def shares(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def footage_table(inputs: list[str], weights: str | None) -> pd.DataFrame:
+    """shares() of one whole run over inputs with weights, named by the weights' sha256."""
+    table = shares(emobatch.run(inputs, weights=weights))
+    table.insert(0, "weights", read_config(weights)["sha256"][:12])
+    return table
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="videos or folders (as emobatch run takes them)")
@@ -47,13 +54,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the table and machine as JSON")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    tables = []
-    for w in args.weights:
-        df = emobatch.run(args.inputs, weights=w)
-        t = shares(df)
-        t.insert(0, "weights", read_config(w)["sha256"][:12])
-        tables.append(t)
-    table = pd.concat(tables, ignore_index=True)
+    table = pd.concat([footage_table(args.inputs, w) for w in args.weights], ignore_index=True)
     info = machine_info()
     print(f"# {info['cpu_model']} ({info['isa']}), emobatch {info['emobatch']} {info['commit']}")
     with pd.option_context("display.width", 200, "display.max_rows", 500):

@@ -857,7 +857,7 @@ def posed_folder(tmp_path_factory) -> Path:
 def test_posed_photos_are_aligned_like_inference_with_normalised_shares(posed_folder, caplog,
                                                                         tmp_path):
     from emobatch.faces.align import Aligner
-    from emobatch.faces.detect import Detector
+    from emobatch.faces.detection.detector import Detector
     from emobatch.media.sources import read_image
     from training import posed as pd_
 
@@ -897,7 +897,7 @@ def test_fit_learns_posed_shares_and_scores_the_held_out_performers(fer_votes, p
     shares as the target; --posed-holdout leaves a fold out, scores it every epoch, and the
     weights' config names the performers they learnt from."""
     import training.fit as fit
-    from emobatch.faces.weights import load_weights
+    from emobatch.faces.emotion.weights import load_weights
     from training import posed as pd_
 
     seen: list[torch.Tensor] = []

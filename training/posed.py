@@ -110,7 +110,7 @@ def load_posed(root: str | Path, cache_dir: str | Path | None = None) -> PosedSe
 
 def _detect_all(root: Path, rows: list[dict[str, str]]) -> PosedSet:
     from emobatch.errors import InputError
-    from emobatch.faces.detect import Detector
+    from emobatch.faces.detection.detector import Detector
     from emobatch.media.sources import read_image
 
     detector = Detector()
