@@ -76,19 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="with ferplus: the target is (1 - W) * the vote distribution + W * "
                         "FER2013's own label")
     add_votes_argument(p)
-    p.add_argument("--posed", default=None, metavar="DIR",
-                   help="also learn from posed photos rated by observers (a folder with "
-                        "labels.csv: file, performer, intended and one share per emotion, as "
-                        "posed-tw's): the normalised shares are soft targets, each photo "
-                        "detected and aligned by the product and re-rendered every epoch "
-                        "with jittered alignment and camera (training.posed)")
-    p.add_argument("--posed-copies", type=int, default=4, metavar="K",
-                   help="renders of each posed photo per epoch")
-    p.add_argument("--posed-folds", type=int, default=3, metavar="K",
-                   help="performer folds (training.posed.performer_folds)")
-    p.add_argument("--posed-holdout", type=int, default=None, metavar="F",
-                   help="leave fold F's performers out of training and score them every "
-                        "epoch (a candidate's held-out check; default: train on all)")
+    posed_data.add_posed_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
@@ -259,13 +247,11 @@ def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, f
            labels: str, is_ema: bool, out_path: Path, init: dict | None = None,
            distill: dict | None = None, posed: dict | None = None) -> None:
     """Write the best model so far with its config; TTA is decided once, at the end.
-    scores: its PublicTest evaluate() figures; posed: posed_config's record, if any."""
+    scores: its PublicTest evaluate() figures; posed: training.posed.config.s record, if any."""
     trained_on = ("FER2013 Training, FER+ vote distributions"
                   + (f" mixed with FER2013's labels ({args.label_mix:g})" if args.label_mix else "")
                   if labels == "ferplus" else "FER2013 Training")
-    if posed:
-        trained_on += (f"; posed photos of {len(posed['performers'])} performers "
-                       f"({posed['data']}), observers' endorsement shares")
+    trained_on += posed_data.trained_on(posed)
     save_weights(model, {
         "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
         "tta": "none",
@@ -346,59 +332,6 @@ def build_training(args: argparse.Namespace, n_train: int, device) -> tuple[Trai
     return Trainee(model, ema, opt, sched), init
 
 
-def load_posed(args: argparse.Namespace, labels: str, ckpt_dir: Path
-               ) -> tuple[posed_data.PosedSet | None, posed_data.PosedSet | None]:
-    """--posed's photos split by performer: (to train on, held out), or (None, None)."""
-    if not args.posed:
-        return None, None
-    if labels != "ferplus":
-        raise TrainingError("--posed learns observers' shares as soft targets: it needs "
-                            "--labels ferplus")
-    if args.distill:
-        raise TrainingError("--posed with --distill: teachers' targets are computed once on "
-                            "the training images, posed photos are re-rendered every epoch")
-    posed = posed_data.load_posed(args.posed, cache_dir=ckpt_dir)
-    if args.posed_holdout is None:
-        return posed, None
-    fold = posed_data.performer_folds(posed.performer, args.posed_folds)
-    if not 0 <= args.posed_holdout < args.posed_folds:
-        raise TrainingError(f"--posed-holdout {args.posed_holdout}: folds are 0.."
-                            f"{args.posed_folds - 1}")
-    held = fold == args.posed_holdout
-    log.info("posed: %d photos of %d performers to train on, %d held out (fold %d of %d)",
-             int((~held).sum()), len(set(posed.performer[~held])), int(held.sum()),
-             args.posed_holdout, args.posed_folds)
-    return posed.subset(~held), posed.subset(held)
-
-
-def epoch_data(train: Split, targets: np.ndarray, posed: posed_data.PosedSet | None,
-               args: argparse.Namespace, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """The epoch's images (N, 48, 48) and targets: the training split, plus this epoch's
-    jittered renders of the posed photos (seeded by seed and epoch, so --resume repeats them)."""
-    if posed is None:
-        return train.images, targets
-    rng = np.random.default_rng([args.seed, epoch])
-    images, shares = posed_data.crops(posed, args.posed_copies, rng)
-    return np.concatenate([train.images, images]), np.concatenate([targets, shares])
-
-
-def posed_config(args: argparse.Namespace, posed: posed_data.PosedSet | None) -> dict | None:
-    """What the weights learnt of --posed, for their config: which performers (so a
-    benchmark scores them only on the others), the folds and the copies per epoch."""
-    if posed is None:
-        return None
-    return {"data": Path(args.posed).name, "performers": sorted(set(posed.performer.tolist())),
-            "folds": args.posed_folds, "holdout": args.posed_holdout,
-            "copies": args.posed_copies, "photos": len(posed)}
-
-
-def posed_agreement(model: nn.Module, held: posed_data.PosedSet, device, dtype) -> float:
-    """Share of held-out posed photos whose predicted class is the observers' top choice."""
-    images, shares = posed_data.crops(held)
-    probs = predict_probs(model, images, device, dtype, batch_size=512)
-    return float((probs.argmax(1) == shares.argmax(1)).mean())
-
-
 def fit_epoch(t: Trainee, data: tuple[np.ndarray, np.ndarray], val: Split,
               held: posed_data.PosedSet | None, args: argparse.Namespace, epoch: int, device,
               dtype, soft: np.ndarray | None) -> tuple[dict, dict, dict]:
@@ -409,10 +342,9 @@ def fit_epoch(t: Trainee, data: tuple[np.ndarray, np.ndarray], val: Split,
     row |= train_one_epoch(t.model, t.ema, t.opt, t.sched, *data, args, epoch, device, dtype, soft)
     raw, avg = (evaluate(m, val, device, dtype) for m in (t.model, t.ema.module))
     if held is not None:
-        raw["posed_top"], avg["posed_top"] = (posed_agreement(m, held, device, dtype)
+        raw["posed_top"], avg["posed_top"] = (posed_data.agreement(m, held, device, dtype)
                                               for m in (t.model, t.ema.module))
-    row |= {f"val_{k}": v for k, v in raw.items()}
-    row |= {f"ema_val_{k}": v for k, v in avg.items()}
+    row |= {f"val_{k}": v for k, v in raw.items()} | {f"ema_val_{k}": v for k, v in avg.items()}
     row["seconds"] = time.time() - t0
     return row, raw, avg
 
@@ -434,9 +366,8 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     log.info("train %d (%s targets), PublicTest %d, device %s, autocast %s", len(train), labels,
              len(val), device, dtype)
     soft, distill = teacher_targets(args, train, ckpt_dir, device)
-    posed, held = load_posed(args, labels, ckpt_dir)
-    n_posed = 0 if posed is None else len(posed) * args.posed_copies
-    t, init = build_training(args, len(train) + n_posed, device)
+    posed, held = posed_data.split_posed(args, labels, ckpt_dir)
+    t, init = build_training(args, len(train) + len(posed or ()) * args.posed_copies, device)
     start, history, best = 0, [], -1.0
     ckpt_path = ckpt_dir / "checkpoint.pt"
     if args.resume:
@@ -446,7 +377,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     command = f"python -m {__package__}.fit " + shlex.join(argv if argv is not None else sys.argv[1:])
     out_path = _out_path(args.out)
     for epoch in range(start, args.epochs):
-        data = epoch_data(train, targets, posed, args, epoch)
+        data = posed_data.epoch_data(train.images, targets, posed, args, epoch)
         row, raw, avg = fit_epoch(t, data, val, held, args, epoch, device, dtype, soft)
         history.append(row)
         log.info("epoch %d/%d %s", epoch + 1, args.epochs,
@@ -456,7 +387,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         if scores[select] > best:
             best = scores[select]
             export(t.ema.module if use_ema else t.model, args, command, epoch, scores, labels,
-                   use_ema, out_path, init, distill, posed_config(args, posed))
+                   use_ema, out_path, init, distill, posed_data.config(args, posed))
         save_checkpoint(ckpt_path, t, epoch, vars(args), history, best, labels)
         write_history(ckpt_dir / "history.csv", history)
     if out_path.is_file():

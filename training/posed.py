@@ -13,6 +13,7 @@ performer it has seen.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import logging
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from torch import nn
 
 from emobatch.faces.align import TEMPLATE_48, _warp, similarity
+from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.types import EMOTIONS
 from .data import SIZE, TrainingError
 
@@ -185,3 +188,82 @@ def crops(posed: PosedSet, copies: int = 1, rng: np.random.Generator | None = No
     if not images:
         return np.zeros((0, SIZE, SIZE), np.uint8), np.zeros((0, len(EMOTIONS)), np.float32)
     return np.stack(images), np.concatenate([posed.shares] * copies)
+
+
+def add_posed_arguments(p: argparse.ArgumentParser) -> None:
+    """--posed and its options for training.fit."""
+    p.add_argument("--posed", default=None, metavar="DIR",
+                   help="also learn from posed photos rated by observers (a folder with "
+                        "labels.csv: file, performer, intended and one share per emotion, as "
+                        "posed-tw's): the normalised shares are soft targets, each photo "
+                        "detected and aligned by the product and re-rendered every epoch "
+                        "with jittered alignment and camera (training.posed)")
+    p.add_argument("--posed-copies", type=int, default=4, metavar="K",
+                   help="renders of each posed photo per epoch")
+    p.add_argument("--posed-folds", type=int, default=3, metavar="K",
+                   help="performer folds (training.posed.performer_folds)")
+    p.add_argument("--posed-holdout", type=int, default=None, metavar="F",
+                   help="leave fold F's performers out of training and score them every "
+                        "epoch (a candidate's held-out check; default: train on all)")
+
+
+def split_posed(args: argparse.Namespace, labels: str, ckpt_dir: Path
+                ) -> tuple[PosedSet | None, PosedSet | None]:
+    """--posed's photos split by performer: (to train on, held out), or (None, None)."""
+    if not args.posed:
+        return None, None
+    if labels != "ferplus":
+        raise TrainingError("--posed learns observers' shares as soft targets: it needs "
+                            "--labels ferplus")
+    if args.distill:
+        raise TrainingError("--posed with --distill: teachers' targets are computed once on "
+                            "the training images, posed photos are re-rendered every epoch")
+    posed = load_posed(args.posed, cache_dir=ckpt_dir)
+    if args.posed_holdout is None:
+        return posed, None
+    fold = performer_folds(posed.performer, args.posed_folds)
+    if not 0 <= args.posed_holdout < args.posed_folds:
+        raise TrainingError(f"--posed-holdout {args.posed_holdout}: folds are 0.."
+                            f"{args.posed_folds - 1}")
+    held = fold == args.posed_holdout
+    log.info("posed: %d photos of %d performers to train on, %d held out (fold %d of %d)",
+             int((~held).sum()), len(set(posed.performer[~held])), int(held.sum()),
+             args.posed_holdout, args.posed_folds)
+    return posed.subset(~held), posed.subset(held)
+
+
+def epoch_data(images: np.ndarray, targets: np.ndarray, posed: PosedSet | None,
+               args: argparse.Namespace, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The epoch's images (N, 48, 48) and targets (N, 7): the training split's, plus this
+    epoch's jittered renders of the posed photos (seeded by seed and epoch, so --resume
+    repeats them)."""
+    if posed is None:
+        return images, targets
+    rng = np.random.default_rng([args.seed, epoch])
+    rendered, shares = crops(posed, args.posed_copies, rng)
+    return np.concatenate([images, rendered]), np.concatenate([targets, shares])
+
+
+def config(args: argparse.Namespace, posed: PosedSet | None) -> dict | None:
+    """What the weights learnt of --posed, for their config: which performers (so a
+    benchmark scores them only on the others), the folds and the copies per epoch."""
+    if posed is None:
+        return None
+    return {"data": Path(args.posed).name, "performers": sorted(set(posed.performer.tolist())),
+            "folds": args.posed_folds, "holdout": args.posed_holdout,
+            "copies": args.posed_copies, "photos": len(posed)}
+
+
+def trained_on(config: dict | None) -> str:
+    """config's phrase for the weights' `trained_on` ('' without posed photos)."""
+    if not config:
+        return ""
+    return (f"; posed photos of {len(config['performers'])} performers ({config['data']}), "
+            f"observers' endorsement shares")
+
+
+def agreement(model: nn.Module, held: PosedSet, device, dtype) -> float:
+    """Share of held-out posed photos whose predicted class is the observers' top choice."""
+    images, shares = crops(held)
+    probs = predict_probs(model, images, device, dtype, batch_size=512)
+    return float((probs.argmax(1) == shares.argmax(1)).mean())
