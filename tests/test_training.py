@@ -420,11 +420,7 @@ def test_fit_with_mixup_and_stronger_augmentation(fer_folder, tmp_path):
             str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
             "--threads", "1", "--mixup", "0.4", "--rotate", "15", "--shift", "0.2",
             "--scale", "0.8", "1.2"]
-    threads = torch.get_num_threads()
-    try:
-        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
-    finally:
-        torch.set_num_threads(threads)
+    res = fit_main(argv)
     row = res["history"][0]
     assert np.isfinite(row["train_loss"]) and 0.0 <= row["train_acc"] <= 1.0
     command = load_weights(tmp_path / "w" / "emobatch_fer.pt").config["command"]
@@ -621,6 +617,32 @@ def test_ferplus_majority_distribution_and_targets():
 VOTE_SHIFT = 2  # the synthetic votes' majority: the folder's class + 2 (mod 7)
 
 
+def targets_seen(monkeypatch) -> list[torch.Tensor]:
+    """Every batch's targets training.fit's loss is given, in order (filled as it trains)."""
+    import training.fit as fit
+
+    seen: list[torch.Tensor] = []
+    real_loss = fit.batch_loss
+
+    def spy(logits, y, y_b, lam, soft, args):
+        seen.append(y.detach().clone())
+        return real_loss(logits, y, y_b, lam, soft, args)
+
+    monkeypatch.setattr(fit, "batch_loss", spy)
+    return seen
+
+
+def fit_main(argv: list[str]) -> dict:
+    """training.fit in this process, torch's thread count restored afterwards."""
+    import training.fit as fit
+
+    threads = torch.get_num_threads()
+    try:
+        return fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def fer_votes(fer_folder, tmp_path_factory) -> Path:
     """fer_folder as data/fer2013 beside data/ferplus/*.csv, as in ../shared: each image's
@@ -679,22 +701,11 @@ def test_fit_trains_on_the_vote_distribution_and_selects_on_the_ferplus_majority
     from emobatch.faces.emotion.weights import load_weights
     from training import ferplus as fp
 
-    seen: list[torch.Tensor] = []
-    real_loss = fit.batch_loss
-
-    def spy(logits, y, y_b, lam, soft, args):
-        seen.append(y.detach().clone())
-        return real_loss(logits, y, y_b, lam, soft, args)
-
-    monkeypatch.setattr(fit, "batch_loss", spy)
+    seen = targets_seen(monkeypatch)
     argv = ["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w"), "--ckpt-dir",
             str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "2", "--batch-size", "16",
             "--threads", "1"]
-    threads = torch.get_num_threads()
-    try:
-        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
-    finally:
-        torch.set_num_threads(threads)
+    res = fit_main(argv)
     train = load_fer(fer_votes / "fer2013")["Training"]
     want = fp.distribution(train.votes[1:])  # the first image is not a face
     got = torch.cat(seen[:len(seen) // 2]).numpy()  # the first epoch: each image once
@@ -900,23 +911,12 @@ def test_fit_learns_posed_shares_and_scores_the_held_out_performers(fer_votes, p
     from emobatch.faces.emotion.weights import load_weights
     from training import posed as pd_
 
-    seen: list[torch.Tensor] = []
-    real_loss = fit.batch_loss
-
-    def spy(logits, y, y_b, lam, soft, args):
-        seen.append(y.detach().clone())
-        return real_loss(logits, y, y_b, lam, soft, args)
-
-    monkeypatch.setattr(fit, "batch_loss", spy)
+    seen = targets_seen(monkeypatch)
     argv = ["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w"), "--ckpt-dir",
             str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
             "--threads", "1", "--posed", str(posed_folder), "--posed-copies", "3",
             "--posed-folds", "2", "--posed-holdout", "1"]
-    threads = torch.get_num_threads()
-    try:
-        res = fit.main(fit.get_args_parser().parse_args(argv), argv=argv)
-    finally:
-        torch.set_num_threads(threads)
+    res = fit_main(argv)
     posed = pd_.load_posed(posed_folder)
     held = pd_.performer_folds(posed.performer, 2) == 1  # performers 2 and 10
     got = torch.cat(seen).numpy()
