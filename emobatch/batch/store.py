@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from ..faces import state as state_codec
 from ..errors import OutputError, UsageError
 from ..atomic import atomic_path, fit_name, remove_stale_temps, write_text, writing
+from ..media.filetypes import not_regular
 
 
 @dataclass
@@ -59,6 +60,9 @@ def input_identity(path: Path) -> str:
     same-size copy with its old mtime restored differs there; reading all could take long)."""
     try:
         st = path.stat()
+        kind = not_regular(st)
+        if kind is not None:  # never opened (a FIFO's open blocks): processing reports it
+            return kind
         h = hashlib.blake2b(digest_size=16)
         with open(path, "rb") as fh:
             h.update(fh.read(EDGE_BYTES))

@@ -1,0 +1,75 @@
+"""Inputs no run may stop, hang or be killed by: each becomes its own error row (or is
+processed), and every other input is processed as usual."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, SAMPLE
+from emobatch.types import EMOTIONS
+
+PHOTO = SAMPLE / "astronaut.jpg"
+
+
+def cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emobatch", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def errors_of(out: Path) -> dict[str, str]:
+    """source file name -> its error, from the run's errors table."""
+    errs = pd.read_csv(out.with_name(f"{out.stem}.errors.csv"), keep_default_na=False)
+    return {Path(s).name: e for s, e in zip(errs["source"], errs["error"])}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """A folder of a photo beside files that are not regular ones, run once (walked, and the
+    FIFO and the loop named as well): (folder, timeline, the finished command)."""
+    d = tmp_path_factory.mktemp("hostile")
+    inputs = d / "in"
+    inputs.mkdir()
+    shutil.copy(PHOTO, inputs / "face.jpg")
+    os.mkfifo(inputs / "pipe.mp4")
+    os.mkfifo(inputs / "pipe.jpg")
+    os.symlink("/dev/zero", inputs / "zero.mp4")
+    out = d / "r.parquet"
+    r = cli("run", inputs, inputs / "pipe.jpg", "--out", out,
+            "--annotate", d / "ann", "--quiet", timeout=120)  # a hang fails, not stalls
+    return inputs, out, r
+
+
+def test_a_fifo_is_an_error_row_not_a_hang(hostile):
+    """Item 1: a FIFO, walked or named, is never opened (its open() would wait for a writer
+    for ever): an error row, and the photo beside it is processed."""
+    _, out, r = hostile
+    assert r.returncode == 1, r.stderr
+    errs = errors_of(out)
+    assert errs["pipe.mp4"] == errs["pipe.jpg"] == "not a regular file: a named pipe (FIFO)"
+    assert set(pd.read_parquet(out)["source"].map(lambda s: Path(s).name)) == {"face.jpg"}
+
+
+def test_a_device_file_is_named_as_such(hostile):
+    """Item 21: /dev/zero (via a symlink) is a character device, not a 'zero-byte file'."""
+    _, out, _ = hostile
+    assert errors_of(out)["zero.mp4"] == "not a regular file: a character device"
+
+
+def test_report_on_a_fifo_source_does_not_hang(tmp_path):
+    """Item 1: `emobatch report` on a timeline whose video source is now a FIFO leaves its
+    thumbnails out instead of waiting in av.open."""
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    row = {"source": str(fifo), "frame": 0, "t_sec": 0.0, "face": 0, "track": 0,
+           "x1": 1.0, "y1": 1.0, "x2": 9.0, "y2": 9.0, "det_score": 0.9,
+           **{e: float(e == "happy") for e in EMOTIONS}, "emotion": "happy", "confidence": 1.0}
+    pd.DataFrame([row]).to_parquet(tmp_path / "t.parquet")
+    r = cli("report", tmp_path / "t.parquet", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "t.report.html").is_file()
