@@ -38,9 +38,10 @@ def hostile(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     shutil.copy(PHOTO, inputs / "face.jpg")
     os.mkfifo(inputs / "pipe.mp4")
     os.mkfifo(inputs / "pipe.jpg")
+    os.symlink("loop.mp4", inputs / "loop.mp4")
     os.symlink("/dev/zero", inputs / "zero.mp4")
     out = d / "r.parquet"
-    r = cli("run", inputs, inputs / "pipe.jpg", "--out", out,
+    r = cli("run", inputs, inputs / "pipe.jpg", inputs / "loop.mp4", "--out", out,
             "--annotate", d / "ann", "--quiet", timeout=120)  # a hang fails, not stalls
     return inputs, out, r
 
@@ -53,6 +54,13 @@ def test_a_fifo_is_an_error_row_not_a_hang(hostile):
     errs = errors_of(out)
     assert errs["pipe.mp4"] == errs["pipe.jpg"] == "not a regular file: a named pipe (FIFO)"
     assert set(pd.read_parquet(out)["source"].map(lambda s: Path(s).name)) == {"face.jpg"}
+
+
+def test_a_symlink_loop_is_an_error_row(hostile):
+    """Item 2: a symlink loop, walked or named, no longer ends the run before any work."""
+    _, out, r = hostile
+    assert "Traceback" not in r.stderr
+    assert "Too many levels of symbolic links" in errors_of(out)["loop.mp4"]
 
 
 def test_a_device_file_is_named_as_such(hostile):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..media.annotate import annotated_name
+from ..media.filetypes import resolved
 from ..atomic import NAME_MAX, fit_name, temp_path, writing
 from .sinks import errors_path, meta_path, partial_path, timeline_writer
 from .store import FolderLock, WorkItem, item_key, work_dir
@@ -18,7 +19,7 @@ from ..errors import UsageError
 
 def annotation_root(inputs: Sequence[str | Path]) -> Path:
     """The common folder of the inputs, so annotated names mirror them below --annotate."""
-    dirs = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in inputs]
+    dirs = [resolved(p) if Path(p).is_dir() else resolved(p).parent for p in inputs]
     return Path(os.path.commonpath(dirs)) if dirs else Path.cwd()
 
 
@@ -54,7 +55,7 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.parquet'}")
     _probe_writable(out.parent, "--out")
-    sources = {Path(f).resolve() for f in files}
+    sources = {resolved(f) for f in files}
     timeline_files = (out, errors_path(out), meta_path(out), partial_path(out))
     _check_name_lengths(out, timeline_files)
     for written in timeline_files:
@@ -72,7 +73,7 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
         raise UsageError(f"--annotate {annotate} is a file, not a folder")
     ann = annotate.resolve()
     for item in inputs:
-        p = Path(item).resolve()
+        p = resolved(item)
         # a walked folder may not overlap it at all; a file's own folder may not be it
         clash = (_inside(ann, p) or _inside(p, ann)) if p.is_dir() else ann == p.parent
         if clash:
@@ -126,7 +127,7 @@ def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
     is an input file is refused (UsageError).
     """
     root = annotation_root(inputs)
-    sources = {Path(f).resolve() for f in files}
+    sources = {resolved(f) for f in files}
     taken: set[Path] = set()
     renamed: dict[str, str] = {}
     items = []

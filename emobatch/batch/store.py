@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from ..faces import state as state_codec
 from ..errors import OutputError, UsageError
 from ..atomic import atomic_path, fit_name, remove_stale_temps, write_text, writing
-from ..media.filetypes import not_regular
+from ..media.filetypes import not_regular, resolved
 
 
 @dataclass
@@ -49,7 +49,7 @@ class WorkItem:
 
 def item_key(path: Path) -> str:
     """The name of an input's folder in the store: a hash of its resolved path."""
-    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:20]
+    return hashlib.sha256(str(resolved(path)).encode()).hexdigest()[:20]
 
 
 EDGE_BYTES = 1 << 20

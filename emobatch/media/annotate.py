@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from .filetypes import BROWSER_IMAGE_SUFFIXES
+from .filetypes import BROWSER_IMAGE_SUFFIXES, resolved
 from .discover import kind_of
 from .labels import layout_tags
 from ..atomic import atomic_path, atomic_write, publish, temp_path
@@ -360,7 +360,7 @@ def write_image(path: Path, image: np.ndarray) -> None:
 def _relative(source: Path, root: Path | None) -> Path:
     """source relative to root if root is given and contains it, else just its name."""
     if root is not None:
-        for s, r in ((source, root), (source.resolve(), root.resolve())):
+        for s, r in ((source, root), (resolved(source), resolved(root))):
             if s != r and s.is_relative_to(r):
                 return s.relative_to(r)
     return Path(source.name)

@@ -62,6 +62,13 @@ def not_regular(st: os.stat_result) -> str | None:
     return next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a regular file")
 
 
+def resolved(path: str | Path) -> Path:
+    """The absolute path with every symlink followed: what identifies an input. A symlink
+    loop (`ln -s l.mp4 l.mp4`), on which Path.resolve() raises, stays as it is, so reading
+    it reports the loop as that input's error."""
+    return Path(os.path.realpath(path))
+
+
 def check_file(path: Path) -> None:
     """Raise InputError unless `path` is an existing, readable, non-empty regular file (a
     symlink to one included)."""
