@@ -19,7 +19,7 @@ from ._version import __version__
 from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, QUALITY_PRESETS,
                      TTA_MODES, Settings)
 from .errors import BackendUnavailable, OutputError, ReportWarning, UsageError, WeightsError
-from .media.filetypes import check_inputs_exist
+from .media.filetypes import check_inputs_exist, path_text
 
 console = Console(stderr=True)
 
@@ -239,14 +239,16 @@ def print_summary(summary, verbose: bool = False) -> None:
         console.print("skipped (not an image or video suffix): " + ", ".join(
             f"{n} {ext}" for ext, n in summary.skipped.items()), **plain)
     for src, dst in summary.renamed.items():
-        console.print(f"annotated name taken: {src} -> {dst}", **plain)
+        console.print(f"annotated name taken: {path_text(src)} -> {path_text(dst)}", **plain)
     for r in summary.results:
         if r.changed:
-            console.print(f"changed since the interrupted run, redone: {r.source}", **plain)
+            console.print(f"changed since the interrupted run, redone: {path_text(r.source)}",
+                          **plain)
     if n_errors:
         console.print(f"[bold red]{n_errors} input(s) failed:")
         for r in summary.errors:
-            console.print(f"  {r.source}: {r.error} (frames done: {r.frames})", **plain)
+            console.print(f"  {path_text(r.source)}: {path_text(r.error)} "
+                          f"(frames done: {r.frames})", **plain)
             if verbose and r.traceback:
                 console.print(r.traceback.rstrip(), **plain)
         for folder, reason in summary.unreadable:

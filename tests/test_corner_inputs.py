@@ -81,3 +81,30 @@ def test_report_on_a_fifo_source_does_not_hang(tmp_path):
     r = cli("report", tmp_path / "t.parquet", timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "t.report.html").is_file()
+
+
+def test_a_name_that_is_not_utf8_is_processed_and_readable(tmp_path):
+    """Item 3: `bad\\xff.jpg` (legal on Linux) is processed and annotated under its own
+    bytes; text outputs write the byte as `\\xff`, the same in the timeline, the metadata
+    and the errors table."""
+    from emobatch.media.filetypes import path_text
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    good = Path(os.fsdecode(bytes(inputs) + b"/bad\xff.jpg"))
+    bad = Path(os.fsdecode(bytes(inputs) + b"/worse\xfe.jpg"))
+    shutil.copy(PHOTO, good)
+    bad.write_bytes(b"not an image")
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--quiet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "worse\\xfe.jpg" in r.stderr
+    df = pd.read_parquet(out)
+    assert list(df["source"].unique()) == [path_text(good)] and str(inputs) + "/bad\\xff.jpg" == path_text(good)
+    assert df["face"].notna().all()
+    assert (ann / good.name).is_file()  # the annotated copy has the input's own name
+    import emobatch
+
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["annotated"] == {path_text(good): path_text(ann / good.name)}
+    assert list(errors_of(out)) == ["worse\\xfe.jpg"]

@@ -22,7 +22,7 @@ from ..plan import resolve_plan
 from .outputs import check_existing, check_outputs, lock_annotate, plan_items
 from .item import ProgressFn, SourceResult
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
-from ..media.filetypes import check_inputs_exist
+from ..media.filetypes import check_inputs_exist, path_text
 from ..media.sources import discover_inputs
 from .runners import Runner, make_runner
 from .store import FolderLock, RunStore, WorkItem, input_identity
@@ -254,7 +254,8 @@ def _with_source(table, source: Path):
     import pyarrow as pa
 
     i = table.schema.get_field_index("source")
-    return table.set_column(i, "source", pa.array([str(source)] * table.num_rows, pa.string()))
+    return table.set_column(i, "source", pa.array([path_text(source)] * table.num_rows,
+                                                  pa.string()))
 
 
 def _remove_timeline(path: Path) -> None:

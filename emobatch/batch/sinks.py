@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_write, publish, temp_path, write_text
+from ..media.filetypes import path_text
 from ..types import EMOTIONS, FaceBatch, Frame
 
 # the errors table; traceback is empty for bad inputs (InputError), set for unexpected failures
@@ -51,7 +52,7 @@ def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list
                   ) -> dict[str, list]:
     """The timeline rows of one frame, column-wise (lists; None for nulls)."""
     n = len(faces)
-    src = str(frame.source)
+    src = path_text(frame.source)
     if n == 0:
         cols: dict[str, list] = {name: [None] for name in timeline_schema(labels).names}
         cols.update(source=[src], frame=[frame.index], t_sec=[frame.t_sec])
@@ -276,7 +277,7 @@ class TimelineSink:
 
     def add_error(self, source: str | Path, error: str, frames_done: int = 0,
                   traceback: str | None = None) -> None:
-        self.errors.append({"source": str(source), "error": error, "frames_done": frames_done,
+        self.errors.append({"source": path_text(source), "error": path_text(error), "frames_done": frames_done,
                             "traceback": traceback or ""})
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -290,7 +291,8 @@ class TimelineSink:
         try:
             if self._pending:
                 self._flush(final=True)
-            self._writer.close({**self.metadata, "errors": self.errors})
+            self.metadata = _as_text({**self.metadata, "errors": self.errors})
+            self._writer.close(self.metadata)
             publish(self._tmp, final)
             self._write_sidecars(final)
         except BaseException:
@@ -318,7 +320,17 @@ class TimelineSink:
                 w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
                 w.writeheader()
                 w.writerows(self.errors)
-        self.format.write_sidecar(final, {**self.metadata, "errors": self.errors})
+        self.format.write_sidecar(final, self.metadata)
+
+
+def _as_text(value: Any) -> Any:
+    """Metadata with every string as `path_text` writes it: the inputs' paths in it match
+    the timeline's `source` column, and JSON readers get no lone surrogates."""
+    if isinstance(value, dict):
+        return {_as_text(k): _as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_text(v) for v in value]
+    return path_text(value) if isinstance(value, str) else value
 
 
 def partial_path(timeline: Path) -> Path:

@@ -49,7 +49,7 @@ class WorkItem:
 
 def item_key(path: Path) -> str:
     """The name of an input's folder in the store: a hash of its resolved path."""
-    return hashlib.sha256(str(resolved(path)).encode()).hexdigest()[:20]
+    return hashlib.sha256(os.fsencode(resolved(path))).hexdigest()[:20]
 
 
 EDGE_BYTES = 1 << 20

@@ -69,6 +69,13 @@ def resolved(path: str | Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def path_text(path: str | Path) -> str:
+    """A path as the timeline, its sidecars and metadata write it (UTF-8 text): as given,
+    with each byte of the name that is not UTF-8 written `\\xNN` (Linux names are bytes;
+    Python holds such a byte as a lone surrogate, which UTF-8 cannot encode)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def check_file(path: Path) -> None:
     """Raise InputError unless `path` is an existing, readable, non-empty regular file (a
     symlink to one included)."""
