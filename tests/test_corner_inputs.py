@@ -108,3 +108,59 @@ def test_a_name_that_is_not_utf8_is_processed_and_readable(tmp_path):
     meta = emobatch.read_timeline(out).attrs["emobatch"]
     assert meta["annotated"] == {path_text(good): path_text(ann / good.name)}
     assert list(errors_of(out)) == ["worse\\xfe.jpg"]
+
+
+def _ts(path: Path, width: int, height: int, frames: int = 20, fps: int = 10) -> Path:
+    """A grey MPEG-TS recording; FFmpeg starts each one's timestamps at the same offset."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="mpegts") as c:
+        s = c.add_stream("mpeg2video", rate=fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            img = np.full((height, width, 3), i * 10 % 255, np.uint8)
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode(None))
+    return path
+
+
+def _cat(out: Path, *parts: Path) -> Path:
+    out.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return out
+
+
+def _frame_times(mp4: Path) -> list[float]:
+    import av
+
+    with av.open(str(mp4)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0])]
+
+
+def test_ts_whose_timestamps_jump_back_is_annotated(tmp_path):
+    """Item 4: three TS recordings joined with `cat` (timestamps restart twice), annotated,
+    checkpointed between the joins: every row, and an MP4 whose frames play in order."""
+    video = _cat(tmp_path / "joined.ts", *(_ts(tmp_path / f"{i}.tsx", 64, 48) for i in range(3)))
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = cli("run", video, "--out", out, "--annotate", ann, "--checkpoint-every", "0.5",
+            "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_parquet(out)) == 60
+    times = _frame_times(ann / "joined.ts.mp4")
+    assert len(times) == 60 and all(b > a for a, b in zip(times, times[1:]))
+    assert times[-1] == pytest.approx(5.9, abs=0.05)  # the recordings' own spacing kept
+
+
+def test_a_checkpoint_with_no_track_held_resumes():
+    """Item 4's `--resume`: a video checkpointed while its tracker held no track (empty,
+    so falsy) saved no tracker state, and resuming it raised TypeError."""
+    from emobatch.faces.smooth import Smoother
+    from emobatch.faces.track import Tracker
+    from emobatch.pipeline import _VideoState
+
+    class Stage:
+        def state_dict(self) -> dict:
+            return {}
+
+    state = _VideoState(Stage(), Tracker(), Stage(), Smoother()).state({})
+    assert state["tracker"] == Tracker().state_dict() and state["smoother"] is not None

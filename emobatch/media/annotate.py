@@ -223,6 +223,7 @@ class VideoWriter:
         self._tmp = temp_path(self.path)
         self._last_pts: int | None = None
         self._last_t = Fraction(0)
+        self._shift = Fraction(0)  # added to t_sec after a jump back
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self._tmp), mode="w", format="mp4",
                                   options={"movflags": "+faststart"})
@@ -244,11 +245,16 @@ class VideoWriter:
         return stream
 
     def _next_pts(self, t_sec: float | None) -> int:
-        """pts in 1/90000 ticks: from t_sec, else previous time + 1/fps; strictly increasing."""
+        """pts in 1/90000 ticks: from t_sec, else previous time + 1/fps; strictly increasing.
+        Where t_sec jumps back (MPEG-TS recordings joined with `cat`), the frames go on one
+        period after the last one, their own spacing kept."""
         if t_sec is None:
             t = self._last_t + 1 / self.rate if self._last_pts is not None else Fraction(0)
         else:
-            t = Fraction(t_sec)
+            t = Fraction(t_sec) + self._shift
+            if self._last_pts is not None and t <= self._last_t:
+                self._shift += self._last_t + 1 / self.rate - t
+                t = self._last_t + 1 / self.rate
         pts = round(t / _TIME_BASE)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
@@ -307,20 +313,36 @@ class VideoWriter:
             self._abort()
 
 
+def _shift_after(first: av.Packet, last_pts: tuple[int, int] | None) -> int:
+    """Ticks to add to a segment whose first packet is `first` so it plays after the frames
+    joined so far (last_pts: their latest pts and its duration): 0 unless its timestamps
+    jump back (MPEG-TS recordings joined with `cat`), when it continues one frame later."""
+    if last_pts is None or first.pts is None or first.pts > last_pts[0]:
+        return 0
+    return last_pts[0] + last_pts[1] - first.pts
+
+
 def concat_mp4(segments: Sequence[Path], path: Path) -> Path:
     """Join MP4 segments written by VideoWriter (same size and settings; absolute timestamps)
     into one MP4 at `path`, atomically, without re-encoding."""
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
-            stream, last_dts = None, None
+            stream, last_dts, last_pts = None, None, None
             for seg in segments:
                 with av.open(str(seg)) as src:
                     video = src.streams.video[0]
                     if stream is None:
                         stream = out.add_stream_from_template(video)
+                    shift = None
                     for packet in src.demux(video):
                         if packet.dts is None:  # the demuxer's end-of-stream marker
                             continue
+                        if shift is None:
+                            shift = _shift_after(packet, last_pts)
+                        packet.dts += shift
+                        packet.pts = None if packet.pts is None else packet.pts + shift
+                        if packet.pts is not None and (last_pts is None or packet.pts > last_pts[0]):
+                            last_pts = (packet.pts, packet.duration or 1)
                         if last_dts is not None and packet.dts <= last_dts:
                             packet.dts = last_dts + 1  # B-frame delay across a join
                         last_dts = packet.dts
