@@ -151,6 +151,21 @@ def test_ts_whose_timestamps_jump_back_is_annotated(tmp_path):
     assert times[-1] == pytest.approx(5.9, abs=0.05)  # the recordings' own spacing kept
 
 
+def test_resolution_change_mid_stream_keeps_every_row(tmp_path):
+    """Item 5: 64x36 then 128x72 in one stream, annotated: a row for every frame decoded
+    (FFmpeg drops one at the join), the larger frames scaled into the MP4's size."""
+    from emobatch.media.video import iter_video
+
+    video = _cat(tmp_path / "two.ts", _ts(tmp_path / "a.tsx", 64, 36),
+                 _ts(tmp_path / "b.tsx", 128, 72))
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = cli("run", video, "--out", out, "--annotate", ann, "--quiet")
+    assert r.returncode == 0, r.stderr
+    decoded = sum(1 for _ in iter_video(video))
+    assert decoded >= 38 and len(pd.read_parquet(out)) == decoded
+    assert len(_frame_times(ann / "two.ts.mp4")) == decoded
+
+
 def test_a_checkpoint_with_no_track_held_resumes():
     """Item 4's `--resume`: a video checkpointed while its tracker held no track (empty,
     so falsy) saved no tracker state, and resuming it raised TypeError."""

@@ -12,7 +12,8 @@ from ..atomic import writing
 
 from ..errors import OutputError
 from ..config import Settings
-from ..media.annotate import VideoWriter, concat_mp4, draw, write_image
+from ..media.annotate import (VideoWriter, concat_mp4, draw, letterbox, video_size,
+                              write_image)
 from ..media.encode_thread import EncodeThread
 from ..media.sources import VideoInfo, kind_of, video_info
 from ..errors import InputError
@@ -64,6 +65,7 @@ class _Annotation:
         self.writer: VideoWriter | None = None  # the encode thread's while it runs
         self.thread: EncodeThread | None = None
         self.fps = (info.fps if info else None) or 25.0
+        self.size: tuple[int, int] | None = None  # (width, height) of the MP4's frames
 
     def write(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
         """Queue a video frame (raises the error of one that failed before it); a still
@@ -84,10 +86,15 @@ class _Annotation:
         """Draw a video frame and add it to the chunk's segment (on the encode thread)."""
         img = draw(frame.image, faces, self.labels, blur=self.blur)
         with writing(f"the annotated output of {frame.source}"):
+            if self.size is None:  # the first segment's, also after a resume
+                done = self.store.segments(chunk - 1)
+                self.size = video_size(done[0]) if done else (img.shape[1], img.shape[0])
+            if (img.shape[1], img.shape[0]) != self.size:  # the stream's resolution changed
+                img = letterbox(img, *self.size)
             if self.writer is None:
                 self.store.dir.mkdir(exist_ok=True)  # never re-creates a removed run folder
                 self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
-                                          img.shape[1], img.shape[0])
+                                          *self.size)
             self.writer.write(img, frame.t_sec)
 
     def end_chunk(self) -> None:

@@ -193,6 +193,17 @@ def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
 # --------------------------------------------------------------------------- video
 
 
+def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) image scaled to fit (height, width, 3), its aspect kept, centred on black."""
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w = min(max(round(image.shape[1] * scale), 1), width)
+    h = min(max(round(image.shape[0] * scale), 1), height)
+    out = np.zeros((height, width, 3), np.uint8)
+    y, x = (height - h) // 2, (width - w) // 2
+    out[y:y + h, x:x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
 def _pad_even(image: np.ndarray) -> np.ndarray:
     """Pad an (H, W, 3) image by 1 px (edge replicated) on the bottom/right where H/W is odd."""
     ph, pw = image.shape[0] % 2, image.shape[1] % 2
@@ -320,6 +331,13 @@ def _shift_after(first: av.Packet, last_pts: tuple[int, int] | None) -> int:
     if last_pts is None or first.pts is None or first.pts > last_pts[0]:
         return 0
     return last_pts[0] + last_pts[1] - first.pts
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an MP4's video stream, as written (even)."""
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        return int(ctx.width), int(ctx.height)
 
 
 def concat_mp4(segments: Sequence[Path], path: Path) -> Path:
