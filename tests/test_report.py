@@ -301,3 +301,20 @@ def test_report_warns_when_the_annotate_folder_has_none_of_the_videos(sample_run
         assert r.returncode == 0, r.stderr
         assert ("warning: --annotate" in r.stderr) == warned, (ann, r.stderr)
         assert ("<video" in (folder / f"{ann}.html").read_text()) != warned
+
+
+def test_a_huge_timestamp_keeps_the_report_small(tmp_path: Path) -> None:
+    """Item 6: a last frame at 1e12 s made the time axis 1.4e8 ticks (unbounded memory);
+    the report is written within a 4 GB address space and has at most 11 ticks."""
+    rows = [{"source": "clip.mp4", "frame": i, "t_sec": t, "face": 0, "track": 0, "x1": 1.0,
+             "y1": 1.0, "x2": 9.0, "y2": 9.0, "det_score": 0.9,
+             **{e: float(e == "happy") for e in EMOTIONS}, "emotion": "happy",
+             "confidence": 1.0} for i, t in enumerate((0.0, 0.04, 1e12))]
+    pd.DataFrame(rows).to_parquet(tmp_path / "t.parquet")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+            "from emobatch.report import write_report; write_report(*sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.parquet"),
+                        str(tmp_path / "r.html")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    axis = re.search(r'<div class="axis">(.*?)</div>', (tmp_path / "r.html").read_text())
+    assert 2 <= axis.group(1).count("<span") <= 11
