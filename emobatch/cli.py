@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
@@ -22,6 +21,12 @@ from .errors import BackendUnavailable, OutputError, ReportWarning, UsageError, 
 from .media.filetypes import check_inputs_exist, path_text
 
 console = Console(stderr=True)
+
+
+def say(text: str, style: str | None = None) -> None:
+    """One plain line on stderr, never truncated or wrapped (users grep and copy the paths
+    in it), in `style` (e.g. 'red'). Never read as rich markup: a path may hold '[/]'."""
+    console.print(text, style=style, soft_wrap=True, highlight=False, markup=False)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -146,11 +151,10 @@ def cmd_report(a: argparse.Namespace) -> int:
                            thumbnails=not a.no_thumbnails, raw=a.raw, min_episode=a.min_episode)
     for w in caught:
         if issubclass(w.category, ReportWarning):
-            console.print(f"emobatch: warning: {w.message}", soft_wrap=True, highlight=False,
-                          markup=False)
+            say(f"emobatch: warning: {w.message}")
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    console.print(f"report: {out}", soft_wrap=True, highlight=False)
+    say(f"report: {path_text(out)}")
     return 0
 
 
@@ -233,29 +237,25 @@ def print_summary(summary, verbose: bool = False) -> None:
               str(n_errors), f"{summary.seconds:.1f} s",
               f"{summary.frames / max(summary.seconds, 1e-9):.1f}")
     console.print(t)
-    # plain lines, never truncated: users grep and copy these paths
-    plain = dict(soft_wrap=True, highlight=False, markup=False)
     if summary.skipped:
-        console.print("skipped (not an image or video suffix): " + ", ".join(
-            f"{n} {ext}" for ext, n in summary.skipped.items()), **plain)
+        say("skipped (not an image or video suffix): " + ", ".join(
+            f"{n} {ext}" for ext, n in summary.skipped.items()))
     for src, dst in summary.renamed.items():
-        console.print(f"annotated name taken: {path_text(src)} -> {path_text(dst)}", **plain)
+        say(f"annotated name taken: {path_text(src)} -> {path_text(dst)}")
     for r in summary.results:
         if r.changed:
-            console.print(f"changed since the interrupted run, redone: {path_text(r.source)}",
-                          **plain)
+            say(f"changed since the interrupted run, redone: {path_text(r.source)}")
     if n_errors:
-        console.print(f"[bold red]{n_errors} input(s) failed:")
+        say(f"{n_errors} input(s) failed:", "bold red")
         for r in summary.errors:
-            console.print(f"  {path_text(r.source)}: {path_text(r.error)} "
-                          f"(frames done: {r.frames})", **plain)
+            say(f"  {path_text(r.source)}: {path_text(r.error)} (frames done: {r.frames})")
             if verbose and r.traceback:
-                console.print(r.traceback.rstrip(), **plain)
+                say(r.traceback.rstrip())
         for folder, reason in summary.unreadable:
-            console.print(f"  {folder}: folder not read: {reason}", **plain)
+            say(f"  {path_text(folder)}: folder not read: {reason}")
         if not verbose and any(r.traceback for r in summary.errors):
-            console.print("unexpected failures (bugs): their tracebacks are in the errors "
-                          "table's traceback column, and with --verbose here", **plain)
+            say("unexpected failures (bugs): their tracebacks are in the errors table's "
+                "traceback column, and with --verbose here")
 
 
 class Terminated(KeyboardInterrupt):
@@ -284,26 +284,25 @@ def cmd_run(a: argparse.Namespace) -> int:
         prog.stop()
         partial = partial_path(a.out)
         rows = f"finished rows in {partial}" if partial.is_file() else "no partial timeline"
-        console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}: "
-                      f"{rows}; continue with --resume (progress kept in {work_dir(a.out)})",
-                      soft_wrap=True)
+        say(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {rows}; continue "
+            f"with --resume (progress kept in {path_text(work_dir(a.out))})", "yellow")
         return 143 if isinstance(e, Terminated) else 130
     except OutputError as e:
         prog.stop()
         kept = work_dir(a.out)
         hint = (f"; finished work is kept in {kept}: fix this and rerun with --resume"
                 if kept.is_dir() and "--resume" not in str(e) else "")
-        console.print(f"[red]emobatch: {e}{hint}", soft_wrap=True, highlight=False)
+        say(f"emobatch: {e}{hint}", "red")
         return 3
     finally:
         prog.stop()
     print_summary(summary, a.verbose)
     failed = summary.errors or summary.unreadable
-    console.print(f"timeline: {summary.out}"
-                  + (f"  errors: {errors_path(summary.out)}" if failed else "")
-                  + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
+    say(f"timeline: {path_text(summary.out)}"
+        + (f"  errors: {path_text(errors_path(summary.out))}" if failed else "")
+        + (f"  annotated: {path_text(a.annotate)}" if a.annotate else ""))
     if summary.report is not None:
-        console.print(f"report: {summary.report}", soft_wrap=True, highlight=False)
+        say(f"report: {path_text(summary.report)}")
     return 1 if failed else 0
 
 
@@ -322,10 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "report":
             return cmd_report(a)
     except (UsageError, WeightsError, BackendUnavailable) as e:
-        console.print(f"[red]emobatch: {escape(str(e))}", soft_wrap=True, highlight=False)
+        say(f"emobatch: {e}", "red")
         return 2
     except OutputError as e:  # `run` says where its finished work is kept; this is the rest
-        console.print(f"[red]emobatch: {escape(str(e))}", soft_wrap=True, highlight=False)
+        say(f"emobatch: {e}", "red")
         return 3
     finally:
         signal.signal(signal.SIGTERM, previous)

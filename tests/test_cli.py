@@ -249,3 +249,12 @@ def test_report_of_something_not_a_timeline_exits_2(tmp_path):
         r = emobatch_cli("report", path)
         assert r.returncode == 2 and message in r.stderr, (path, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_paths_are_printed_as_text_not_rich_markup(tmp_path):
+    """Item 8: an --out under a folder named `d[` (`d[/]y.parquet`) was published, then
+    printing it raised rich's MarkupError (exit 1)."""
+    out = tmp_path / "d[" / "]y.parquet"
+    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"timeline: {out}" in r.stderr and out.is_file()
