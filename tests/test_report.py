@@ -96,6 +96,21 @@ def test_photos_gallery_and_thumbnails_option(tmp_path: Path) -> None:
     assert "<img" not in private and "data:image" not in private and 'id="photos"' in private
 
 
+def test_report_of_a_blurred_run_has_no_face_pictures(tmp_path: Path) -> None:
+    """Item 15: `emobatch report` on a --blur-faces run showed unblurred thumbnails; it now
+    follows the run's blur_faces setting."""
+    from conftest import SAMPLE
+
+    row = {"source": str(SAMPLE / "astronaut.jpg"), "frame": 0, "t_sec": None, "face": 0.0,
+           "track": None, "x1": 170.0, "y1": 40.0, "x2": 330.0, "y2": 240.0,
+           "det_score": 0.99, **{e: (0.7 if e == "happy" else 0.05) for e in EMOTIONS},
+           "emotion": "happy", "confidence": 0.7, **{f"{e}_raw": 0.05 for e in EMOTIONS}}
+    pd.DataFrame([row]).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "t.meta.json").write_text(json.dumps({"settings": {"blur_faces": True}}))
+    page = write_report(tmp_path / "t.csv", tmp_path / "r.html").read_text()
+    assert 'id="photos"' in page and "<img" not in page and "data:image" not in page
+
+
 def test_cli_report(tmp_path: Path) -> None:
     timeline = _synthetic(tmp_path / "t.parquet", 5)
     cmd = [sys.executable, "-m", "emobatch", "report", str(timeline)]

@@ -38,7 +38,8 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     out: default `<timeline stem>.report.html` beside the timeline. annotate_dir: where the
     run's annotated outputs are (default: the metadata's `annotate`, if any); its MP4s are
     embedded by relative path (a ReportWarning when one is given and holds none of them).
-    thumbnails=False leaves every face picture out (privacy), the videos' posters too.
+    thumbnails=False leaves every face picture out (privacy), the videos' posters too; so
+    does a run with `blur_faces` in its metadata's settings, whatever `thumbnails` says.
     raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
     """
     from ..batch.sinks import read_timeline
@@ -47,6 +48,9 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     timeline = Path(timeline)
     out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
     data = analyse(read_timeline(timeline), raw, min_episode)
+    settings = data.meta.get("settings")
+    if isinstance(settings, dict) and settings.get("blur_faces"):
+        thumbnails = False  # the run blurred every face it wrote: so does its report
     paths = annotated_paths(data.sources["source"], annotate_dir, data.meta)
     if annotate_dir is not None:
         _check_annotate_dir(Path(annotate_dir), data, paths)
