@@ -110,3 +110,24 @@ def test_an_out_name_too_long_for_its_sidecars_is_refused_up_front(tmp_path, len
     r = cli("run", PHOTO, "--out", out, *FAST)
     assert r.returncode == 2 and "too long" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_lock_that_cannot_be_removed_hides_no_error(tmp_path, monkeypatch):
+    """Item 16: an --annotate folder made unwritable mid-run made FolderLock.release raise
+    PermissionError, hiding the run's OutputError behind a traceback. Releasing never
+    raises, and the lock is free for the next run."""
+    from emobatch.batch.store import FolderLock
+
+    lock = FolderLock(tmp_path / ".emobatch.lock", "busy")
+    lock.acquire()
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", refuse)
+        lock.release(remove=True)
+    again = FolderLock(tmp_path / ".emobatch.lock", "busy")
+    again.acquire()
+    again.release(remove=True)
+    assert not (tmp_path / ".emobatch.lock").exists()

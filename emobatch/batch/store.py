@@ -304,11 +304,16 @@ class FolderLock:
         self._fd = fd
 
     def release(self, remove: bool = False) -> None:
-        """Let go (removing the file first, while still held, if `remove`)."""
+        """Let go (removing the file first, while still held, if `remove`). Never raises: a
+        lock file that cannot be removed (its folder made read-only mid-run) is held by no
+        one once closed, and the run's own error is the one to report."""
         if self._fd is None:
             return
         if remove:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
         os.close(self._fd)
         self._fd = None
 
