@@ -486,3 +486,24 @@ def test_too_many_video_pixels(ntsc_mp4, monkeypatch):
     monkeypatch.setattr(video, "_video_stream", lambda c: c.streams.video[0])  # header passes
     with pytest.raises(InputError, match="video frames too large"):
         next(iter_frames(ntsc_mp4))
+
+
+def test_image_conversion_errors_say_what_happened(tmp_path, monkeypatch):
+    """Item 17: every exception converting a photo was 'unsupported image mode', even a
+    MemoryError; now only Pillow's refusals are, memory is named, and a bug propagates."""
+    path = save(Image.new("L", (30, 20)), tmp_path / "grey.png")
+
+    def fail(exc):
+        def _to_rgb(img):
+            raise exc
+        return _to_rgb
+
+    monkeypatch.setattr(images, "_to_rgb", fail(MemoryError()))
+    with pytest.raises(InputError, match="not enough memory to convert this 30x20 L image"):
+        read_image(path)
+    monkeypatch.setattr(images, "_to_rgb", fail(ValueError("conversion not supported")))
+    with pytest.raises(InputError, match="unsupported image mode 'L'"):
+        read_image(path)
+    monkeypatch.setattr(images, "_to_rgb", fail(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        read_image(path)
