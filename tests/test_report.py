@@ -111,6 +111,29 @@ def test_report_of_a_blurred_run_has_no_face_pictures(tmp_path: Path) -> None:
     assert 'id="photos"' in page and "<img" not in page and "data:image" not in page
 
 
+@pytest.mark.parametrize("case", ["text frame", "null source", "metadata a list"])
+def test_report_on_a_timeline_with_wrong_types_is_one_line(tmp_path: Path, case: str) -> None:
+    """Item 19: wrong dtypes, a null source or metadata that is not an object gave
+    TypeError/AttributeError tracebacks; now one line and exit 2."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = pd.read_parquet(_synthetic(tmp_path / "t.parquet", 2))
+    meta = {b"emobatch": b"{}"}
+    if case == "text frame":
+        df["frame"] = df["frame"].astype(str)
+    elif case == "null source":
+        df.loc[3, "source"] = None
+    else:
+        meta = {b"emobatch": b"[1, 2]"}
+    pq.write_table(pa.Table.from_pandas(df).replace_schema_metadata(meta), tmp_path / "t.parquet")
+    r = subprocess.run([sys.executable, "-m", "emobatch", "report", str(tmp_path / "t.parquet")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t.report.html").exists()
+
+
 def test_cli_report(tmp_path: Path) -> None:
     timeline = _synthetic(tmp_path / "t.parquet", 5)
     cmd = [sys.executable, "-m", "emobatch", "report", str(timeline)]

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from ..errors import ReportWarning
-from .data import MAX_PLOTTED_TRACKS, PLOT_BINS, ReportData, analyse
+from .data import MAX_PLOTTED_TRACKS, PLOT_BINS, ReportData, analyse, check_timeline
 from .page import render
 from .thumbnails import make_posters, make_thumbnails
 
@@ -47,7 +47,9 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
 
     timeline = Path(timeline)
     out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
-    data = analyse(read_timeline(timeline), raw, min_episode)
+    df = read_timeline(timeline)
+    check_timeline(df, str(timeline))
+    data = analyse(df, raw, min_episode)
     settings = data.meta.get("settings")
     if isinstance(settings, dict) and settings.get("blur_faces"):
         thumbnails = False  # the run blurred every face it wrote: so does its report
