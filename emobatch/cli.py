@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -20,7 +21,17 @@ from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, 
 from .errors import BackendUnavailable, OutputError, ReportWarning, UsageError, WeightsError
 from .media.filetypes import check_inputs_exist, path_text
 
-console = Console(stderr=True)
+class _StderrConsole(Console):
+    """rich's Console on stderr; a reader of it gone (`2>&1 | head -1`) silences it instead
+    of exiting 1 (rich's way): the exit status says what the run did, not who listened."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        # else Python reports the pipe again when it flushes stderr at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+
+
+console = _StderrConsole(stderr=True)
 
 
 def say(text: str, style: str | None = None) -> None:
@@ -282,10 +293,14 @@ def cmd_run(a: argparse.Namespace) -> int:
                             overwrite=a.overwrite)
     except KeyboardInterrupt as e:
         prog.stop()
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        complete = getattr(e, "timeline_complete", None)
         partial = partial_path(a.out)
         rows = f"finished rows in {partial}" if partial.is_file() else "no partial timeline"
-        say(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {rows}; continue "
-            f"with --resume (progress kept in {path_text(work_dir(a.out))})", "yellow")
+        say(f"{how} while writing the report: the timeline {path_text(complete)} is complete; "
+            f"write the report with: emobatch report {path_text(complete)}" if complete else
+            f"{how}: {rows}; continue with --resume (progress kept in "
+            f"{path_text(work_dir(a.out))})", "yellow")
         return 143 if isinstance(e, Terminated) else 130
     except OutputError as e:
         prog.stop()

@@ -336,3 +336,45 @@ def test_a_second_ctrl_c_while_the_partial_is_written(inputs, untouched, tmp_pat
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.parquet"]  # no failure: no errors table
     assert no_temp_files(tmp_path)
+
+
+def hooked(target: str, calls: int, action: str, *args) -> subprocess.CompletedProcess:
+    """The command with a fault injected (tests/fault_hooks.py)."""
+    return subprocess.run([sys.executable, str(HOOKS), target, str(calls), action, "run",
+                           *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_ctrl_c_while_the_report_is_written_says_the_timeline_is_complete(tmp_path):
+    """Item 20: Ctrl-C during the report said 'continue with --resume' of a complete run."""
+    out = tmp_path / "r.parquet"
+    r = hooked("report", 1, "SIGINT", PHOTO, "--out", out, "--report", tmp_path / "r.html",
+               *FAST)
+    assert r.returncode == 130, r.stderr
+    assert f"the timeline {out} is complete" in r.stderr and "--resume" not in r.stderr
+    assert len(pd.read_parquet(out)) == 1 and not (tmp_path / ".r.parquet.emobatch").exists()
+
+
+def test_a_closed_stderr_after_a_complete_run_keeps_its_status(tmp_path):
+    """Item 20: a reader of stderr gone (`2>&1 | head -1`) made a complete run exit 1."""
+    out = tmp_path / "r.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "emobatch", "run", PHOTO, "--out", out,
+                             *FAST], cwd=ROOT, stderr=subprocess.PIPE)
+    proc.stderr.close()
+    assert proc.wait(timeout=600) == 0
+    assert len(pd.read_parquet(out)) == 1
+
+
+def test_an_annotate_folder_removed_mid_run_is_an_error_not_a_listed_file(inputs, tmp_path):
+    """Item 20: the --annotate folder deleted after the photo's copy was written gave exit 0
+    and metadata listing a file that no longer existed."""
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = hooked("finish", 1, f"rmtree:{ann}", inputs / "photo.jpg", inputs / "clip.mp4",
+               "--out", out, "--annotate", ann, *FAST)
+    assert r.returncode == 1, r.stderr
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert all(Path(p).is_file() for p in meta["annotated"].values())
+    assert str(inputs / "photo.jpg") not in meta["annotated"]
+    errs = pd.read_csv(tmp_path / "r.errors.csv")
+    assert list(errs["source"]) == [str(inputs / "photo.jpg")]
+    assert "was removed during the run" in errs["error"][0]

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -124,8 +124,12 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     if report is not None:
         from ..report import write_report  # plotly and pandas load only for a report
 
-        summary.report = write_report(out, report, annotate_dir=ann_dir,
-                                      thumbnails=not settings.blur_faces)
+        try:
+            summary.report = write_report(out, report, annotate_dir=ann_dir,
+                                          thumbnails=not settings.blur_faces)
+        except KeyboardInterrupt as e:
+            e.timeline_complete = out  # what the interrupt stopped was only the report
+            raise
     summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
     return summary
 
@@ -140,6 +144,7 @@ def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
     results: dict[int, SourceResult] = {}
     try:
         _execute(items, store, runner, progress, results, files)
+        _check_annotated(results)
         summary.results = [results[it.index] for it in items]
         summary.seconds = time.perf_counter() - t0
         _publish(out, items, store, meta, results, summary, summary.seconds)
@@ -155,6 +160,15 @@ def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
         store.release()
         raise
     store.remove()
+
+
+def _check_annotated(results: dict[int, SourceResult]) -> None:
+    """An annotated output removed during the run (its folder deleted) becomes its input's
+    error, not a path the metadata lists that does not exist."""
+    for i, r in results.items():
+        if r.annotated is not None and not r.annotated.is_file():
+            results[i] = replace(r, annotated=None, error=r.error or (
+                f"its annotated output {r.annotated} was removed during the run"))
 
 
 @contextmanager
