@@ -233,7 +233,8 @@ def test_stale_temp_files_of_a_dead_run_are_removed(inputs, tmp_path):
 
 @pytest.mark.parametrize("args", [["--every", "0"], ["--batch-size", "0"],
                                   ["--detect-scale", "0"], ["--thresholds", "2", "2", "2"],
-                                  ["--min-score", "5"], ["--smooth", "-1"], ["--workers", "0"],
+                                  ["--min-score", "5"], ["--smooth", "-1"], ["--smooth", "inf"],
+                                  ["--smooth", "nan"], ["--workers", "0"],
                                   ["--checkpoint-every", "0"], ["--detect-every", "0"]])
 def test_usage_errors_exit_2_before_any_work(inputs, tmp_path, args):
     out = tmp_path / "r.parquet"
@@ -245,7 +246,8 @@ def test_usage_errors_exit_2_before_any_work(inputs, tmp_path, args):
 @pytest.mark.parametrize("kwargs", [{"every": 0}, {"quality": "bogus"}, {"detect_every": 0},
                                     {"min_score": 1.5}, {"thresholds": (0.6, 0.7, -1)},
                                     {"tta": "sideways"}, {"workers": 0},
-                                    {"classify_every": -1}, {"classify_every": 1.5}])
+                                    {"classify_every": -1}, {"classify_every": 1.5},
+                                    {"smooth_tau": float("inf")}])
 def test_api_validates_before_any_work(tmp_path, kwargs):
     with pytest.raises(ValueError):
         emobatch.run(PHOTO, out=tmp_path / "r.parquet", **kwargs)
