@@ -258,3 +258,19 @@ def test_paths_are_printed_as_text_not_rich_markup(tmp_path):
     r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", out, "--quiet")
     assert r.returncode == 0, r.stderr
     assert f"timeline: {out}" in r.stderr and out.is_file()
+
+
+@pytest.mark.parametrize("content", [None, "README.md"])
+def test_inputs_without_any_media_are_a_usage_error(tmp_path, content):
+    """Item 24: an empty folder, or one with no media, exited 0 with `files 0` and an empty
+    timeline, saying nothing; now it says so, exit 2, and writes nothing."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if content:
+        (folder / content).write_text("notes")
+    out = tmp_path / "r.parquet"
+    r = emobatch_cli("run", folder, "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert "no photo or video in the inputs" in r.stderr
+    assert ("1 .md" in r.stderr) == bool(content)
+    assert sorted(tmp_path.iterdir()) == [folder]

@@ -80,7 +80,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     """The run behind the CLI and run(): returns the per-source results.
 
     Raises UsageError (a ValueError) before any work for an input that does not exist,
-    unusable outputs, existing ones without `overwrite` (or `resume`), a live run on the same
+    inputs holding no photo or video at all, unusable outputs, existing ones without `overwrite` (or `resume`), a live run on the same
     `out` or `annotate` folder, or an unfinished one without `resume`; OutputError when an
     output cannot be written mid-run (finished work stays in the run's folder for `resume`).
     """
@@ -93,6 +93,11 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     report = Path(report) if report is not None else None
     check_inputs_exist(inputs)
     found = discover_inputs(inputs)
+    if not found.files and not found.unreadable:
+        skipped = ", ".join(f"{n} {ext}" for ext, n in found.skipped.items())
+        raise UsageError("no photo or video in the inputs" + (
+            f" (skipped, not an image or video suffix: {skipped})" if skipped else
+            " (empty folders)"))
     check_outputs(out, ann_dir, inputs, found.files, report)
     items, renamed = plan_items(found.files, inputs, ann_dir)
     summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
