@@ -46,6 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"emobatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="process images and videos into a timeline")
+    r.set_defaults(parser=r)  # a mistake in its options prints its usage, not the top one
     d = Settings.default
     r.add_argument("inputs", nargs="+", type=Path, help="files and/or folders (walked recursively)")
     r.add_argument("--out", type=Path, required=True, help="results.parquet or results.csv")
@@ -56,7 +57,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "shows no face thumbnails")
     r.add_argument("--report", type=Path, default=None, metavar="HTML",
                    help="also write the offline HTML report (see emobatch report)")
-    r.add_argument("--device", default=d("device"), choices=list(DEVICES))
+    r.add_argument("--device", default=d("device"), choices=list(DEVICES),
+                   help="auto: CUDA if present, else cpu (default: %(default)s)")
     r.add_argument("--backend", default=d("backend"), choices=list(BACKEND_NAMES),
                    help="how the classifier runs: int8 (x86 CPUs; auto's choice there when the "
                         "weights carry a calibration), torch (eager; bf16 where the CPU has "
@@ -68,14 +70,16 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--amp", default=d("amp"), choices=list(AMP_MODES),
                    help="bf16 for the torch classifier and OpenVINO's nets (auto: where the "
                         "CPU runs it natively; AMP on CUDA); off: fp32")
-    r.add_argument("--batch-size", type=int, default=d("batch_size"), help="faces per classifier batch")
+    r.add_argument("--batch-size", type=int, default=d("batch_size"),
+                   help="faces per classifier batch (default: %(default)s)")
     r.add_argument("--min-face-size", type=int, default=d("min_face_size"),
-                   help="smallest face in pixels")
+                   help="smallest face in pixels (default: %(default)s)")
     r.add_argument("--thresholds", type=float, nargs=3, default=d("thresholds"),
                    metavar=("P", "R", "O"), help="MTCNN stage thresholds, each in [0, 1]")
     r.add_argument("--min-score", type=float, default=d("min_score"),
                    help="drop faces scored below this (in [0, 1])")
-    r.add_argument("--every", type=int, default=d("every"), metavar="N", help="every Nth video frame")
+    r.add_argument("--every", type=int, default=d("every"), metavar="N",
+                   help="every Nth video frame (default: %(default)s)")
     r.add_argument("--weights", type=Path, default=None, help="a weights .pt (default: shipped)")
     r.add_argument("--tta", choices=list(TTA_MODES), default=None,
                    help="test-time augmentation: flip 2 views, zoom 4, tencrop 10 (default: "
@@ -99,13 +103,15 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-track", action="store_true", help="no track ids, no smoothing")
     r.add_argument("--smooth", type=float, default=d("smooth_tau"), metavar="TAU",
                    help="per-track smoothing time constant in seconds (0 = off; raw "
-                        "probabilities are always kept in the *_raw columns)")
+                        "probabilities are always kept in the *_raw columns; default: "
+                        "%(default)s)")
     r.add_argument("--resume", action="store_true",
                    help="continue the unfinished run at --out (same inputs and settings)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out timeline and annotated outputs (else refused)")
     r.add_argument("--checkpoint-every", type=float, default=d("checkpoint_every"), metavar="SEC",
-                   help="save a long video's progress every SEC seconds of video")
+                   help="save a long video's progress every SEC seconds of video (default: "
+                        "%(default)s)")
     r.add_argument("--workers", default="1", metavar="N",
                    help="worker processes (an integer, or auto: one per 2 cores; on CUDA, "
                         "one per GPU)")
@@ -121,6 +127,7 @@ def get_parser() -> argparse.ArgumentParser:
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
     """`emobatch report RESULTS [--out report.html]`: the offline HTML report."""
     r = sub.add_parser("report", help="write an offline HTML report of a timeline")
+    r.set_defaults(parser=r)
     r.add_argument("results", type=Path, help="a timeline written by emobatch run (.parquet/.csv)")
     r.add_argument("--out", type=Path, default=None,
                    help="the HTML file (default: <results stem>.report.html beside it)")
@@ -204,6 +211,7 @@ class RichProgress:
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                             console=console, disable=quiet, transient=False)
         self.overall = self.file_task = None
+        self.started = False
         self.frames = 0
         self.t0 = time.perf_counter()
 
@@ -212,6 +220,7 @@ class RichProgress:
 
     def _on_start(self, info: dict) -> None:
         self.bar.start()
+        self.started = True
         self.overall = self.bar.add_task("all files", total=len(info["files"]), rate="")
 
     def _on_source(self, info: dict) -> None:
@@ -234,7 +243,9 @@ class RichProgress:
         self.bar.update(self.overall, advance=1, rate=f"{fps:5.1f} frames/s")
 
     def stop(self) -> None:
-        self.bar.stop()
+        if self.started:  # stopping a display never shown prints an empty line
+            self.bar.stop()
+            self.started = False
 
 
 def print_summary(summary, verbose: bool = False) -> None:
@@ -282,6 +293,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     settings = settings_from_args(a)
     workers = workers_from_args(a.workers)
     check_inputs_exist(a.inputs)
+    from .batch.sinks import timeline_writer  # pyarrow, not yet torch, PyAV, OpenCV
+
+    try:
+        timeline_writer(a.out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     from .batch.driver import run_files
     from .batch.sinks import errors_path, partial_path
     from .batch.store import work_dir
@@ -327,7 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     and propagates with its traceback (exit 1)."""
     from .memory import configure_process
 
-    a = get_parser().parse_args(argv)
+    top = get_parser()
+    a, unknown = top.parse_known_args(argv)
+    if unknown:
+        getattr(a, "parser", top).error(f"unrecognized arguments: {' '.join(unknown)}")
     configure_process()  # process-wide tuning: here, where the process starts
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -65,6 +65,11 @@ def run(inputs: str | Path | Sequence[str | Path], out: str | Path | None = None
     scheduler address or distributed.Client; report: also write the HTML report there;
     overwrite: replace an existing timeline and annotated outputs (else UsageError).
     """
+    unknown = sorted(set(kwargs) - {f.name for f in fields(Settings)})
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)}: emobatch.run takes "
+                         f"{', '.join(f.name for f in fields(Settings))} and resume, workers, "
+                         f"scheduler, report, overwrite")
     settings = settings or Settings(**kwargs)
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     summary = run_files(inputs, out, annotate, settings, progress, resume=resume,

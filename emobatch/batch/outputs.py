@@ -102,13 +102,14 @@ def check_existing(out: Path, items: Sequence[WorkItem], overwrite: bool, resume
     if overwrite or resume:
         return
     if out.exists():
-        raise UsageError(f"{out} exists (an earlier run's timeline): add --overwrite to "
-                         f"replace it, --resume to continue an interrupted run, or choose "
-                         f"another --out")
+        raise UsageError(f"{out} exists (an earlier run's timeline): add --overwrite "
+                         f"(overwrite=True in Python) to replace it, --resume (resume=True) "
+                         f"to continue an interrupted run, or choose another --out")
     taken = next((it.annotate for it in items if it.annotate and it.annotate.exists()), None)
     if taken is not None:
         raise UsageError(f"the annotated output {taken} exists (an earlier run's): add "
-                         f"--overwrite to replace it, or choose another --annotate")
+                         f"--overwrite (overwrite=True in Python) to replace it, or choose "
+                         f"another --annotate")
 
 
 def _fitting(path: Path) -> Path:
