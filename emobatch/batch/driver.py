@@ -23,7 +23,7 @@ from .outputs import check_existing, check_outputs, lock_annotate, plan_items
 from .item import ProgressFn, SourceResult
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
 from ..media.filetypes import check_inputs_exist, path_text
-from ..media.sources import discover_inputs
+from ..media.sources import Discovery, discover_inputs
 from .runners import Runner, make_runner
 from .store import FolderLock, RunStore, WorkItem, input_identity
 
@@ -85,9 +85,10 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     """The run behind the CLI and run(): returns the per-source results.
 
     Raises UsageError (a ValueError) before any work for an input that does not exist,
-    inputs holding no photo or video at all, unusable outputs, existing ones without `overwrite` (or `resume`), a live run on the same
-    `out` or `annotate` folder, or an unfinished one without `resume`; OutputError when an
-    output cannot be written mid-run (finished work stays in the run's folder for `resume`).
+    inputs without any photo or video, unusable outputs, existing ones without `overwrite`
+    (or `resume`), a live run on the same `out` or `annotate` folder, or an unfinished one
+    without `resume`; OutputError when an output cannot be written mid-run (finished work
+    stays in the run's folder for `resume`).
     """
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise UsageError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
@@ -96,13 +97,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     out = Path(tmpdir.name) / "timeline.parquet" if tmpdir else Path(out)
     ann_dir = Path(annotate) if annotate is not None else None
     report = Path(report) if report is not None else None
-    check_inputs_exist(inputs)
-    found = discover_inputs(inputs)
-    if not found.files and not found.unreadable:
-        skipped = ", ".join(f"{n} {ext}" for ext, n in found.skipped.items())
-        raise UsageError("no photo or video in the inputs" + (
-            f" (skipped, not an image or video suffix: {skipped})" if skipped else
-            " (empty folders)"))
+    found = _discover(inputs)
     check_outputs(out, ann_dir, inputs, found.files, report)
     items, renamed = plan_items(found.files, inputs, ann_dir)
     summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
@@ -132,16 +127,34 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     finally:
         _unlock(ann_lock)
     if report is not None:
-        from ..report import write_report  # plotly and pandas load only for a report
-
-        try:
-            summary.report = write_report(out, report, annotate_dir=ann_dir,
-                                          thumbnails=not settings.blur_faces)
-        except KeyboardInterrupt as e:
-            e.timeline_complete = out  # what the interrupt stopped was only the report
-            raise
+        summary.report = _write_report(out, report, ann_dir, settings)
     summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
     return summary
+
+
+def _discover(inputs: Sequence[str | Path]) -> Discovery:
+    """The inputs' files; UsageError where an input does not exist or none is a photo or
+    video (an empty folder: nothing to do is a mistake in the command, said at once)."""
+    check_inputs_exist(inputs)
+    found = discover_inputs(inputs)
+    if not found.files and not found.unreadable:
+        skipped = ", ".join(f"{n} {ext}" for ext, n in found.skipped.items())
+        raise UsageError("no photo or video in the inputs" + (
+            f" (skipped, not an image or video suffix: {skipped})" if skipped else
+            " (empty folders)"))
+    return found
+
+
+def _write_report(out: Path, report: Path, ann_dir: Path | None, settings: Settings) -> Path:
+    """The run's --report; an interrupt here is marked: the timeline is already complete."""
+    from ..report import write_report  # plotly and pandas load only for a report
+
+    try:
+        return write_report(out, report, annotate_dir=ann_dir,
+                            thumbnails=not settings.blur_faces)
+    except KeyboardInterrupt as e:
+        e.timeline_complete = out  # what the interrupt stopped was only the report
+        raise
 
 
 def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,

@@ -12,8 +12,8 @@ from ..atomic import writing
 
 from ..errors import OutputError
 from ..config import Settings
-from ..media.annotate import (VideoWriter, concat_mp4, draw, letterbox, video_size,
-                              write_image)
+from ..media.annotate import VideoWriter, draw, letterbox, write_image
+from ..media.segments import concat_mp4, video_size
 from ..media.encode_thread import EncodeThread
 from ..media.sources import VideoInfo, kind_of, video_info
 from ..errors import InputError
