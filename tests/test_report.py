@@ -356,3 +356,19 @@ def test_a_huge_timestamp_keeps_the_report_small(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     axis = re.search(r'<div class="axis">(.*?)</div>', (tmp_path / "r.html").read_text())
     assert 2 <= axis.group(1).count("<span") <= 11
+
+
+def test_a_skipped_browser_test_says_why(tmp_path: Path) -> None:
+    """Item 29: the README's test command skipped the browser test silently without
+    Chromium; the project's pytest options print each skip's reason."""
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n\ndef test_needs_it():\n"
+        "    pytest.skip('chromium is not installed (apt-get install chromium)')\n")
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-c", str(ROOT / "pyproject.toml"),
+                        "--rootdir", str(tmp_path), "-p", "no:cacheprovider",
+                        str(tmp_path / "test_skips.py")], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert "1 skipped" in r.stdout, r.stdout
+    assert "SKIPPED" in r.stdout and "chromium is not installed" in r.stdout
