@@ -131,6 +131,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("results", type=Path, help="a timeline written by emobatch run (.parquet/.csv)")
     r.add_argument("--out", type=Path, default=None,
                    help="the HTML file (default: <results stem>.report.html beside it)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing file that is not an earlier emobatch report")
     r.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                    help="the run's --annotate folder: its MP4s play in the page")
     r.add_argument("--no-thumbnails", action="store_true",
@@ -160,9 +162,11 @@ def check_timeline(path: Path) -> None:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from .report import write_report
+    from .batch.outputs import check_report, timeline_files
+    from .report import report_path, write_report
 
     check_timeline(a.results)
+    check_report(report_path(a.results, a.out), timeline_files(a.results), a.overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
         out = write_report(a.results, a.out, annotate_dir=a.annotate,

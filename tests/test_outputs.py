@@ -131,3 +131,17 @@ def test_a_lock_that_cannot_be_removed_hides_no_error(tmp_path, monkeypatch):
     again.acquire()
     again.release(remove=True)
     assert not (tmp_path / ".emobatch.lock").exists()
+
+
+def test_run_report_never_replaces_an_annotated_output_or_another_file(tmp_path):
+    """Items 12 and 14: `--annotate ann --report ann/photo.jpg` overwrote the annotated
+    image with HTML; an existing unrelated file as --report was replaced silently."""
+    ann = tmp_path / "ann"
+    r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--annotate", ann, "--report",
+            ann / "astronaut.jpg", *FAST)
+    assert r.returncode == 2 and "would overwrite" in r.stderr, r.stderr
+    notes = tmp_path / "notes.html"
+    notes.write_text("mine")
+    r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--report", notes, *FAST)
+    assert r.returncode == 2 and "add --overwrite" in r.stderr, r.stderr
+    assert notes.read_text() == "mine" and not (tmp_path / "r.parquet").exists()

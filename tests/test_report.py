@@ -372,3 +372,28 @@ def test_a_skipped_browser_test_says_why(tmp_path: Path) -> None:
                        timeout=120, cwd=tmp_path)
     assert "1 skipped" in r.stdout, r.stdout
     assert "SKIPPED" in r.stdout and "chromium is not installed" in r.stdout
+
+
+def test_a_report_never_replaces_the_timeline_or_an_unrelated_file(tmp_path: Path) -> None:
+    """Items 13 and 14: `report r.parquet --out r.parquet` replaced the timeline with HTML;
+    an existing unrelated file was replaced silently; `--out DIR` gave a traceback. Now
+    refused (exit 2, one line); --overwrite replaces the unrelated file, and an earlier
+    report is rewritten without it."""
+    timeline = _synthetic(tmp_path / "t.parquet", 2)
+    before = timeline.read_bytes()
+
+    def report(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "emobatch", "report", str(timeline),
+                               "--no-thumbnails", *map(str, args)], capture_output=True,
+                              text=True)
+
+    notes = tmp_path / "notes.html"
+    notes.write_text("mine")
+    for args in (["--out", timeline], ["--out", notes], ["--out", tmp_path]):
+        r = report(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert timeline.read_bytes() == before and notes.read_text() == "mine"
+    assert report("--out", notes, "--overwrite").returncode == 0
+    assert report().returncode == 0 and report().returncode == 0  # a rerun rewrites its own
+    assert "emobatch report" in (tmp_path / "t.report.html").read_text()

@@ -19,7 +19,8 @@ from ..atomic import remove_stale_temps
 from ..errors import OutputError, UsageError
 from ..config import Settings
 from ..plan import resolve_plan
-from .outputs import check_existing, check_outputs, lock_annotate, plan_items
+from .outputs import (check_existing, check_outputs, check_report, lock_annotate, plan_items,
+                      timeline_files)
 from .item import ProgressFn, SourceResult
 from .sinks import TimelineSink, errors_path, meta_path, partial_path
 from ..media.filetypes import check_inputs_exist, path_text
@@ -98,8 +99,11 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     ann_dir = Path(annotate) if annotate is not None else None
     report = Path(report) if report is not None else None
     found = _discover(inputs)
-    check_outputs(out, ann_dir, inputs, found.files, report)
+    check_outputs(out, ann_dir, inputs, found.files)
     items, renamed = plan_items(found.files, inputs, ann_dir)
+    if report is not None:
+        check_report(report, [*found.files, *timeline_files(out),
+                              *(it.annotate for it in items if it.annotate)], overwrite)
     summary = RunSummary(out=out, skipped=dict(found.skipped), renamed=renamed,
                          unreadable=[(str(f), r) for f, r in found.unreadable])
     plan = resolve_plan(settings)

@@ -44,10 +44,43 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
 
 
+def timeline_files(out: Path) -> tuple[Path, ...]:
+    """What a run may publish under the name `out`: the timeline, its sidecars and its
+    `.partial` timeline."""
+    return out, errors_path(out), meta_path(out), partial_path(out)
+
+
+def check_report(report: Path, taken: Sequence[Path], overwrite: bool) -> None:
+    """UsageError unless the HTML report may be written at `report`: not a folder, none of
+    `taken` (inputs, the timeline and its sidecars, annotated outputs), and, without
+    `overwrite`, no existing file but an earlier emobatch report (rewritten by a rerun)."""
+    if report.is_dir():
+        raise UsageError(f"the report {report} is a folder; give a file name such as "
+                         f"{report / 'report.html'}")
+    if resolved(report) in {resolved(p) for p in taken}:
+        raise UsageError(f"the report {report} would overwrite an input or another output "
+                         f"of the run (the timeline, its sidecars, an annotated file)")
+    if report.exists() and not overwrite and not _is_report(report):
+        raise UsageError(f"{report} exists and is not an emobatch report: add --overwrite "
+                         f"(overwrite=True in Python) to replace it, or choose another name")
+    _probe_writable(report.parent, "the report")
+
+
+def _is_report(path: Path) -> bool:
+    """Whether `path` holds an HTML report emobatch wrote (its generator tag, in its head)."""
+    from ..report.page import GENERATOR
+
+    try:
+        with open(path, "rb") as fh:
+            return GENERATOR.encode() in fh.read(4096)
+    except OSError:
+        return False
+
+
 def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path],
-                  files: Sequence[Path], report: Path | None = None) -> None:
-    """UsageError unless the timeline, the report and the annotate folder can be written
-    safely: none of them an input or where another output goes."""
+                  files: Sequence[Path]) -> None:
+    """UsageError unless the timeline and the annotate folder can be written safely: none of
+    them an input or where another output goes."""
     try:
         timeline_writer(out)
     except ValueError as e:
@@ -56,17 +89,10 @@ def check_outputs(out: Path, annotate: Path | None, inputs: Sequence[str | Path]
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.parquet'}")
     _probe_writable(out.parent, "--out")
     sources = {resolved(f) for f in files}
-    timeline_files = (out, errors_path(out), meta_path(out), partial_path(out))
-    _check_name_lengths(out, timeline_files)
-    for written in timeline_files:
+    _check_name_lengths(out, timeline_files(out))
+    for written in timeline_files(out):
         if written.resolve() in sources:
             raise UsageError(f"--out would overwrite the input {written}")
-    if report is not None:
-        if report.resolve() in sources | {f.resolve() for f in timeline_files}:
-            raise UsageError(f"--report {report} would overwrite an input or the timeline")
-        if report.is_dir():
-            raise UsageError(f"--report {report} is a folder; give a file name such as report.html")
-        _probe_writable(report.parent, "--report")
     if annotate is None:
         return
     if annotate.exists() and not annotate.is_dir():

@@ -27,7 +27,8 @@ from .page import render
 from .thumbnails import make_posters, make_thumbnails
 
 __all__ = ["MAX_PLOTTED_TRACKS", "PLOT_BINS", "ReportData", "analyse", "annotated_paths",
-           "find_annotated", "make_posters", "make_thumbnails", "render", "write_report"]
+           "find_annotated", "make_posters", "make_thumbnails", "render", "report_path",
+           "write_report"]
 
 
 def write_report(timeline: str | Path, out: str | Path | None = None, *,
@@ -46,7 +47,7 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     from ..atomic import atomic_write
 
     timeline = Path(timeline)
-    out = Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
+    out = report_path(timeline, out)
     df = read_timeline(timeline)
     check_timeline(df, str(timeline))
     data = analyse(df, raw, min_episode)
@@ -64,6 +65,12 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     with atomic_write(out, "w", encoding="utf-8") as fh:
         fh.write(page)
     return out
+
+
+def report_path(timeline: str | Path, out: str | Path | None = None) -> Path:
+    """Where the report of `timeline` goes: `out`, else `<stem>.report.html` beside it."""
+    timeline = Path(timeline)
+    return Path(out) if out is not None else timeline.with_name(f"{timeline.stem}.report.html")
 
 
 def _check_annotate_dir(folder: Path, data: ReportData, found: dict[str, Path]) -> None:

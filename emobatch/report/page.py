@@ -128,6 +128,10 @@ def _episode_svg(eps: pd.DataFrame, dur: float) -> str:
             + rects + "</svg>")
 
 
+GENERATOR = '<meta name="generator" content="emobatch">'
+"""In every report's head: a rerun may replace an earlier report, never another file."""
+
+
 def _axis(dur: float) -> str:
     """Time ticks under the plots (HTML, so labels are not stretched with the SVGs)."""
     step = next((s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -376,7 +380,7 @@ def render(data: ReportData, videos: dict[str, str], thumbs: dict[tuple[str, str
     legend = "".join(_chip(e) for e in EMOTIONS)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR}'
             f'<title>emobatch report: {_ESC(title)}</title><style>{CSS}</style></head><body>'
             f'<header><h1>emobatch report <small>{_ESC(title)}</small></h1>'
             f'<div class="legend">{legend}</div></header>{"".join(body)}'
