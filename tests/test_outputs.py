@@ -145,3 +145,17 @@ def test_run_report_never_replaces_an_annotated_output_or_another_file(tmp_path)
     r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--report", notes, *FAST)
     assert r.returncode == 2 and "add --overwrite" in r.stderr, r.stderr
     assert notes.read_text() == "mine" and not (tmp_path / "r.parquet").exists()
+
+
+def test_resume_without_an_unfinished_run_replaces_nothing(tmp_path):
+    """Item 9: `--resume` on an --out whose run had finished replaced that run's timeline
+    and annotated files (exit 0). Resume continues only an unfinished run; else refused."""
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    assert cli("run", PHOTO, "--out", out, "--annotate", ann, *FAST).returncode == 0
+    before = checksums(tmp_path)
+    other = tmp_path / "other.jpg"
+    shutil.copy(PHOTO, other)
+    r = cli("run", other, "--out", out, "--annotate", ann, "--resume", *FAST)
+    assert r.returncode == 2 and "no unfinished run" in r.stderr, r.stderr
+    after = checksums(tmp_path)
+    assert after.pop("other.jpg") and after == before  # the finished run's files untouched

@@ -115,7 +115,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | None, annotate: st
     ann_lock = None
     try:
         ann_lock = lock_annotate(ann_dir)
-        check_existing(out, items, overwrite or tmpdir is not None, resume)
+        check_existing(out, items, overwrite or tmpdir is not None, resume, resumed)
         _remove_stale_temps(out, ann_dir)
         runner = make_runner(plan, workers, scheduler)
     except BaseException:

@@ -122,18 +122,22 @@ def _check_name_lengths(out: Path, written: Sequence[Path]) -> None:
                          f"{NAME_MAX}); choose a shorter one")
 
 
-def check_existing(out: Path, items: Sequence[WorkItem], overwrite: bool, resume: bool) -> None:
+def check_existing(out: Path, items: Sequence[WorkItem], overwrite: bool, resume: bool,
+                   resumed: bool) -> None:
     """UsageError if the run would replace the timeline or an annotated output already on
-    disk (an earlier run's results) without `overwrite`; a resumed run continues its own."""
-    if overwrite or resume:
+    disk (an earlier run's results) without `overwrite`. Only a run that `resumed` an
+    unfinished one continues its own outputs: `resume` asked of an --out with none left is
+    a fresh run, which replaces nothing."""
+    if overwrite or resumed:
         return
+    nothing = (f"there is no unfinished run of {out} to resume, and " if resume else "")
     if out.exists():
-        raise UsageError(f"{out} exists (an earlier run's timeline): add --overwrite "
+        raise UsageError(f"{nothing}{out} exists (an earlier run's timeline): add --overwrite "
                          f"(overwrite=True in Python) to replace it, --resume (resume=True) "
                          f"to continue an interrupted run, or choose another --out")
     taken = next((it.annotate for it in items if it.annotate and it.annotate.exists()), None)
     if taken is not None:
-        raise UsageError(f"the annotated output {taken} exists (an earlier run's): add "
+        raise UsageError(f"{nothing}the annotated output {taken} exists (an earlier run's): add "
                          f"--overwrite (overwrite=True in Python) to replace it, or choose "
                          f"another --annotate")
 
