@@ -159,3 +159,15 @@ def test_resume_without_an_unfinished_run_replaces_nothing(tmp_path):
     assert r.returncode == 2 and "no unfinished run" in r.stderr, r.stderr
     after = checksums(tmp_path)
     assert after.pop("other.jpg") and after == before  # the finished run's files untouched
+
+
+@pytest.mark.parametrize("first, second", [("r.partial.parquet", "r.parquet"),
+                                           ("q.errors.csv", "q.parquet")])
+def test_a_run_deletes_no_earlier_run_file_sharing_its_stem(tmp_path, first, second):
+    """Item 11: `--out r.partial.parquet` then `--out r.parquet` deleted the first run's
+    timeline (taken for a partial one to supersede); so did `--out q.errors.csv` then
+    `--out q.parquet` (taken for a stale errors table)."""
+    assert cli("run", PHOTO, "--out", tmp_path / first, *FAST).returncode == 0
+    before = (tmp_path / first).read_bytes()
+    assert cli("run", PHOTO, "--out", tmp_path / second, *FAST).returncode == 0
+    assert (tmp_path / first).read_bytes() == before

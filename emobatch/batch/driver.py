@@ -180,6 +180,7 @@ def _run(out: Path, items: Sequence[WorkItem], store: RunStore, runner: Runner,
             with _signals_ignored():  # a second Ctrl-C must not cut the partial short
                 _publish(out, items, store, meta, results, summary, time.perf_counter() - t0,
                          partial=True)
+                store.mark_partial()
         finally:
             store.release()
         raise
@@ -285,7 +286,7 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
     except OSError as e:
         raise OutputError(f"cannot write {final}: {e.strerror or e}; the finished work is kept "
                           f"in {store.dir}: fix this and rerun with --resume") from e
-    if not partial:
+    if not partial and store.published_partial():
         _remove_timeline(partial_path(out))
     return final
 
@@ -300,7 +301,8 @@ def _with_source(table, source: Path):
 
 
 def _remove_timeline(path: Path) -> None:
-    """A superseded `.partial` timeline and its sidecars (the complete one now holds them)."""
+    """A superseded `.partial` timeline and its sidecars (the complete one now holds them);
+    only ever one this run, or the run it resumed, published."""
     for p in (path, errors_path(path), meta_path(path)):
         p.unlink(missing_ok=True)
 

@@ -316,13 +316,23 @@ class TimelineSink:
         removed, so it never lists what this run did not see) and the metadata the format
         keeps beside the timeline."""
         if not self.errors:
-            errors_path(final).unlink(missing_ok=True)
+            if _is_errors_table(errors_path(final)):  # not a timeline named q.errors.csv
+                errors_path(final).unlink()
         else:
             with atomic_write(errors_path(final), "w", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
                 w.writeheader()
                 w.writerows(self.errors)
         self.format.write_sidecar(final, self.metadata)
+
+
+def _is_errors_table(path: Path) -> bool:
+    """Whether `path` is an errors table (its header is ERROR_FIELDS)."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            return tuple(next(csv.reader(fh), [])) == ERROR_FIELDS
+    except OSError:
+        return False
 
 
 def _as_text(value: Any) -> Any:

@@ -256,6 +256,22 @@ class RunStore:
         self._held = lock
         (self.dir / "items").mkdir(parents=True, exist_ok=True)  # a run that just finished
 
+    @property
+    def _partial_mark(self) -> Path:
+        return self.dir / "published-partial"
+
+    def mark_partial(self) -> None:
+        """Record that this run (or one it resumes) published the `.partial` timeline."""
+        try:
+            write_text(self._partial_mark, "")
+        except OSError:  # unrecorded, the partial is only left in place by the complete run
+            pass
+
+    def published_partial(self) -> bool:
+        """Whether the `.partial` timeline beside `out` is this run's (or its predecessor's),
+        so a complete run may remove it: another run's file of that name is left alone."""
+        return self._partial_mark.is_file()
+
     def release(self) -> None:
         if self._held is not None:
             self._held.release()
@@ -265,6 +281,7 @@ class RunStore:
         """The run is published: its folder goes (the lock last, while still held)."""
         shutil.rmtree(self.dir / "items", ignore_errors=True)
         (self.dir / "manifest.json").unlink(missing_ok=True)
+        self._partial_mark.unlink(missing_ok=True)
         (self.dir / "lock").unlink(missing_ok=True)
         self.release()
         try:
