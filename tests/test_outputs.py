@@ -171,3 +171,24 @@ def test_a_run_deletes_no_earlier_run_file_sharing_its_stem(tmp_path, first, sec
     before = (tmp_path / first).read_bytes()
     assert cli("run", PHOTO, "--out", tmp_path / second, *FAST).returncode == 0
     assert (tmp_path / first).read_bytes() == before
+
+
+@pytest.mark.parametrize("live, mine", [("ann", "ann/sub"), ("ann/sub", "ann")])
+def test_nested_annotate_folders_of_two_live_runs_are_refused(tmp_path, live, mine):
+    """Item 10: a live run on `ann` and another on `ann/sub`: B's video overwrote
+    ann/sub/x.mp4, which A's metadata still listed. A lock covers a folder, not its tree:
+    a run now also looks above and below its --annotate folder."""
+    from emobatch.batch.store import FolderLock
+
+    (tmp_path / live).mkdir(parents=True)
+    held = FolderLock(tmp_path / live / ".emobatch.lock", "busy")
+    held.acquire()  # the live run
+    try:
+        r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--annotate", tmp_path / mine,
+                *FAST)
+        assert r.returncode == 2 and "another emobatch run is writing into" in r.stderr, r.stderr
+        assert not (tmp_path / mine / ".emobatch.lock").exists()
+    finally:
+        held.release()  # the live run dies: its lock file stays, held by no one
+    r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--annotate", tmp_path / mine, *FAST)
+    assert r.returncode == 0, r.stderr

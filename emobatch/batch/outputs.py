@@ -179,14 +179,38 @@ def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
     return items, renamed
 
 
+LOCK_NAME = ".emobatch.lock"
+"""The lock file a live run holds in its --annotate folder."""
+
+
 def lock_annotate(annotate: Path | None) -> FolderLock | None:
     """Hold the --annotate folder for this run: a second live run writing into it is refused
     (UsageError), so neither replaces the other's files under the names its metadata lists."""
     if annotate is None:
         return None
-    lock = FolderLock(annotate / ".emobatch.lock",
+    lock = FolderLock(annotate / LOCK_NAME,
                       f"another emobatch run (pid {{pid}}) is writing into --annotate "
                       f"{annotate}; wait for it or choose another folder")
     with writing(annotate, "lock"):
         lock.acquire()
+    # taken first, then looked for: of two runs starting at once, each sees the other's
+    nested = _live_lock_nested(annotate)
+    if nested is not None:
+        lock.release(remove=True)
+        raise UsageError(f"another emobatch run is writing into {nested.parent}, which "
+                         f"{'is inside' if _inside(nested.parent, resolved(annotate)) else 'holds'} "
+                         f"--annotate {annotate}; wait for it or choose a folder apart")
     return lock
+
+
+def _live_lock_nested(annotate: Path) -> Path | None:
+    """The lock file of a live run on a folder above or below `annotate` (its own lock
+    covers the folder, not its tree), if any."""
+    folder = resolved(annotate)
+    for parent in folder.parents:
+        if FolderLock.is_held(parent / LOCK_NAME):
+            return parent / LOCK_NAME
+    for root, dirs, files in os.walk(folder):
+        if root != str(folder) and LOCK_NAME in files and FolderLock.is_held(Path(root, LOCK_NAME)):
+            return Path(root, LOCK_NAME)
+    return None

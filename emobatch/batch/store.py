@@ -320,6 +320,22 @@ class FolderLock:
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
+    @staticmethod
+    def is_held(path: Path) -> bool:
+        """Whether a live process holds the lock file `path` (probed with a shared lock,
+        which never blocks another prober)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+        finally:
+            os.close(fd)  # also lets go of the shared lock
+        return False
+
     def release(self, remove: bool = False) -> None:
         """Let go (removing the file first, while still held, if `remove`). Never raises: a
         lock file that cannot be removed (its folder made read-only mid-run) is held by no
