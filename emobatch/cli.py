@@ -268,7 +268,16 @@ def print_summary(summary, verbose: bool = False) -> None:
             f"{n} {ext}" for ext, n in summary.skipped.items()))
     for src, dst in summary.renamed.items():
         say(f"annotated name taken: {path_text(src)} -> {path_text(dst)}")
+    reused = sum(r.reused for r in summary.results)
+    continued = sum(r.resumed_from is not None and not r.reused for r in summary.results)
+    redone = sum(r.restarted or r.changed for r in summary.results)
+    if reused or continued or redone:
+        say(f"resumed: {reused} input(s) finished before, kept; {continued} video(s) "
+            f"continued from a checkpoint; {redone} redone from the start")
     for r in summary.results:
+        if r.restarted:
+            say(f"stopped before its first checkpoint, redone from the start: "
+                f"{path_text(r.source)}")
         if r.changed:
             say(f"changed since the interrupted run, redone: {path_text(r.source)}")
     if n_errors:

@@ -239,7 +239,7 @@ def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progres
         if done is not None and not istore.holds(input_identity(item.source)):
             done = None  # changed since: process_item redoes it (hashed only if done)
         if done is not None:
-            results[item.index] = SourceResult.from_dict(done[0])
+            results[item.index] = replace(SourceResult.from_dict(done[0]), reused=True)
             if progress:
                 progress("done", {"result": results[item.index], "resumed": True})
     pending = [it for it in items if it.index not in results]
@@ -265,7 +265,8 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
                    "resumed_inputs": sum(r.resumed_from is not None for r in done),
                    "results": [r.to_dict() for r in done],
                    "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated},
-                   "changed_inputs": [str(r.source) for r in done if r.changed]}
+                   "changed_inputs": [str(r.source) for r in done if r.changed],
+                   "resume": _resume_record(done)}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
     lost = [it.source for it in items if not partial and not store.item(it).complete()]
@@ -289,6 +290,17 @@ def _publish(out: Path, items: Sequence[WorkItem], store: RunStore, meta: dict[s
     if not partial and store.published_partial():
         _remove_timeline(partial_path(out))
     return final
+
+
+def _resume_record(done: Sequence[SourceResult]) -> dict[str, Any] | None:
+    """What a resumed run took from the run it resumed (None where nothing): inputs reused
+    as finished, videos continued from a checkpoint (source -> frame), inputs redone from
+    their start (stopped before a first checkpoint, or changed since)."""
+    record = {"reused": [str(r.source) for r in done if r.reused],
+              "continued": {str(r.source): r.resumed_from for r in done
+                            if r.resumed_from is not None and not r.reused},
+              "redone": [str(r.source) for r in done if r.restarted or r.changed]}
+    return record if any(record.values()) else None
 
 
 def _with_source(table, source: Path):

@@ -39,6 +39,9 @@ class SourceResult:
     traceback: str | None = None  # an unexpected failure's formatted traceback (a bug, not
     #                               a bad input: InputErrors have none)
     changed: bool = False  # redone: the input changed since the run that was resumed
+    reused: bool = False  # finished by the run that was resumed, kept as it was
+    restarted: bool = False  # started by the run that was resumed, redone from its start
+    #                          (stopped before its first checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -192,13 +195,16 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
     written raises OutputError; Ctrl-C (and SIGTERM, see the CLI) keeps the rows processed
     so far in the store's tail, for the `.partial` timeline, and re-raises.
     """
-    changed = store.claim(input_identity(item.source))
+    identity = input_identity(item.source)
+    started = store.holds(identity)  # the run being resumed began this very input
+    changed = store.claim(identity)
     done = store.done()
     if done is not None:
         return SourceResult.from_dict(done[0])
     path = item.source
     res = SourceResult(path, kind_of(path), changed=changed)
     chunk, start = _continue(store, res)
+    res.restarted = started and start is None
     t0 = time.perf_counter()
     rows = RowBuffer(pipe.classifier.labels)
     info = _header(path, res.kind)
