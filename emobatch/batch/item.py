@@ -175,13 +175,29 @@ def _header(path: Path, kind: str | None) -> VideoInfo | None:
         return None
 
 
+def _claim(store: ItemStore, path: Path) -> tuple[SourceResult, SourceResult | None]:
+    """Make the store this input's as it is now: a fresh result to fill (`changed` if the
+    store held another version of it, `started` if it held this one's unfinished work),
+    and the stored result if the input is done already."""
+    identity = input_identity(path)
+    started = store.holds(identity)  # the run being resumed began this very input
+    res = SourceResult(path, None, changed=store.claim(identity), restarted=started)
+    done = store.done()
+    if done is not None:
+        return res, SourceResult.from_dict(done[0])
+    res.kind = kind_of(path)
+    return res, None
+
+
 def _continue(store: ItemStore, res: SourceResult) -> tuple[int, Checkpoint | None]:
     """The chunk to write next and where the stream continues (None: from the start); a
-    resumed video's counts so far go into `res`. Chunks after the last checkpoint go."""
+    resumed video's counts so far go into `res` (and `restarted` stays only where the
+    input's earlier work had no checkpoint). Chunks after the last checkpoint go."""
     resume = store.resume_point()
     if resume is None:
         store.drop_after(-1)
         return 0, None
+    res.restarted = False
     res.frames, res.faces, res.resumed_from = resume.frames, resume.faces, resume.next_index
     store.drop_after(resume.chunk)
     return resume.chunk + 1, Checkpoint(resume.next_index, resume.processed, resume.state)
@@ -195,16 +211,11 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
     written raises OutputError; Ctrl-C (and SIGTERM, see the CLI) keeps the rows processed
     so far in the store's tail, for the `.partial` timeline, and re-raises.
     """
-    identity = input_identity(item.source)
-    started = store.holds(identity)  # the run being resumed began this very input
-    changed = store.claim(identity)
-    done = store.done()
+    res, done = _claim(store, item.source)
     if done is not None:
-        return SourceResult.from_dict(done[0])
+        return done
     path = item.source
-    res = SourceResult(path, kind_of(path), changed=changed)
     chunk, start = _continue(store, res)
-    res.restarted = started and start is None
     t0 = time.perf_counter()
     rows = RowBuffer(pipe.classifier.labels)
     info = _header(path, res.kind)
