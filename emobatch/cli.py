@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -332,12 +333,13 @@ def cmd_run(a: argparse.Namespace) -> int:
             f"{how}: {rows}; continue with --resume (progress kept in "
             f"{path_text(work_dir(a.out))})", "yellow")
         return 143 if isinstance(e, Terminated) else 130
-    except OutputError as e:
+    except (OutputError, MemoryError, OSError) as e:
         prog.stop()
+        message = _cannot_finish(e)
         kept = work_dir(a.out)
         hint = (f"; finished work is kept in {kept}: fix this and rerun with --resume"
-                if kept.is_dir() and "--resume" not in str(e) else "")
-        say(f"emobatch: {e}{hint}", "red")
+                if kept.is_dir() and "--resume" not in message else "")
+        say(f"emobatch: {message}{hint}", "red")
         return 3
     finally:
         prog.stop()
@@ -349,6 +351,23 @@ def cmd_run(a: argparse.Namespace) -> int:
     if summary.report is not None:
         say(f"report: {path_text(summary.report)}")
     return 1 if failed else 0
+
+
+def _cannot_finish(e: BaseException) -> str:
+    """What stopped a run, in one line: an output's error, or a resource the system ran out
+    of (memory, file descriptors: more --workers need more). Another OSError is a bug and
+    is raised again, with its traceback."""
+    if isinstance(e, MemoryError):
+        return "out of memory (the machine's, or a limit such as ulimit -v); use fewer --workers"
+    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (f"too many open files (the limit, ulimit -n, is {soft}): raise it or use "
+                f"fewer --workers")
+    if isinstance(e, OutputError):
+        return str(e)
+    raise e
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -380,3 +380,17 @@ def test_an_annotate_folder_removed_mid_run_is_an_error_not_a_listed_file(inputs
     errs = pd.read_csv(tmp_path / "r.errors.csv")
     assert list(errs["source"]) == [str(inputs / "photo.jpg")]
     assert "was removed during the run" in errs["error"][0]
+
+
+def test_too_few_file_descriptors_for_the_workers_is_one_line(inputs, tmp_path):
+    """Item 18: `ulimit -n 16` with --workers gave an EMFILE traceback."""
+    import resource
+
+    def few_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+
+    r = subprocess.run([sys.executable, "-m", "emobatch", "run", inputs, "--out",
+                        tmp_path / "r.parquet", "--workers", "2", *FAST], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, preexec_fn=few_files)
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and "too many open files (the limit, ulimit -n, is 16)" in r.stderr
