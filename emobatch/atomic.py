@@ -33,11 +33,11 @@ def fit_name(prefix: str, name: str, suffix: str) -> str:
     """`prefix + name + suffix`, or where that is longer than NAME_MAX bytes, with `name`
     cut short and a hash of it added (`name-start~<hash>`): distinct names stay distinct."""
     whole = prefix + name + suffix
-    if len(whole.encode()) <= NAME_MAX:
+    if len(os.fsencode(whole)) <= NAME_MAX:  # a name's bytes: not UTF-8 ones too
         return whole
-    tag = "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
-    room = NAME_MAX - len((prefix + tag + suffix).encode())
-    short = name.encode()[:max(room, 0)].decode(errors="ignore")  # no split UTF-8 character
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    room = NAME_MAX - len(os.fsencode(prefix + tag + suffix))
+    short = os.fsencode(name)[:max(room, 0)].decode(errors="ignore")  # no split character
     return prefix + short + tag + suffix
 
 

@@ -2,26 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn)
 from rich.table import Table
 
 from ._version import __version__
 from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, QUALITY_PRESETS,
                      TTA_MODES, Settings)
+from .console import RichProgress, console, say
 from .errors import BackendUnavailable, OutputError, ReportWarning, UsageError, WeightsError
-from .media.filetypes import check_inputs_exist
-
-console = Console(stderr=True)
+from .media.filetypes import check_inputs_exist, path_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -30,6 +25,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"emobatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="process images and videos into a timeline")
+    r.set_defaults(parser=r)  # a mistake in its options prints its usage, not the top one
     d = Settings.default
     r.add_argument("inputs", nargs="+", type=Path, help="files and/or folders (walked recursively)")
     r.add_argument("--out", type=Path, required=True, help="results.parquet or results.csv")
@@ -40,7 +36,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "shows no face thumbnails")
     r.add_argument("--report", type=Path, default=None, metavar="HTML",
                    help="also write the offline HTML report (see emobatch report)")
-    r.add_argument("--device", default=d("device"), choices=list(DEVICES))
+    r.add_argument("--device", default=d("device"), choices=list(DEVICES),
+                   help="auto: CUDA if present, else cpu (default: %(default)s)")
     r.add_argument("--backend", default=d("backend"), choices=list(BACKEND_NAMES),
                    help="how the classifier runs: int8 (x86 CPUs; auto's choice there when the "
                         "weights carry a calibration), torch (eager; bf16 where the CPU has "
@@ -52,14 +49,16 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--amp", default=d("amp"), choices=list(AMP_MODES),
                    help="bf16 for the torch classifier and OpenVINO's nets (auto: where the "
                         "CPU runs it natively; AMP on CUDA); off: fp32")
-    r.add_argument("--batch-size", type=int, default=d("batch_size"), help="faces per classifier batch")
+    r.add_argument("--batch-size", type=int, default=d("batch_size"),
+                   help="faces per classifier batch (default: %(default)s)")
     r.add_argument("--min-face-size", type=int, default=d("min_face_size"),
-                   help="smallest face in pixels")
+                   help="smallest face in pixels (default: %(default)s)")
     r.add_argument("--thresholds", type=float, nargs=3, default=d("thresholds"),
                    metavar=("P", "R", "O"), help="MTCNN stage thresholds, each in [0, 1]")
     r.add_argument("--min-score", type=float, default=d("min_score"),
                    help="drop faces scored below this (in [0, 1])")
-    r.add_argument("--every", type=int, default=d("every"), metavar="N", help="every Nth video frame")
+    r.add_argument("--every", type=int, default=d("every"), metavar="N",
+                   help="every Nth video frame (default: %(default)s)")
     r.add_argument("--weights", type=Path, default=None, help="a weights .pt (default: shipped)")
     r.add_argument("--tta", choices=list(TTA_MODES), default=None,
                    help="test-time augmentation: flip 2 views, zoom 4, tencrop 10 (default: "
@@ -83,13 +82,15 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-track", action="store_true", help="no track ids, no smoothing")
     r.add_argument("--smooth", type=float, default=d("smooth_tau"), metavar="TAU",
                    help="per-track smoothing time constant in seconds (0 = off; raw "
-                        "probabilities are always kept in the *_raw columns)")
+                        "probabilities are always kept in the *_raw columns; default: "
+                        "%(default)s)")
     r.add_argument("--resume", action="store_true",
                    help="continue the unfinished run at --out (same inputs and settings)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out timeline and annotated outputs (else refused)")
     r.add_argument("--checkpoint-every", type=float, default=d("checkpoint_every"), metavar="SEC",
-                   help="save a long video's progress every SEC seconds of video")
+                   help="save a long video's progress every SEC seconds of video (default: "
+                        "%(default)s)")
     r.add_argument("--workers", default="1", metavar="N",
                    help="worker processes (an integer, or auto: one per 2 cores; on CUDA, "
                         "one per GPU)")
@@ -105,9 +106,12 @@ def get_parser() -> argparse.ArgumentParser:
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
     """`emobatch report RESULTS [--out report.html]`: the offline HTML report."""
     r = sub.add_parser("report", help="write an offline HTML report of a timeline")
+    r.set_defaults(parser=r)
     r.add_argument("results", type=Path, help="a timeline written by emobatch run (.parquet/.csv)")
     r.add_argument("--out", type=Path, default=None,
                    help="the HTML file (default: <results stem>.report.html beside it)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing file that is not an earlier emobatch report")
     r.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                    help="the run's --annotate folder: its MP4s play in the page")
     r.add_argument("--no-thumbnails", action="store_true",
@@ -137,20 +141,22 @@ def check_timeline(path: Path) -> None:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from .report import write_report
+    from .batch.outputs import check_report
+    from .report import report_path, write_report
+    from .timeline import TimelinePaths
 
     check_timeline(a.results)
+    check_report(report_path(a.results, a.out), TimelinePaths(a.results).written, a.overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
         out = write_report(a.results, a.out, annotate_dir=a.annotate,
                            thumbnails=not a.no_thumbnails, raw=a.raw, min_episode=a.min_episode)
     for w in caught:
         if issubclass(w.category, ReportWarning):
-            console.print(f"emobatch: warning: {w.message}", soft_wrap=True, highlight=False,
-                          markup=False)
+            say(f"emobatch: warning: {w.message}")
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    console.print(f"report: {out}", soft_wrap=True, highlight=False)
+    say(f"report: {path_text(out)}")
     return 0
 
 
@@ -180,48 +186,6 @@ def workers_from_args(value: str) -> int | str:
     return n
 
 
-class RichProgress:
-    """Progress callback: an overall bar (files) and a per-file bar (frames, frames/s)."""
-
-    def __init__(self, quiet: bool = False, every: int = 1) -> None:
-        self.every = every
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                            console=console, disable=quiet, transient=False)
-        self.overall = self.file_task = None
-        self.frames = 0
-        self.t0 = time.perf_counter()
-
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        getattr(self, f"_on_{event}")(info)
-
-    def _on_start(self, info: dict) -> None:
-        self.bar.start()
-        self.overall = self.bar.add_task("all files", total=len(info["files"]), rate="")
-
-    def _on_source(self, info: dict) -> None:
-        n = info["info"].n_frames if info.get("info") is not None else None
-        total = None if n is None else -(-n // self.every)
-        if self.file_task is not None:
-            self.bar.remove_task(self.file_task)
-        self.file_task = self.bar.add_task(Path(info["source"]).name[-40:], total=total, rate="")
-        self.t_file = time.perf_counter()
-
-    def _on_frame(self, info: dict) -> None:
-        self.frames += 1
-        fps = info["frames"] / max(time.perf_counter() - self.t_file, 1e-9)
-        self.bar.update(self.file_task, completed=info["frames"], rate=f"{fps:5.1f} frames/s")
-
-    def _on_done(self, info: dict) -> None:
-        if not info.get("streamed"):  # finished earlier (resume) or in another process
-            self.frames += info["result"].frames
-        fps = self.frames / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(self.overall, advance=1, rate=f"{fps:5.1f} frames/s")
-
-    def stop(self) -> None:
-        self.bar.stop()
-
-
 def print_summary(summary, verbose: bool = False) -> None:
     """The run's table, then plain lines: skipped files, renamed outputs, failed inputs
     (with `verbose`, each unexpected failure's traceback)."""
@@ -233,27 +197,34 @@ def print_summary(summary, verbose: bool = False) -> None:
               str(n_errors), f"{summary.seconds:.1f} s",
               f"{summary.frames / max(summary.seconds, 1e-9):.1f}")
     console.print(t)
-    # plain lines, never truncated: users grep and copy these paths
-    plain = dict(soft_wrap=True, highlight=False, markup=False)
     if summary.skipped:
-        console.print("skipped (not an image or video suffix): " + ", ".join(
-            f"{n} {ext}" for ext, n in summary.skipped.items()), **plain)
+        say("skipped (not an image or video suffix): " + ", ".join(
+            f"{n} {ext}" for ext, n in summary.skipped.items()))
     for src, dst in summary.renamed.items():
-        console.print(f"annotated name taken: {src} -> {dst}", **plain)
+        say(f"annotated name taken: {path_text(src)} -> {path_text(dst)}")
+    reused = sum(r.reused for r in summary.results)
+    continued = sum(r.resumed_from is not None and not r.reused for r in summary.results)
+    redone = sum(r.restarted or r.changed for r in summary.results)
+    if reused or continued or redone:
+        say(f"resumed: {reused} input(s) finished before, kept; {continued} video(s) "
+            f"continued from a checkpoint; {redone} redone from the start")
     for r in summary.results:
+        if r.restarted:
+            say(f"stopped before its first checkpoint, redone from the start: "
+                f"{path_text(r.source)}")
         if r.changed:
-            console.print(f"changed since the interrupted run, redone: {r.source}", **plain)
+            say(f"changed since the interrupted run, redone: {path_text(r.source)}")
     if n_errors:
-        console.print(f"[bold red]{n_errors} input(s) failed:")
+        say(f"{n_errors} input(s) failed:", "bold red")
         for r in summary.errors:
-            console.print(f"  {r.source}: {r.error} (frames done: {r.frames})", **plain)
+            say(f"  {path_text(r.source)}: {path_text(r.error)} (frames done: {r.frames})")
             if verbose and r.traceback:
-                console.print(r.traceback.rstrip(), **plain)
+                say(r.traceback.rstrip())
         for folder, reason in summary.unreadable:
-            console.print(f"  {folder}: folder not read: {reason}", **plain)
+            say(f"  {path_text(folder)}: folder not read: {reason}")
         if not verbose and any(r.traceback for r in summary.errors):
-            console.print("unexpected failures (bugs): their tracebacks are in the errors "
-                          "table's traceback column, and with --verbose here", **plain)
+            say("unexpected failures (bugs): their tracebacks are in the errors table's "
+                "traceback column, and with --verbose here")
 
 
 class Terminated(KeyboardInterrupt):
@@ -269,8 +240,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     settings = settings_from_args(a)
     workers = workers_from_args(a.workers)
     check_inputs_exist(a.inputs)
+    from .timeline import TimelinePaths, timeline_writer  # pyarrow, not torch, PyAV, OpenCV
+
+    try:
+        timeline_writer(a.out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     from .batch.driver import run_files
-    from .timeline import TimelinePaths
 
     paths = TimelinePaths(a.out)
     prog = RichProgress(a.quiet, settings.every)
@@ -280,29 +256,50 @@ def cmd_run(a: argparse.Namespace) -> int:
                             overwrite=a.overwrite)
     except KeyboardInterrupt as e:
         prog.stop()
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        complete = getattr(e, "timeline_complete", None)
         partial = paths.partial.timeline
         rows = f"finished rows in {partial}" if partial.is_file() else "no partial timeline"
-        console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}: "
-                      f"{rows}; continue with --resume (progress kept in {paths.run_dir})",
-                      soft_wrap=True)
+        say(f"{how} while writing the report: the timeline {path_text(complete)} is complete; "
+            f"write the report with: emobatch report {path_text(complete)}" if complete else
+            f"{how}: {rows}; continue with --resume (progress kept in "
+            f"{path_text(paths.run_dir)})", "yellow")
         return 143 if isinstance(e, Terminated) else 130
-    except OutputError as e:
+    except (OutputError, MemoryError, OSError) as e:
         prog.stop()
+        message = _cannot_finish(e)
         kept = paths.run_dir
         hint = (f"; finished work is kept in {kept}: fix this and rerun with --resume"
-                if kept.is_dir() and "--resume" not in str(e) else "")
-        console.print(f"[red]emobatch: {e}{hint}", soft_wrap=True, highlight=False)
+                if kept.is_dir() and "--resume" not in message else "")
+        say(f"emobatch: {message}{hint}", "red")
         return 3
     finally:
         prog.stop()
     print_summary(summary, a.verbose)
     failed = summary.errors or summary.unreadable
-    console.print(f"timeline: {summary.out}"
-                  + (f"  errors: {paths.errors}" if failed else "")
-                  + (f"  annotated: {a.annotate}" if a.annotate else ""), soft_wrap=True)
+    say(f"timeline: {path_text(summary.out)}"
+        + (f"  errors: {path_text(paths.errors)}" if failed else "")
+        + (f"  annotated: {path_text(a.annotate)}" if a.annotate else ""))
     if summary.report is not None:
-        console.print(f"report: {summary.report}", soft_wrap=True, highlight=False)
+        say(f"report: {path_text(summary.report)}")
     return 1 if failed else 0
+
+
+def _cannot_finish(e: BaseException) -> str:
+    """What stopped a run, in one line: an output's error, or a resource the system ran out
+    of (memory, file descriptors: more --workers need more). Another OSError is a bug and
+    is raised again, with its traceback."""
+    if isinstance(e, MemoryError):
+        return "out of memory (the machine's, or a limit such as ulimit -v); use fewer --workers"
+    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (f"too many open files (the limit, ulimit -n, is {soft}): raise it or use "
+                f"fewer --workers")
+    if isinstance(e, OutputError):
+        return str(e)
+    raise e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,7 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     and propagates with its traceback (exit 1)."""
     from .batch.process_tuning import configure_process
 
-    a = get_parser().parse_args(argv)
+    top = get_parser()
+    a, unknown = top.parse_known_args(argv)
+    if unknown:
+        getattr(a, "parser", top).error(f"unrecognized arguments: {' '.join(unknown)}")
     configure_process()  # process-wide tuning: here, where the process starts
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -320,10 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "report":
             return cmd_report(a)
     except (UsageError, WeightsError, BackendUnavailable) as e:
-        console.print(f"[red]emobatch: {escape(str(e))}", soft_wrap=True, highlight=False)
+        say(f"emobatch: {e}", "red")
         return 2
     except OutputError as e:  # `run` says where its finished work is kept; this is the rest
-        console.print(f"[red]emobatch: {escape(str(e))}", soft_wrap=True, highlight=False)
+        say(f"emobatch: {e}", "red")
         return 3
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -102,7 +102,9 @@ class Settings:
             (self.classify_every is None
              or (_is_int(self.classify_every) and self.classify_every >= 0),
              "classify_every must be an integer >= 0 (0: auto)"),
-            (self.smooth_tau >= 0, "smooth_tau (--smooth) must be >= 0 seconds"),
+            # inf would hold every track at its first frame's probabilities
+            (0 <= self.smooth_tau < float("inf"),
+             "smooth_tau (--smooth) must be a finite number of seconds >= 0"),
             (0 < self.checkpoint_every < float("inf"), "checkpoint_every must be > 0 seconds"),
             (not weights_problem, weights_problem),
         ]

@@ -221,10 +221,11 @@ class _VideoState:
     smoother: Smoother | None
 
     def state(self, detector_state: dict) -> dict[str, Any]:
+        # `is not None`: a tracker or smoother holding no track is empty, hence falsy
         return {"detector": detector_state,
-                "tracker": self.tracker.state_dict() if self.tracker else None,
+                "tracker": self.tracker.state_dict() if self.tracker is not None else None,
                 "schedule": self.schedule.state_dict(),
-                "smoother": self.smoother.state_dict() if self.smoother else None}
+                "smoother": self.smoother.state_dict() if self.smoother is not None else None}
 
     def load(self, state: dict[str, Any]) -> None:
         self.detector.load_state_dict(state["detector"])

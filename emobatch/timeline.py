@@ -74,8 +74,10 @@ class TimelinePaths:
         return (*self.published, *self.partial.published)
 
 
-INT_COLUMNS = {"face": "Int32", "track": "Int64"}
-"""Nullable integer columns: pandas would read them as floats wherever one is null."""
+NULLABLE_COLUMNS = {"face": "Int32", "track": "Int64", "classified": "boolean"}
+"""Columns read as pandas' nullable types: wherever one is null, pandas would read the
+integers as floats and the booleans as objects (True/None, which `df[df.classified]` and
+`~df.classified` refuse), so their dtype would depend on the data."""
 
 
 def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema:
@@ -226,10 +228,11 @@ def read_timeline(path: str | Path):
     """Read a timeline (.parquet or .csv) into a pandas DataFrame; run metadata in df.attrs.
 
     face and track come back as nullable integers (Int32, Int64; <NA> where a frame has no
-    face or a face no track), whatever the format: not as floats.
+    face or a face no track), classified as nullable boolean (<NA> where a frame has no
+    face), whatever the format and the data: not as floats or objects.
     """
     df = timeline_reader(path).read(Path(path))
-    df = df.astype({c: t for c, t in INT_COLUMNS.items() if c in df.columns})
+    df = df.astype({c: t for c, t in NULLABLE_COLUMNS.items() if c in df.columns})
     try:
         df.attrs["emobatch"] = read_metadata(path)
     except (OSError, ValueError):

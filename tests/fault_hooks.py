@@ -4,7 +4,8 @@
 
 After the CALLS-th call of TARGET (finish: an input's result stored; chunk: a chunk of rows
 and its checkpoint stored; part: a chunk's rows stored, its checkpoint not yet; publish: a
-part copied into the final timeline; still: a photo's faces found and classified), ACTION
+part copied into the final timeline; still: a photo's faces found and classified; report:
+the report's page rendered, not yet written), ACTION
 happens in the running process: SIGKILL, SIGTERM or SIGINT to itself, rmtree:PATH (the
 output folder vanishes), waitfor:PATH (the run holds still there, alive, until PATH exists),
 fill:PATH (the disk holding the folder PATH is filled up), or raise (a RuntimeError there,
@@ -16,12 +17,12 @@ import signal
 import sys
 import time
 
-from emobatch import pipeline
+from emobatch import pipeline, report
 from emobatch.batch import sinks, store
 
 TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "write_chunk"),
            "part": (store, "_write_parquet"), "publish": (sinks.TimelineSink, "write_table"),
-           "still": (pipeline.FacePipeline, "process")}
+           "still": (pipeline.FacePipeline, "process"), "report": (report, "render")}
 
 
 def fill(folder: str) -> None:

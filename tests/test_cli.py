@@ -27,6 +27,7 @@ def test_run_sample_csv_and_annotate(tmp_path):
     assert set(df["source"].map(lambda s: s.rsplit("/", 1)[-1])) == {"astronaut.jpg", "astronaut_clip.mp4"}
     assert (out.parent / "r.meta.json").is_file() and (ann / "astronaut_clip.mp4").is_file()
     assert "summary" in r.stderr
+    assert "skipped" not in r.stderr  # item 27: the sample folder holds only media
 
 
 def test_bad_inputs_nonzero_exit_but_good_rows_written(tmp_path):
@@ -249,3 +250,61 @@ def test_report_of_something_not_a_timeline_exits_2(tmp_path):
         r = emobatch_cli("report", path)
         assert r.returncode == 2 and message in r.stderr, (path, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_paths_are_printed_as_text_not_rich_markup(tmp_path):
+    """Item 8: an --out under a folder named `d[` (`d[/]y.parquet`) was published, then
+    printing it raised rich's MarkupError (exit 1)."""
+    out = tmp_path / "d[" / "]y.parquet"
+    r = emobatch_cli("run", SAMPLE / "astronaut.jpg", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"timeline: {out}" in r.stderr and out.is_file()
+
+
+@pytest.mark.parametrize("content", [None, "README.md"])
+def test_inputs_without_any_media_are_a_usage_error(tmp_path, content):
+    """Item 24: an empty folder, or one with no media, exited 0 with `files 0` and an empty
+    timeline, saying nothing; now it says so, exit 2, and writes nothing."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if content:
+        (folder / content).write_text("notes")
+    out = tmp_path / "r.parquet"
+    r = emobatch_cli("run", folder, "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert "no photo or video in the inputs" in r.stderr
+    assert ("1 .md" in r.stderr) == bool(content)
+    assert sorted(tmp_path.iterdir()) == [folder]
+
+
+def test_help_usage_and_one_line_errors_for_a_newcomer(tmp_path):
+    """Item 27: `run --help` shows the defaults and --device's meaning; a typo in a run
+    option prints run's usage; a one-line error starts on its first line; a bad --out
+    suffix is refused before torch, OpenCV or PyAV load."""
+    help_text = " ".join(emobatch_cli("run", "--help").stdout.split())
+    for shown in ("default: 0.3)", "default: 30.0)", "default: 20)", "auto: CUDA if present"):
+        assert shown in help_text, shown
+    photo, out = SAMPLE / "astronaut.jpg", tmp_path / "r.parquet"
+    r = emobatch_cli("run", photo, "--out", out, "--smoth", "1")
+    assert r.returncode == 2 and r.stderr.startswith("usage: emobatch run ")
+    assert "unrecognized arguments: --smoth 1" in r.stderr
+    out.write_bytes(b"an earlier timeline")
+    r = emobatch_cli("run", photo, "--out", out, "--quiet")
+    assert r.returncode == 2 and r.stderr.startswith("emobatch: ") and "exists" in r.stderr
+    r = subprocess.run([sys.executable, "-c", _MAIN_THEN_MODULES, "run", str(photo), "--out",
+                        str(tmp_path / "x.json")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("emobatch: --out must end in")
+    assert r.stdout.strip() == "", f"imported {r.stdout}"
+
+
+def test_python_errors_speak_python(tmp_path):
+    """Item 27: an unknown keyword raised a raw TypeError from Settings.__init__; an
+    existing output said 'add --overwrite' to a Python caller."""
+    from emobatch.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown option.*smoth.*smooth_tau"):
+        emobatch.run(SAMPLE / "astronaut.jpg", out=tmp_path / "r.parquet", smoth=1)
+    (tmp_path / "r.parquet").write_bytes(b"an earlier timeline")
+    with pytest.raises(UsageError, match=r"overwrite=True"):
+        emobatch.run(SAMPLE / "astronaut.jpg", out=tmp_path / "r.parquet")

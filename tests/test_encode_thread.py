@@ -18,7 +18,8 @@ from emobatch.batch.one_input import _Annotation
 from emobatch.batch.store import ItemStore, WorkItem
 from emobatch.config import Settings
 from emobatch.errors import OutputError
-from emobatch.media.annotate import VideoWriter, concat_mp4, draw
+from emobatch.media.annotate import VideoWriter, draw
+from emobatch.media.segments import concat_mp4
 from emobatch.media.encode_thread import EncodeThread
 from emobatch.types import EMOTIONS, FaceBatch, Frame
 

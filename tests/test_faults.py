@@ -233,7 +233,8 @@ def test_stale_temp_files_of_a_dead_run_are_removed(inputs, tmp_path):
 
 @pytest.mark.parametrize("args", [["--every", "0"], ["--batch-size", "0"],
                                   ["--detect-scale", "0"], ["--thresholds", "2", "2", "2"],
-                                  ["--min-score", "5"], ["--smooth", "-1"], ["--workers", "0"],
+                                  ["--min-score", "5"], ["--smooth", "-1"], ["--smooth", "inf"],
+                                  ["--smooth", "nan"], ["--workers", "0"],
                                   ["--checkpoint-every", "0"], ["--detect-every", "0"]])
 def test_usage_errors_exit_2_before_any_work(inputs, tmp_path, args):
     out = tmp_path / "r.parquet"
@@ -245,7 +246,8 @@ def test_usage_errors_exit_2_before_any_work(inputs, tmp_path, args):
 @pytest.mark.parametrize("kwargs", [{"every": 0}, {"quality": "bogus"}, {"detect_every": 0},
                                     {"min_score": 1.5}, {"thresholds": (0.6, 0.7, -1)},
                                     {"tta": "sideways"}, {"workers": 0},
-                                    {"classify_every": -1}, {"classify_every": 1.5}])
+                                    {"classify_every": -1}, {"classify_every": 1.5},
+                                    {"smooth_tau": float("inf")}])
 def test_api_validates_before_any_work(tmp_path, kwargs):
     with pytest.raises(ValueError):
         emobatch.run(PHOTO, out=tmp_path / "r.parquet", **kwargs)
@@ -336,3 +338,59 @@ def test_a_second_ctrl_c_while_the_partial_is_written(inputs, untouched, tmp_pat
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.parquet"]  # no failure: no errors table
     assert no_temp_files(tmp_path)
+
+
+def hooked(target: str, calls: int, action: str, *args) -> subprocess.CompletedProcess:
+    """The command with a fault injected (tests/fault_hooks.py)."""
+    return subprocess.run([sys.executable, str(HOOKS), target, str(calls), action, "run",
+                           *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_ctrl_c_while_the_report_is_written_says_the_timeline_is_complete(tmp_path):
+    """Item 20: Ctrl-C during the report said 'continue with --resume' of a complete run."""
+    out = tmp_path / "r.parquet"
+    r = hooked("report", 1, "SIGINT", PHOTO, "--out", out, "--report", tmp_path / "r.html",
+               *FAST)
+    assert r.returncode == 130, r.stderr
+    assert f"the timeline {out} is complete" in r.stderr and "--resume" not in r.stderr
+    assert len(pd.read_parquet(out)) == 1 and not (tmp_path / ".r.parquet.emobatch").exists()
+
+
+def test_a_closed_stderr_after_a_complete_run_keeps_its_status(tmp_path):
+    """Item 20: a reader of stderr gone (`2>&1 | head -1`) made a complete run exit 1."""
+    out = tmp_path / "r.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "emobatch", "run", PHOTO, "--out", out,
+                             *FAST], cwd=ROOT, stderr=subprocess.PIPE)
+    proc.stderr.close()
+    assert proc.wait(timeout=600) == 0
+    assert len(pd.read_parquet(out)) == 1
+
+
+def test_an_annotate_folder_removed_mid_run_is_an_error_not_a_listed_file(inputs, tmp_path):
+    """Item 20: the --annotate folder deleted after the photo's copy was written gave exit 0
+    and metadata listing a file that no longer existed."""
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = hooked("finish", 1, f"rmtree:{ann}", inputs / "photo.jpg", inputs / "clip.mp4",
+               "--out", out, "--annotate", ann, *FAST)
+    assert r.returncode == 1, r.stderr
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert all(Path(p).is_file() for p in meta["annotated"].values())
+    assert str(inputs / "photo.jpg") not in meta["annotated"]
+    errs = pd.read_csv(tmp_path / "r.errors.csv")
+    assert list(errs["source"]) == [str(inputs / "photo.jpg")]
+    assert "was removed during the run" in errs["error"][0]
+
+
+def test_too_few_file_descriptors_for_the_workers_is_one_line(inputs, tmp_path):
+    """Item 18: `ulimit -n 16` with --workers gave an EMFILE traceback."""
+    import resource
+
+    def few_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+
+    r = subprocess.run([sys.executable, "-m", "emobatch", "run", inputs, "--out",
+                        tmp_path / "r.parquet", "--workers", "2", *FAST], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, preexec_fn=few_files)
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and "too many open files (the limit, ulimit -n, is 16)" in r.stderr

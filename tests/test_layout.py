@@ -29,7 +29,8 @@ SCRIPTS = {"benchmarks": ""}
 # sideways (faces/ and media/ know nothing of each other).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("emobatch._version", "emobatch.errors", "emobatch.types", "emobatch.atomic",
-     "emobatch.config", "emobatch.timeline", "emobatch.analysis", "emobatch.memory"),
+     "emobatch.config", "emobatch.timeline", "emobatch.analysis", "emobatch.memory",
+     "emobatch.console"),
     ("emobatch.faces", "emobatch.media"),
     ("emobatch.plan", "emobatch.report"),
     ("emobatch.pipeline",),

@@ -80,3 +80,19 @@ def test_dask_preload_tunes_the_worker_process():
             (limit, tuned), = client.run(settings).values()
         assert (limit == MAX_IMAGE_PIXELS) is expected
         assert tuned is (expected and sys.platform.startswith("linux"))
+
+
+def test_libc_is_found_once_per_process(monkeypatch):
+    """Item 22: every input's release_free_memory called ctypes.util.find_library, which
+    runs `ldconfig -p` in a child process: 20,000 photos, 20,000 processes."""
+    import ctypes.util
+
+    from emobatch import memory
+
+    memory._libc()  # found already (or now), once
+    calls = []
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: calls.append(name))
+    for _ in range(3):
+        memory.release_free_memory()
+        memory._libc()
+    assert calls == []

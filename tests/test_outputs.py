@@ -110,3 +110,85 @@ def test_an_out_name_too_long_for_its_sidecars_is_refused_up_front(tmp_path, len
     r = cli("run", PHOTO, "--out", out, *FAST)
     assert r.returncode == 2 and "too long" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_lock_that_cannot_be_removed_hides_no_error(tmp_path, monkeypatch):
+    """Item 16: an --annotate folder made unwritable mid-run made FolderLock.release raise
+    PermissionError, hiding the run's OutputError behind a traceback. Releasing never
+    raises, and the lock is free for the next run."""
+    from emobatch.batch.store import FolderLock
+
+    lock = FolderLock(tmp_path / ".emobatch.lock", "busy")
+    lock.acquire()
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", refuse)
+        lock.release(remove=True)
+    again = FolderLock(tmp_path / ".emobatch.lock", "busy")
+    again.acquire()
+    again.release(remove=True)
+    assert not (tmp_path / ".emobatch.lock").exists()
+
+
+def test_run_report_never_replaces_an_annotated_output_or_another_file(tmp_path):
+    """Items 12 and 14: `--annotate ann --report ann/photo.jpg` overwrote the annotated
+    image with HTML; an existing unrelated file as --report was replaced silently."""
+    ann = tmp_path / "ann"
+    r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--annotate", ann, "--report",
+            ann / "astronaut.jpg", *FAST)
+    assert r.returncode == 2 and "would overwrite" in r.stderr, r.stderr
+    notes = tmp_path / "notes.html"
+    notes.write_text("mine")
+    r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--report", notes, *FAST)
+    assert r.returncode == 2 and "add --overwrite" in r.stderr, r.stderr
+    assert notes.read_text() == "mine" and not (tmp_path / "r.parquet").exists()
+
+
+def test_resume_without_an_unfinished_run_replaces_nothing(tmp_path):
+    """Item 9: `--resume` on an --out whose run had finished replaced that run's timeline
+    and annotated files (exit 0). Resume continues only an unfinished run; else refused."""
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    assert cli("run", PHOTO, "--out", out, "--annotate", ann, *FAST).returncode == 0
+    before = checksums(tmp_path)
+    other = tmp_path / "other.jpg"
+    shutil.copy(PHOTO, other)
+    r = cli("run", other, "--out", out, "--annotate", ann, "--resume", *FAST)
+    assert r.returncode == 2 and "no unfinished run" in r.stderr, r.stderr
+    after = checksums(tmp_path)
+    assert after.pop("other.jpg") and after == before  # the finished run's files untouched
+
+
+@pytest.mark.parametrize("first, second", [("r.partial.parquet", "r.parquet"),
+                                           ("q.errors.csv", "q.parquet")])
+def test_a_run_deletes_no_earlier_run_file_sharing_its_stem(tmp_path, first, second):
+    """Item 11: `--out r.partial.parquet` then `--out r.parquet` deleted the first run's
+    timeline (taken for a partial one to supersede); so did `--out q.errors.csv` then
+    `--out q.parquet` (taken for a stale errors table)."""
+    assert cli("run", PHOTO, "--out", tmp_path / first, *FAST).returncode == 0
+    before = (tmp_path / first).read_bytes()
+    assert cli("run", PHOTO, "--out", tmp_path / second, *FAST).returncode == 0
+    assert (tmp_path / first).read_bytes() == before
+
+
+@pytest.mark.parametrize("live, mine", [("ann", "ann/sub"), ("ann/sub", "ann")])
+def test_nested_annotate_folders_of_two_live_runs_are_refused(tmp_path, live, mine):
+    """Item 10: a live run on `ann` and another on `ann/sub`: B's video overwrote
+    ann/sub/x.mp4, which A's metadata still listed. A lock covers a folder, not its tree:
+    a run now also looks above and below its --annotate folder."""
+    from emobatch.batch.store import FolderLock
+
+    (tmp_path / live).mkdir(parents=True)
+    held = FolderLock(tmp_path / live / ".emobatch.lock", "busy")
+    held.acquire()  # the live run
+    try:
+        r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--annotate", tmp_path / mine,
+                *FAST)
+        assert r.returncode == 2 and "another emobatch run is writing into" in r.stderr, r.stderr
+        assert not (tmp_path / mine / ".emobatch.lock").exists()
+    finally:
+        held.release()  # the live run dies: its lock file stays, held by no one
+    r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--annotate", tmp_path / mine, *FAST)
+    assert r.returncode == 0, r.stderr

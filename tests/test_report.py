@@ -96,6 +96,44 @@ def test_photos_gallery_and_thumbnails_option(tmp_path: Path) -> None:
     assert "<img" not in private and "data:image" not in private and 'id="photos"' in private
 
 
+def test_report_of_a_blurred_run_has_no_face_pictures(tmp_path: Path) -> None:
+    """Item 15: `emobatch report` on a --blur-faces run showed unblurred thumbnails; it now
+    follows the run's blur_faces setting."""
+    from conftest import SAMPLE
+
+    row = {"source": str(SAMPLE / "astronaut.jpg"), "frame": 0, "t_sec": None, "face": 0.0,
+           "track": None, "x1": 170.0, "y1": 40.0, "x2": 330.0, "y2": 240.0,
+           "det_score": 0.99, **{e: (0.7 if e == "happy" else 0.05) for e in EMOTIONS},
+           "emotion": "happy", "confidence": 0.7, **{f"{e}_raw": 0.05 for e in EMOTIONS}}
+    pd.DataFrame([row]).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "t.meta.json").write_text(json.dumps({"settings": {"blur_faces": True}}))
+    page = write_report(tmp_path / "t.csv", tmp_path / "r.html").read_text()
+    assert 'id="photos"' in page and "<img" not in page and "data:image" not in page
+
+
+@pytest.mark.parametrize("case", ["text frame", "null source", "metadata a list"])
+def test_report_on_a_timeline_with_wrong_types_is_one_line(tmp_path: Path, case: str) -> None:
+    """Item 19: wrong dtypes, a null source or metadata that is not an object gave
+    TypeError/AttributeError tracebacks; now one line and exit 2."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = pd.read_parquet(_synthetic(tmp_path / "t.parquet", 2))
+    meta = {b"emobatch": b"{}"}
+    if case == "text frame":
+        df["frame"] = df["frame"].astype(str)
+    elif case == "null source":
+        df.loc[3, "source"] = None
+    else:
+        meta = {b"emobatch": b"[1, 2]"}
+    pq.write_table(pa.Table.from_pandas(df).replace_schema_metadata(meta), tmp_path / "t.parquet")
+    r = subprocess.run([sys.executable, "-m", "emobatch", "report", str(tmp_path / "t.parquet")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t.report.html").exists()
+
+
 def test_cli_report(tmp_path: Path) -> None:
     timeline = _synthetic(tmp_path / "t.parquet", 5)
     cmd = [sys.executable, "-m", "emobatch", "report", str(timeline)]
@@ -301,3 +339,61 @@ def test_report_warns_when_the_annotate_folder_has_none_of_the_videos(sample_run
         assert r.returncode == 0, r.stderr
         assert ("warning: --annotate" in r.stderr) == warned, (ann, r.stderr)
         assert ("<video" in (folder / f"{ann}.html").read_text()) != warned
+
+
+def test_a_huge_timestamp_keeps_the_report_small(tmp_path: Path) -> None:
+    """Item 6: a last frame at 1e12 s made the time axis 1.4e8 ticks (unbounded memory);
+    the report is written within a 4 GB address space and has at most 11 ticks."""
+    rows = [{"source": "clip.mp4", "frame": i, "t_sec": t, "face": 0, "track": 0, "x1": 1.0,
+             "y1": 1.0, "x2": 9.0, "y2": 9.0, "det_score": 0.9,
+             **{e: float(e == "happy") for e in EMOTIONS}, "emotion": "happy",
+             "confidence": 1.0} for i, t in enumerate((0.0, 0.04, 1e12))]
+    pd.DataFrame(rows).to_parquet(tmp_path / "t.parquet")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+            "from emobatch.report import write_report; write_report(*sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.parquet"),
+                        str(tmp_path / "r.html")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    axis = re.search(r'<div class="axis">(.*?)</div>', (tmp_path / "r.html").read_text())
+    assert 2 <= axis.group(1).count("<span") <= 11
+
+
+def test_a_skipped_browser_test_says_why(tmp_path: Path) -> None:
+    """Item 29: the README's test command skipped the browser test silently without
+    Chromium; the project's pytest options print each skip's reason."""
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n\ndef test_needs_it():\n"
+        "    pytest.skip('chromium is not installed (apt-get install chromium)')\n")
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-c", str(ROOT / "pyproject.toml"),
+                        "--rootdir", str(tmp_path), "-p", "no:cacheprovider",
+                        str(tmp_path / "test_skips.py")], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert "1 skipped" in r.stdout, r.stdout
+    assert "SKIPPED" in r.stdout and "chromium is not installed" in r.stdout
+
+
+def test_a_report_never_replaces_the_timeline_or_an_unrelated_file(tmp_path: Path) -> None:
+    """Items 13 and 14: `report r.parquet --out r.parquet` replaced the timeline with HTML;
+    an existing unrelated file was replaced silently; `--out DIR` gave a traceback. Now
+    refused (exit 2, one line); --overwrite replaces the unrelated file, and an earlier
+    report is rewritten without it."""
+    timeline = _synthetic(tmp_path / "t.parquet", 2)
+    before = timeline.read_bytes()
+
+    def report(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "emobatch", "report", str(timeline),
+                               "--no-thumbnails", *map(str, args)], capture_output=True,
+                              text=True)
+
+    notes = tmp_path / "notes.html"
+    notes.write_text("mine")
+    for args in (["--out", timeline], ["--out", notes], ["--out", tmp_path]):
+        r = report(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert timeline.read_bytes() == before and notes.read_text() == "mine"
+    assert report("--out", notes, "--overwrite").returncode == 0
+    assert report().returncode == 0 and report().returncode == 0  # a rerun rewrites its own
+    assert "emobatch report" in (tmp_path / "t.report.html").read_text()

@@ -413,3 +413,21 @@ def test_many_small_inputs_publish_few_row_groups_also_after_resume(tmp_path):
     f = pq.ParquetFile(out)
     assert f.metadata.num_rows == 40 and f.num_row_groups == 1
     assert list(f.read().column("source").to_pylist()) == [str(d / f"{i:02d}.png") for i in range(40)]
+
+
+def test_resume_says_what_it_reused_and_what_it_redid(inputs, reference, tmp_path):
+    """Item 25: a resume's metadata said resumed_inputs 0 and resumed_from null for every
+    input, although the finished ones were kept, and a video stopped before its first
+    checkpoint restarted from frame 0 silently."""
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    # the photo finished; clip a's first chunk of rows stored, its checkpoint not
+    r = cli_killed_at("part", 2, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(out, ann, reference)
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["resume"] == {"reused": [str(inputs / "0_photo.jpg")], "continued": {},
+                              "redone": [str(inputs / "a_clip.mp4")]}
+    assert "resumed: 1 input(s) finished before, kept; 0 video(s)" in r.stderr
+    assert f"redone from the start: {inputs / 'a_clip.mp4'}" in r.stderr

@@ -143,6 +143,25 @@ def test_track_is_a_nullable_integer_in_the_file_and_when_read(tmp_path, suffix)
     assert df["face"].tolist()[:2] == [0, 1] and pd.isna(df["face"].iloc[2])
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+@pytest.mark.parametrize("no_face", [False, True])
+def test_classified_is_a_nullable_boolean_whatever_the_data(tmp_path, suffix, no_face):
+    """Item 23: with a no-face row, classified came back as object (True/None), so
+    df[df.classified] raised ValueError and ~df.classified TypeError; else as bool."""
+    out = tmp_path / f"r{suffix}"
+    faces = _faces(2).with_(classified=np.array([True, False]))
+    frames = [(Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 0, 0.0), faces)]
+    if no_face:
+        frames.append((Frame(np.zeros((4, 4, 3), np.uint8), Path("v.mp4"), 1, 0.04), _faces(0)))
+    with TimelineSink(out) as sink:
+        sink.write_table(_rows(*frames))
+    df = read_timeline(out)
+    assert str(df["classified"].dtype) == "boolean"
+    assert df[df["classified"]]["face"].tolist() == [0]
+    assert (~df["classified"]).tolist()[:2] == [False, True]
+    assert df["classified"].isna().tolist() == [False, False] + [True] * no_face
+
+
 def test_errors_table_only_when_an_input_failed_and_a_stale_one_removed(tmp_path):
     out = tmp_path / "r.parquet"
     TimelinePaths(out).errors.write_text("source,error,frames_done,traceback\nold.mp4,gone,0,\n")

@@ -470,3 +470,40 @@ def test_yuv420p_frames_match_swscale_rgb():
         assert frame.format.name == "yuv420p"
         fast, ref = _rgb(frame).astype(int), frame.to_ndarray(format="rgb24").astype(int)
     assert fast.shape == ref.shape and np.abs(fast - ref).mean() < 2 and np.abs(fast - ref).max() <= 12
+
+
+def test_too_many_video_pixels(ntsc_mp4, monkeypatch):
+    """Item 7: videos have a pixel limit as photos do (a 750 KB MKV of 16000x16000 frames
+    took 8.7 GB): its header is refused, and so is a frame grown past it mid-stream."""
+    info = video.video_info(ntsc_mp4)
+    assert info.width * info.height <= video.MAX_VIDEO_PIXELS
+    assert 16000 * 16000 > video.MAX_VIDEO_PIXELS >= 7680 * 4320
+    monkeypatch.setattr(video, "MAX_VIDEO_PIXELS", info.width * info.height - 1)
+    with pytest.raises(InputError, match="video frames too large"):
+        video.video_info(ntsc_mp4)
+    with pytest.raises(InputError, match="video frames too large"):
+        next(iter_frames(ntsc_mp4))
+    monkeypatch.setattr(video, "_video_stream", lambda c: c.streams.video[0])  # header passes
+    with pytest.raises(InputError, match="video frames too large"):
+        next(iter_frames(ntsc_mp4))
+
+
+def test_image_conversion_errors_say_what_happened(tmp_path, monkeypatch):
+    """Item 17: every exception converting a photo was 'unsupported image mode', even a
+    MemoryError; now only Pillow's refusals are, memory is named, and a bug propagates."""
+    path = save(Image.new("L", (30, 20)), tmp_path / "grey.png")
+
+    def fail(exc):
+        def _to_rgb(img):
+            raise exc
+        return _to_rgb
+
+    monkeypatch.setattr(images, "_to_rgb", fail(MemoryError()))
+    with pytest.raises(InputError, match="not enough memory to convert this 30x20 L image"):
+        read_image(path)
+    monkeypatch.setattr(images, "_to_rgb", fail(ValueError("conversion not supported")))
+    with pytest.raises(InputError, match="unsupported image mode 'L'"):
+        read_image(path)
+    monkeypatch.setattr(images, "_to_rgb", fail(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        read_image(path)

@@ -929,3 +929,16 @@ def test_fit_learns_posed_shares_and_scores_the_held_out_performers(fer_votes, p
     assert "posed photos of 2 performers" in config["trained_on"]
     with pytest.raises(SystemExit, match="needs --labels ferplus"):
         fit.main(fit.get_args_parser().parse_args(argv + ["--labels", "fer2013"]))
+
+
+def test_limit_keeps_a_quick_run_quick(fer_csv, tmp_path):
+    """Item 26: --limit limited only the training images; PublicTest (3,589 faces) was
+    still scored every epoch and with each TTA mode. It now limits PublicTest too."""
+    from training import fit
+
+    args = fit.get_args_parser().parse_args(["--data", str(fer_csv[0]), "--out",
+                                             str(tmp_path), "--limit", "10"])
+    train, val, targets, _ = fit.load_splits(args)
+    assert len(train) == 10 and len(val) == 10 and len(targets) == 10
+    args.limit = 0
+    assert len(fit.load_splits(args)[1]) == CSV_COUNTS["PublicTest"]

@@ -274,3 +274,15 @@ def add_align_argument(p: argparse.ArgumentParser) -> None:
                    help="folder layouts: detect + align faces in photos like `emobatch run` "
                         f"(auto: images larger than {ALIGN_ABOVE} px; crops like FER2013's are "
                         "resized)")
+
+
+def resolve_labels(args, train: Split, val: Split) -> str:
+    """--labels with auto resolved: ferplus where both splits have FER+ votes."""
+    have = all(s.votes is not None and (s.votes[:, 0] >= 0).all() for s in (train, val))
+    if args.labels == "auto":
+        return "ferplus" if have else "fer2013"
+    if args.labels == "ferplus" and not have:
+        raise TrainingError(f"--labels ferplus: no FER+ votes for every Training and PublicTest "
+                            f"image of {args.data} (give the votes folder with --votes, or use "
+                            f"--labels fer2013)")
+    return args.labels

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -20,11 +20,11 @@ from ..errors import OutputError, UsageError
 from ..config import Settings
 from ..plan import resolve_plan
 from ..timeline import TimelinePaths, read_timeline
-from .outputs import check_existing, check_outputs, lock_annotate, plan_items
+from .outputs import check_existing, check_outputs, check_report, lock_annotate, plan_items
 from .one_input import ProgressFn, SourceResult
 from .sinks import TimelineSink
-from ..media.filetypes import check_inputs_exist
-from ..media.sources import discover_inputs
+from ..media.filetypes import check_inputs_exist, path_text
+from ..media.sources import Discovery, discover_inputs
 from .runners import Runner, make_runner
 from .store import FolderLock, RunStore, WorkItem, input_identity
 
@@ -67,6 +67,11 @@ def run(inputs: str | Path | Sequence[str | Path], out: str | Path | None = None
     scheduler address or distributed.Client; report: also write the HTML report there;
     overwrite: replace an existing timeline and annotated outputs (else UsageError).
     """
+    unknown = sorted(set(kwargs) - {f.name for f in fields(Settings)})
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)}: emobatch.run takes "
+                         f"{', '.join(f.name for f in fields(Settings))} and resume, workers, "
+                         f"scheduler, report, overwrite")
     settings = settings or Settings(**kwargs)
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     summary = run_files(inputs, out, annotate, settings, progress, resume=resume,
@@ -84,9 +89,10 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
     or the TimelinePaths the caller built for it (every file of the run is named there).
 
     Raises UsageError (a ValueError) before any work for an input that does not exist,
-    unusable outputs, existing ones without `overwrite` (or `resume`), a live run on the same
-    `out` or `annotate` folder, or an unfinished one without `resume`; OutputError when an
-    output cannot be written mid-run (finished work stays in the run's folder for `resume`).
+    inputs without any photo or video, unusable outputs, existing ones without `overwrite`
+    (or `resume`), a live run on the same `out` or `annotate` folder, or an unfinished one
+    without `resume`; OutputError when an output cannot be written mid-run (finished work
+    stays in the run's folder for `resume`).
     """
     if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise UsageError(f"workers must be an integer >= 1 or 'auto', not {workers!r}")
@@ -97,10 +103,12 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
     out = paths.timeline
     ann_dir = Path(annotate) if annotate is not None else None
     report = Path(report) if report is not None else None
-    check_inputs_exist(inputs)
-    found = discover_inputs(inputs)
-    check_outputs(paths, ann_dir, inputs, found.files, report)
+    found = _discover(inputs)
+    check_outputs(paths, ann_dir, inputs, found.files)
     items, renamed = plan_items(found.files, inputs, ann_dir)
+    if report is not None:
+        check_report(report, [*found.files, *paths.written,
+                              *(it.annotate for it in items if it.annotate)], overwrite)
     summary = RunSummary(out=out, paths=paths, skipped=dict(found.skipped), renamed=renamed,
                          unreadable=[(str(f), r) for f, r in found.unreadable])
     plan = resolve_plan(settings)
@@ -113,7 +121,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
     ann_lock = None
     try:
         ann_lock = lock_annotate(ann_dir)
-        check_existing(out, items, overwrite or tmpdir is not None, resume)
+        check_existing(out, items, overwrite or tmpdir is not None, resume, resumed)
         _remove_stale_temps(paths, ann_dir)
         runner = make_runner(plan, workers, scheduler)
     except BaseException:
@@ -129,12 +137,34 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
     finally:
         _unlock(ann_lock)
     if report is not None:
-        from ..report import write_report  # plotly and pandas load only for a report
-
-        summary.report = write_report(out, report, annotate_dir=ann_dir,
-                                      thumbnails=not settings.blur_faces)
+        summary.report = _write_report(out, report, ann_dir, settings)
     summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
     return summary
+
+
+def _discover(inputs: Sequence[str | Path]) -> Discovery:
+    """The inputs' files; UsageError where an input does not exist or none is a photo or
+    video (an empty folder: nothing to do is a mistake in the command, said at once)."""
+    check_inputs_exist(inputs)
+    found = discover_inputs(inputs)
+    if not found.files and not found.unreadable:
+        skipped = ", ".join(f"{n} {ext}" for ext, n in found.skipped.items())
+        raise UsageError("no photo or video in the inputs" + (
+            f" (skipped, not an image or video suffix: {skipped})" if skipped else
+            " (empty folders)"))
+    return found
+
+
+def _write_report(out: Path, report: Path, ann_dir: Path | None, settings: Settings) -> Path:
+    """The run's --report; an interrupt here is marked: the timeline is already complete."""
+    from ..report import write_report  # plotly and pandas load only for a report
+
+    try:
+        return write_report(out, report, annotate_dir=ann_dir,
+                            thumbnails=not settings.blur_faces)
+    except KeyboardInterrupt as e:
+        e.timeline_complete = out  # what the interrupt stopped was only the report
+        raise
 
 
 def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runner: Runner,
@@ -147,6 +177,7 @@ def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runne
     results: dict[int, SourceResult] = {}
     try:
         _execute(items, store, runner, progress, results, files)
+        _check_annotated(results)
         summary.results = [results[it.index] for it in items]
         summary.seconds = time.perf_counter() - t0
         _publish(paths, items, store, meta, results, summary, summary.seconds)
@@ -155,6 +186,7 @@ def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runne
             with _signals_ignored():  # a second Ctrl-C must not cut the partial short
                 _publish(paths, items, store, meta, results, summary, time.perf_counter() - t0,
                          partial=True)
+                store.mark_partial()
         finally:
             store.release()
         raise
@@ -162,6 +194,15 @@ def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runne
         store.release()
         raise
     store.remove()
+
+
+def _check_annotated(results: dict[int, SourceResult]) -> None:
+    """An annotated output removed during the run (its folder deleted) becomes its input's
+    error, not a path the metadata lists that does not exist."""
+    for i, r in results.items():
+        if r.annotated is not None and not r.annotated.is_file():
+            results[i] = replace(r, annotated=None, error=r.error or (
+                f"its annotated output {r.annotated} was removed during the run"))
 
 
 @contextmanager
@@ -204,7 +245,7 @@ def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progres
         if done is not None and not istore.holds(input_identity(item.source)):
             done = None  # changed since: process_item redoes it (hashed only if done)
         if done is not None:
-            results[item.index] = SourceResult.from_dict(done[0])
+            results[item.index] = replace(SourceResult.from_dict(done[0]), reused=True)
             if progress:
                 progress("done", {"result": results[item.index], "resumed": True})
     pending = [it for it in items if it.index not in results]
@@ -230,7 +271,8 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
                    "resumed_inputs": sum(r.resumed_from is not None for r in done),
                    "results": [r.to_dict() for r in done],
                    "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated},
-                   "changed_inputs": [str(r.source) for r in done if r.changed]}
+                   "changed_inputs": [str(r.source) for r in done if r.changed],
+                   "resume": _resume_record(done)}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
     lost = [it.source for it in items if not partial and not store.item(it).complete()]
@@ -251,9 +293,20 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
     except OSError as e:
         raise OutputError(f"cannot write {final}: {e.strerror or e}; the finished work is kept "
                           f"in {store.dir}: fix this and rerun with --resume") from e
-    if not partial:
+    if not partial and store.published_partial():
         _remove_timeline(paths.partial)
     return final
+
+
+def _resume_record(done: Sequence[SourceResult]) -> dict[str, Any] | None:
+    """What a resumed run took from the run it resumed (None where nothing): inputs reused
+    as finished, videos continued from a checkpoint (source -> frame), inputs redone from
+    their start (stopped before a first checkpoint, or changed since)."""
+    record = {"reused": [str(r.source) for r in done if r.reused],
+              "continued": {str(r.source): r.resumed_from for r in done
+                            if r.resumed_from is not None and not r.reused},
+              "redone": [str(r.source) for r in done if r.restarted or r.changed]}
+    return record if any(record.values()) else None
 
 
 def _with_source(table, source: Path):
@@ -261,11 +314,13 @@ def _with_source(table, source: Path):
     import pyarrow as pa
 
     i = table.schema.get_field_index("source")
-    return table.set_column(i, "source", pa.array([str(source)] * table.num_rows, pa.string()))
+    return table.set_column(i, "source", pa.array([path_text(source)] * table.num_rows,
+                                                  pa.string()))
 
 
 def _remove_timeline(paths: TimelinePaths) -> None:
-    """A superseded `.partial` timeline and its sidecars (the complete one now holds them)."""
+    """A superseded `.partial` timeline and its sidecars (the complete one now holds them);
+    only ever one this run, or the run it resumed, published."""
     for p in paths.published:
         p.unlink(missing_ok=True)
 

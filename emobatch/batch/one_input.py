@@ -12,7 +12,8 @@ from ..atomic import writing
 
 from ..errors import OutputError
 from ..config import Settings
-from ..media.annotate import VideoWriter, concat_mp4, draw, write_image
+from ..media.annotate import VideoWriter, draw, letterbox, write_image
+from ..media.segments import concat_mp4, video_size
 from ..media.encode_thread import EncodeThread
 from ..media.sources import VideoInfo, kind_of, video_info
 from ..errors import InputError
@@ -38,6 +39,9 @@ class SourceResult:
     traceback: str | None = None  # an unexpected failure's formatted traceback (a bug, not
     #                               a bad input: InputErrors have none)
     changed: bool = False  # redone: the input changed since the run that was resumed
+    reused: bool = False  # finished by the run that was resumed, kept as it was
+    restarted: bool = False  # started by the run that was resumed, redone from its start
+    #                          (stopped before its first checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -64,6 +68,7 @@ class _Annotation:
         self.writer: VideoWriter | None = None  # the encode thread's while it runs
         self.thread: EncodeThread | None = None
         self.fps = (info.fps if info else None) or 25.0
+        self.size: tuple[int, int] | None = None  # (width, height) of the MP4's frames
 
     def write(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
         """Queue a video frame (raises the error of one that failed before it); a still
@@ -84,10 +89,15 @@ class _Annotation:
         """Draw a video frame and add it to the chunk's segment (on the encode thread)."""
         img = draw(frame.image, faces, self.labels, blur=self.blur)
         with writing(f"the annotated output of {frame.source}"):
+            if self.size is None:  # the first segment's, also after a resume
+                done = self.store.segments(chunk - 1)
+                self.size = video_size(done[0]) if done else (img.shape[1], img.shape[0])
+            if (img.shape[1], img.shape[0]) != self.size:  # the stream's resolution changed
+                img = letterbox(img, *self.size)
             if self.writer is None:
                 self.store.dir.mkdir(exist_ok=True)  # never re-creates a removed run folder
                 self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
-                                          img.shape[1], img.shape[0])
+                                          *self.size)
             self.writer.write(img, frame.t_sec)
 
     def end_chunk(self) -> None:
@@ -165,13 +175,29 @@ def _header(path: Path, kind: str | None) -> VideoInfo | None:
         return None
 
 
+def _claim(store: ItemStore, path: Path) -> tuple[SourceResult, SourceResult | None]:
+    """Make the store this input's as it is now: a fresh result to fill (`changed` if the
+    store held another version of it, `started` if it held this one's unfinished work),
+    and the stored result if the input is done already."""
+    identity = input_identity(path)
+    started = store.holds(identity)  # the run being resumed began this very input
+    res = SourceResult(path, None, changed=store.claim(identity), restarted=started)
+    done = store.done()
+    if done is not None:
+        return res, SourceResult.from_dict(done[0])
+    res.kind = kind_of(path)
+    return res, None
+
+
 def _continue(store: ItemStore, res: SourceResult) -> tuple[int, Checkpoint | None]:
     """The chunk to write next and where the stream continues (None: from the start); a
-    resumed video's counts so far go into `res`. Chunks after the last checkpoint go."""
+    resumed video's counts so far go into `res` (and `restarted` stays only where the
+    input's earlier work had no checkpoint). Chunks after the last checkpoint go."""
     resume = store.resume_point()
     if resume is None:
         store.drop_after(-1)
         return 0, None
+    res.restarted = False
     res.frames, res.faces, res.resumed_from = resume.frames, resume.faces, resume.next_index
     store.drop_after(resume.chunk)
     return resume.chunk + 1, Checkpoint(resume.next_index, resume.processed, resume.state)
@@ -185,12 +211,10 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
     written raises OutputError; Ctrl-C (and SIGTERM, see the CLI) keeps the rows processed
     so far in the store's tail, for the `.partial` timeline, and re-raises.
     """
-    changed = store.claim(input_identity(item.source))
-    done = store.done()
+    res, done = _claim(store, item.source)
     if done is not None:
-        return SourceResult.from_dict(done[0])
+        return done
     path = item.source
-    res = SourceResult(path, kind_of(path), changed=changed)
     chunk, start = _continue(store, res)
     t0 = time.perf_counter()
     rows = RowBuffer(pipe.classifier.labels)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..media.annotate import annotated_name
+from ..media.filetypes import resolved
 from ..atomic import NAME_MAX, fit_name, temp_path, writing
 from ..timeline import TimelinePaths, timeline_writer
 from .store import FolderLock, WorkItem, item_key
@@ -18,7 +19,7 @@ from ..errors import UsageError
 
 def annotation_root(inputs: Sequence[str | Path]) -> Path:
     """The common folder of the inputs, so annotated names mirror them below --annotate."""
-    dirs = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in inputs]
+    dirs = [resolved(p) if Path(p).is_dir() else resolved(p).parent for p in inputs]
     return Path(os.path.commonpath(dirs)) if dirs else Path.cwd()
 
 
@@ -43,10 +44,37 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
 
 
+def check_report(report: Path, taken: Sequence[Path], overwrite: bool) -> None:
+    """UsageError unless the HTML report may be written at `report`: not a folder, none of
+    `taken` (inputs, the timeline and its sidecars, annotated outputs), and, without
+    `overwrite`, no existing file but an earlier emobatch report (rewritten by a rerun)."""
+    if report.is_dir():
+        raise UsageError(f"the report {report} is a folder; give a file name such as "
+                         f"{report / 'report.html'}")
+    if resolved(report) in {resolved(p) for p in taken}:
+        raise UsageError(f"the report {report} would overwrite an input or another output "
+                         f"of the run (the timeline, its sidecars, an annotated file)")
+    if report.exists() and not overwrite and not _is_report(report):
+        raise UsageError(f"{report} exists and is not an emobatch report: add --overwrite "
+                         f"(overwrite=True in Python) to replace it, or choose another name")
+    _probe_writable(report.parent, "the report")
+
+
+def _is_report(path: Path) -> bool:
+    """Whether `path` holds an HTML report emobatch wrote (its generator tag, in its head)."""
+    from ..report.page import GENERATOR
+
+    try:
+        with open(path, "rb") as fh:
+            return GENERATOR.encode() in fh.read(4096)
+    except OSError:
+        return False
+
+
 def check_outputs(paths: TimelinePaths, annotate: Path | None, inputs: Sequence[str | Path],
-                  files: Sequence[Path], report: Path | None = None) -> None:
-    """UsageError unless the timeline, the report and the annotate folder can be written
-    safely: none of them an input or where another output goes."""
+                  files: Sequence[Path]) -> None:
+    """UsageError unless the timeline and the annotate folder can be written safely: none of
+    them an input or where another output goes."""
     out = paths.timeline
     try:
         timeline_writer(out)
@@ -55,25 +83,18 @@ def check_outputs(paths: TimelinePaths, annotate: Path | None, inputs: Sequence[
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.parquet'}")
     _probe_writable(out.parent, "--out")
-    sources = {Path(f).resolve() for f in files}
-    timeline_files = paths.written
-    _check_name_lengths(out, timeline_files)
-    for written in timeline_files:
+    sources = {resolved(f) for f in files}
+    _check_name_lengths(out, paths.written)
+    for written in paths.written:
         if written.resolve() in sources:
             raise UsageError(f"--out would overwrite the input {written}")
-    if report is not None:
-        if report.resolve() in sources | {f.resolve() for f in timeline_files}:
-            raise UsageError(f"--report {report} would overwrite an input or the timeline")
-        if report.is_dir():
-            raise UsageError(f"--report {report} is a folder; give a file name such as report.html")
-        _probe_writable(report.parent, "--report")
     if annotate is None:
         return
     if annotate.exists() and not annotate.is_dir():
         raise UsageError(f"--annotate {annotate} is a file, not a folder")
     ann = annotate.resolve()
     for item in inputs:
-        p = Path(item).resolve()
+        p = resolved(item)
         # a walked folder may not overlap it at all; a file's own folder may not be it
         clash = (_inside(ann, p) or _inside(p, ann)) if p.is_dir() else ann == p.parent
         if clash:
@@ -96,19 +117,24 @@ def _check_name_lengths(out: Path, written: Sequence[Path]) -> None:
                          f"{NAME_MAX}); choose a shorter one")
 
 
-def check_existing(out: Path, items: Sequence[WorkItem], overwrite: bool, resume: bool) -> None:
+def check_existing(out: Path, items: Sequence[WorkItem], overwrite: bool, resume: bool,
+                   resumed: bool) -> None:
     """UsageError if the run would replace the timeline or an annotated output already on
-    disk (an earlier run's results) without `overwrite`; a resumed run continues its own."""
-    if overwrite or resume:
+    disk (an earlier run's results) without `overwrite`. Only a run that `resumed` an
+    unfinished one continues its own outputs: `resume` asked of an --out with none left is
+    a fresh run, which replaces nothing."""
+    if overwrite or resumed:
         return
+    nothing = (f"there is no unfinished run of {out} to resume, and " if resume else "")
     if out.exists():
-        raise UsageError(f"{out} exists (an earlier run's timeline): add --overwrite to "
-                         f"replace it, --resume to continue an interrupted run, or choose "
-                         f"another --out")
+        raise UsageError(f"{nothing}{out} exists (an earlier run's timeline): add --overwrite "
+                         f"(overwrite=True in Python) to replace it, --resume (resume=True) "
+                         f"to continue an interrupted run, or choose another --out")
     taken = next((it.annotate for it in items if it.annotate and it.annotate.exists()), None)
     if taken is not None:
-        raise UsageError(f"the annotated output {taken} exists (an earlier run's): add "
-                         f"--overwrite to replace it, or choose another --annotate")
+        raise UsageError(f"{nothing}the annotated output {taken} exists (an earlier run's): add "
+                         f"--overwrite (overwrite=True in Python) to replace it, or choose "
+                         f"another --annotate")
 
 
 def _fitting(path: Path) -> Path:
@@ -127,7 +153,7 @@ def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
     is an input file is refused (UsageError).
     """
     root = annotation_root(inputs)
-    sources = {Path(f).resolve() for f in files}
+    sources = {resolved(f) for f in files}
     taken: set[Path] = set()
     renamed: dict[str, str] = {}
     items = []
@@ -148,14 +174,38 @@ def plan_items(files: Sequence[Path], inputs: Sequence[str | Path],
     return items, renamed
 
 
+LOCK_NAME = ".emobatch.lock"
+"""The lock file a live run holds in its --annotate folder."""
+
+
 def lock_annotate(annotate: Path | None) -> FolderLock | None:
     """Hold the --annotate folder for this run: a second live run writing into it is refused
     (UsageError), so neither replaces the other's files under the names its metadata lists."""
     if annotate is None:
         return None
-    lock = FolderLock(annotate / ".emobatch.lock",
+    lock = FolderLock(annotate / LOCK_NAME,
                       f"another emobatch run (pid {{pid}}) is writing into --annotate "
                       f"{annotate}; wait for it or choose another folder")
     with writing(annotate, "lock"):
         lock.acquire()
+    # taken first, then looked for: of two runs starting at once, each sees the other's
+    nested = _live_lock_nested(annotate)
+    if nested is not None:
+        lock.release(remove=True)
+        raise UsageError(f"another emobatch run is writing into {nested.parent}, which "
+                         f"{'is inside' if _inside(nested.parent, resolved(annotate)) else 'holds'} "
+                         f"--annotate {annotate}; wait for it or choose a folder apart")
     return lock
+
+
+def _live_lock_nested(annotate: Path) -> Path | None:
+    """The lock file of a live run on a folder above or below `annotate` (its own lock
+    covers the folder, not its tree), if any."""
+    folder = resolved(annotate)
+    for parent in folder.parents:
+        if FolderLock.is_held(parent / LOCK_NAME):
+            return parent / LOCK_NAME
+    for root, dirs, files in os.walk(folder):
+        if root != str(folder) and LOCK_NAME in files and FolderLock.is_held(Path(root, LOCK_NAME)):
+            return Path(root, LOCK_NAME)
+    return None

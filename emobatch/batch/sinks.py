@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..atomic import atomic_write, publish, temp_path
+from ..media.filetypes import path_text
 from ..timeline import TimelinePaths, TimelineWriter, timeline_schema, timeline_writer
 from ..types import EMOTIONS, FaceBatch, Frame
 
@@ -28,7 +29,7 @@ def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list
                   ) -> dict[str, list]:
     """The timeline rows of one frame, column-wise (lists; None for nulls)."""
     n = len(faces)
-    src = str(frame.source)
+    src = path_text(frame.source)
     if n == 0:
         cols: dict[str, list] = {name: [None] for name in timeline_schema(labels).names}
         cols.update(source=[src], frame=[frame.index], t_sec=[frame.t_sec])
@@ -131,7 +132,7 @@ class TimelineSink:
 
     def add_error(self, source: str | Path, error: str, frames_done: int = 0,
                   traceback: str | None = None) -> None:
-        self.errors.append({"source": str(source), "error": error, "frames_done": frames_done,
+        self.errors.append({"source": path_text(source), "error": path_text(error), "frames_done": frames_done,
                             "traceback": traceback or ""})
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -145,7 +146,8 @@ class TimelineSink:
         try:
             if self._pending:
                 self._flush(final=True)
-            self._writer.close({**self.metadata, "errors": self.errors})
+            self.metadata = _as_text({**self.metadata, "errors": self.errors})
+            self._writer.close(self.metadata)
             publish(self._tmp, final)
             self._write_sidecars(final)
         except BaseException:
@@ -168,10 +170,30 @@ class TimelineSink:
         keeps beside the timeline."""
         errors = TimelinePaths(final).errors
         if not self.errors:
-            errors.unlink(missing_ok=True)
+            if _is_errors_table(errors):  # not a timeline named q.errors.csv
+                errors.unlink()
         else:
             with atomic_write(errors, "w", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=ERROR_FIELDS)
                 w.writeheader()
                 w.writerows(self.errors)
-        self.format.write_sidecar(final, {**self.metadata, "errors": self.errors})
+        self.format.write_sidecar(final, self.metadata)
+
+
+def _is_errors_table(path: Path) -> bool:
+    """Whether `path` is an errors table (its header is ERROR_FIELDS)."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            return tuple(next(csv.reader(fh), [])) == ERROR_FIELDS
+    except OSError:
+        return False
+
+
+def _as_text(value: Any) -> Any:
+    """Metadata with every string as `path_text` writes it: the inputs' paths in it match
+    the timeline's `source` column, and JSON readers get no lone surrogates."""
+    if isinstance(value, dict):
+        return {_as_text(k): _as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_text(v) for v in value]
+    return path_text(value) if isinstance(value, str) else value

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from ..faces import state_json
 from ..errors import OutputError, UsageError
 from ..atomic import atomic_path, remove_stale_temps, write_text, writing
+from ..media.filetypes import not_regular, resolved
 from ..timeline import TimelinePaths
 
 
@@ -49,7 +50,7 @@ class WorkItem:
 
 def item_key(path: Path) -> str:
     """The name of an input's folder in the store: a hash of its resolved path."""
-    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:20]
+    return hashlib.sha256(os.fsencode(resolved(path))).hexdigest()[:20]
 
 
 EDGE_BYTES = 1 << 20
@@ -60,6 +61,9 @@ def input_identity(path: Path) -> str:
     same-size copy with its old mtime restored differs there; reading all could take long)."""
     try:
         st = path.stat()
+        kind = not_regular(st)
+        if kind is not None:  # never opened (a FIFO's open blocks): processing reports it
+            return kind
         h = hashlib.blake2b(digest_size=16)
         with open(path, "rb") as fh:
             h.update(fh.read(EDGE_BYTES))
@@ -250,6 +254,22 @@ class RunStore:
         self._held = lock
         (self.dir / "items").mkdir(parents=True, exist_ok=True)  # a run that just finished
 
+    @property
+    def _partial_mark(self) -> Path:
+        return self.dir / "published-partial"
+
+    def mark_partial(self) -> None:
+        """Record that this run (or one it resumes) published the `.partial` timeline."""
+        try:
+            write_text(self._partial_mark, "")
+        except OSError:  # unrecorded, the partial is only left in place by the complete run
+            pass
+
+    def published_partial(self) -> bool:
+        """Whether the `.partial` timeline beside `out` is this run's (or its predecessor's),
+        so a complete run may remove it: another run's file of that name is left alone."""
+        return self._partial_mark.is_file()
+
     def release(self) -> None:
         if self._held is not None:
             self._held.release()
@@ -259,6 +279,7 @@ class RunStore:
         """The run is published: its folder goes (the lock last, while still held)."""
         shutil.rmtree(self.dir / "items", ignore_errors=True)
         (self.dir / "manifest.json").unlink(missing_ok=True)
+        self._partial_mark.unlink(missing_ok=True)
         (self.dir / "lock").unlink(missing_ok=True)
         self.release()
         try:
@@ -297,12 +318,33 @@ class FolderLock:
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
+    @staticmethod
+    def is_held(path: Path) -> bool:
+        """Whether a live process holds the lock file `path` (probed with a shared lock,
+        which never blocks another prober)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+        finally:
+            os.close(fd)  # also lets go of the shared lock
+        return False
+
     def release(self, remove: bool = False) -> None:
-        """Let go (removing the file first, while still held, if `remove`)."""
+        """Let go (removing the file first, while still held, if `remove`). Never raises: a
+        lock file that cannot be removed (its folder made read-only mid-run) is held by no
+        one once closed, and the run's own error is the one to report."""
         if self._fd is None:
             return
         if remove:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
         os.close(self._fd)
         self._fd = None
 

@@ -15,10 +15,10 @@ import av
 import cv2
 import numpy as np
 
-from .filetypes import BROWSER_IMAGE_SUFFIXES
+from .filetypes import BROWSER_IMAGE_SUFFIXES, resolved
 from .discover import kind_of
 from .tag_layout import layout_tags
-from ..atomic import atomic_path, atomic_write, publish, temp_path
+from ..atomic import atomic_write, publish, temp_path
 from ..types import EMOTIONS, FaceBatch
 
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -193,6 +193,17 @@ def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
 # --------------------------------------------------------------------------- video
 
 
+def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) image scaled to fit (height, width, 3), its aspect kept, centred on black."""
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w = min(max(round(image.shape[1] * scale), 1), width)
+    h = min(max(round(image.shape[0] * scale), 1), height)
+    out = np.zeros((height, width, 3), np.uint8)
+    y, x = (height - h) // 2, (width - w) // 2
+    out[y:y + h, x:x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
 def _pad_even(image: np.ndarray) -> np.ndarray:
     """Pad an (H, W, 3) image by 1 px (edge replicated) on the bottom/right where H/W is odd."""
     ph, pw = image.shape[0] % 2, image.shape[1] % 2
@@ -223,6 +234,7 @@ class VideoWriter:
         self._tmp = temp_path(self.path)
         self._last_pts: int | None = None
         self._last_t = Fraction(0)
+        self._shift = Fraction(0)  # added to t_sec after a jump back
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self._tmp), mode="w", format="mp4",
                                   options={"movflags": "+faststart"})
@@ -244,11 +256,16 @@ class VideoWriter:
         return stream
 
     def _next_pts(self, t_sec: float | None) -> int:
-        """pts in 1/90000 ticks: from t_sec, else previous time + 1/fps; strictly increasing."""
+        """pts in 1/90000 ticks: from t_sec, else previous time + 1/fps; strictly increasing.
+        Where t_sec jumps back (MPEG-TS recordings joined with `cat`), the frames go on one
+        period after the last one, their own spacing kept."""
         if t_sec is None:
             t = self._last_t + 1 / self.rate if self._last_pts is not None else Fraction(0)
         else:
-            t = Fraction(t_sec)
+            t = Fraction(t_sec) + self._shift
+            if self._last_pts is not None and t <= self._last_t:
+                self._shift += self._last_t + 1 / self.rate - t
+                t = self._last_t + 1 / self.rate
         pts = round(t / _TIME_BASE)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
@@ -307,28 +324,6 @@ class VideoWriter:
             self._abort()
 
 
-def concat_mp4(segments: Sequence[Path], path: Path) -> Path:
-    """Join MP4 segments written by VideoWriter (same size and settings; absolute timestamps)
-    into one MP4 at `path`, atomically, without re-encoding."""
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
-            stream, last_dts = None, None
-            for seg in segments:
-                with av.open(str(seg)) as src:
-                    video = src.streams.video[0]
-                    if stream is None:
-                        stream = out.add_stream_from_template(video)
-                    for packet in src.demux(video):
-                        if packet.dts is None:  # the demuxer's end-of-stream marker
-                            continue
-                        if last_dts is not None and packet.dts <= last_dts:
-                            packet.dts = last_dts + 1  # B-frame delay across a join
-                        last_dts = packet.dts
-                        packet.stream = stream
-                        out.mux(packet)
-    return Path(path)
-
-
 # --------------------------------------------------------------------------- images & names
 
 
@@ -360,7 +355,7 @@ def write_image(path: Path, image: np.ndarray) -> None:
 def _relative(source: Path, root: Path | None) -> Path:
     """source relative to root if root is given and contains it, else just its name."""
     if root is not None:
-        for s, r in ((source, root), (source.resolve(), root.resolve())):
+        for s, r in ((source, root), (resolved(source), resolved(root))):
             if s != r and s.is_relative_to(r):
                 return s.relative_to(r)
     return Path(source.name)

@@ -13,7 +13,7 @@ from typing import Sequence
 import av
 from PIL import Image
 
-from .filetypes import Kind, kind_by_suffix, suffix_of
+from .filetypes import Kind, kind_by_suffix, resolved, suffix_of
 
 NO_SUFFIX = "(none)"
 """Key of Discovery.skipped for files whose name has no suffix."""
@@ -36,7 +36,7 @@ def kind_of(path: Path) -> Kind | None:
         return kind
     if not os.path.isfile(path) or st.st_size == 0:
         return kind  # reading it says what is wrong (iter_frames)
-    key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    key = (str(resolved(path)), st.st_mtime_ns, st.st_size)
     return _image_or_video(*key) if kind == "image" else _probe_cached(*key)
 
 
@@ -149,7 +149,7 @@ def discover_inputs(inputs: Sequence[str | Path]) -> Discovery:
         path = Path(item)
         walked = _walk_media(path, skipped, found.unreadable) if path.is_dir() else [path]
         for candidate in walked:
-            key = candidate.resolve()
+            key = resolved(candidate)
             if key not in seen:
                 seen.add(key)
                 found.files.append(candidate)

@@ -7,6 +7,7 @@ named explicitly with another suffix is still probed by content (`emobatch.media
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -48,8 +49,36 @@ def kind_by_suffix(path: str | Path) -> Kind | None:
     return None
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular(st: os.stat_result) -> str | None:
+    """What a file that is neither a regular file nor a folder is ('a named pipe (FIFO)',
+    'a character device', ...), None for those two. Such a file is never opened: a FIFO's
+    open() blocks until something writes to it, a device reads forever."""
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    return next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a regular file")
+
+
+def resolved(path: str | Path) -> Path:
+    """The absolute path with every symlink followed: what identifies an input. A symlink
+    loop (`ln -s l.mp4 l.mp4`), on which Path.resolve() raises, stays as it is, so reading
+    it reports the loop as that input's error."""
+    return Path(os.path.realpath(path))
+
+
+def path_text(path: str | Path) -> str:
+    """A path as the timeline, its sidecars and metadata write it (UTF-8 text): as given,
+    with each byte of the name that is not UTF-8 written `\\xNN` (Linux names are bytes;
+    Python holds such a byte as a lone surrogate, which UTF-8 cannot encode)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def check_file(path: Path) -> None:
-    """Raise InputError unless `path` is an existing, readable, non-empty file."""
+    """Raise InputError unless `path` is an existing, readable, non-empty regular file (a
+    symlink to one included)."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -58,8 +87,11 @@ def check_file(path: Path) -> None:
         raise InputError("permission denied") from None
     except OSError as exc:
         raise InputError(f"cannot access file: {exc.strerror or exc}") from None
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise InputError("is a directory, not a file")
+    kind = not_regular(st)
+    if kind is not None:
+        raise InputError(f"not a regular file: {kind}")
     if st.st_size == 0:
         raise InputError("zero-byte file")
     if not os.access(path, os.R_OK):

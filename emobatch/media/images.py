@@ -121,7 +121,9 @@ def read_image(path: Path) -> Frame:
 
     EXIF orientation is applied; every Pillow mode is converted to RGB (see
     `_to_rgb`); the first frame of multi-frame files is used. Missing,
-    unreadable, zero-byte, undecodable, truncated or too large -> InputError.
+    unreadable, zero-byte, undecodable, truncated or too large -> InputError; so does a mode
+    Pillow cannot convert, or too little memory to, each said as such. Anything else (a bug)
+    propagates.
     """
     path = Path(path)
     check_file(path)
@@ -132,7 +134,10 @@ def read_image(path: Path) -> Frame:
         except Exception:  # broken EXIF block: keep the pixels as stored
             upright = img
         rgb = _to_rgb(upright)
-    except Exception as exc:
+    except MemoryError:
+        raise InputError(f"not enough memory to convert this {img.width}x{img.height} "
+                         f"{img.mode} image") from None
+    except (ValueError, OSError, KeyError, TypeError) as exc:  # Pillow's "cannot convert"
         raise InputError(f"unsupported image mode {img.mode!r}: {exc}") from exc
     finally:
         img.close()

@@ -17,6 +17,17 @@ from ..types import Frame
 from .filetypes import check_file
 
 
+MAX_VIDEO_PIXELS = 8192 * 8192
+"""Video frames with more pixels than this raise InputError: decoded, converted and queued,
+a few frames of 16000x16000 take gigabytes (a 750 KB file can hold them). 8K is 7680x4320."""
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_VIDEO_PIXELS:
+        raise InputError(f"video frames too large: {width}x{height} = {width * height} pixels "
+                         f"(limit {MAX_VIDEO_PIXELS})")
+
+
 @dataclass
 class VideoInfo:
     """Container-level facts about the first video stream.
@@ -55,6 +66,7 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
     if stream.codec_context is None:  # e.g. an mp4 whose index (moov) is cut short
         raise InputError("not a decodable video: no codec for the video stream "
                          "(truncated or corrupt file?)")
+    _check_size(stream.codec_context.width, stream.codec_context.height)
     return stream
 
 
@@ -194,6 +206,7 @@ def iter_video(path: Path, every: int = 1, start: int = 0) -> Iterator[Frame]:
                 raise InputError(f"truncated/corrupt video: decoded {index} frames, "
                                  f"then: {_reason(exc)}") from exc
             t_sec = clock(frame, index)
+            _check_size(frame.width, frame.height)  # the size may change mid-stream
             if index % every == 0 and index >= start:
                 yield Frame(image=upright(frame), source=path, index=index, t_sec=t_sec)
             index += 1

@@ -24,12 +24,12 @@ from urllib.parse import quote
 from ..errors import ReportWarning
 from ..media.annotate import annotated_name
 from ..media.discover import kind_of
-from .data import MAX_PLOTTED_TRACKS, PLOT_BINS, ReportData, analyse
+from .data import MAX_PLOTTED_TRACKS, PLOT_BINS, ReportData, analyse, check_timeline
 from .page import render
 from .thumbnails import make_posters, make_thumbnails
 
 __all__ = ["MAX_PLOTTED_TRACKS", "PLOT_BINS", "ReportData", "analyse", "annotated_paths",
-           "make_posters", "make_thumbnails", "render", "write_report"]
+           "make_posters", "make_thumbnails", "render", "report_path", "write_report"]
 
 
 def write_report(timeline: str | Path, out: str | Path | None = None, *,
@@ -40,15 +40,21 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     out: default `<timeline stem>.report.html` beside the timeline. annotate_dir: where the
     run's annotated outputs are (default: the metadata's `annotate`, if any); its MP4s are
     embedded by relative path (a ReportWarning when one is given and holds none of them).
-    thumbnails=False leaves every face picture out (privacy), the videos' posters too.
+    thumbnails=False leaves every face picture out (privacy), the videos' posters too; so
+    does a run with `blur_faces` in its metadata's settings, whatever `thumbnails` says.
     raw: analyse the per-frame `*_raw` probabilities. min_episode: episodes' min_duration.
     """
     from ..atomic import atomic_write
-    from ..timeline import TimelinePaths, read_timeline
+    from ..timeline import read_timeline
 
     timeline = Path(timeline)
-    out = Path(out) if out is not None else TimelinePaths(timeline).report
-    data = analyse(read_timeline(timeline), raw, min_episode)
+    out = report_path(timeline, out)
+    df = read_timeline(timeline)
+    check_timeline(df, str(timeline))
+    data = analyse(df, raw, min_episode)
+    settings = data.meta.get("settings")
+    if isinstance(settings, dict) and settings.get("blur_faces"):
+        thumbnails = False  # the run blurred every face it wrote: so does its report
     paths = annotated_paths(data.sources["source"], annotate_dir, data.meta)
     if annotate_dir is not None:
         _check_annotate_dir(Path(annotate_dir), data, paths)
@@ -60,6 +66,14 @@ def write_report(timeline: str | Path, out: str | Path | None = None, *,
     with atomic_write(out, "w", encoding="utf-8") as fh:
         fh.write(page)
     return out
+
+
+def report_path(timeline: str | Path, out: str | Path | None = None) -> Path:
+    """Where the report of `timeline` goes: `out`, else `<stem>.report.html` beside it
+    (`TimelinePaths.report`)."""
+    from ..timeline import TimelinePaths
+
+    return Path(out) if out is not None else TimelinePaths(timeline).report
 
 
 def _check_annotate_dir(folder: Path, data: ReportData, found: dict[str, Path]) -> None:

@@ -27,6 +27,29 @@ class ReportData:
     raw: bool = False
 
 
+_NUMERIC = ("frame", "t_sec", "face", "track", "x1", "y1", "x2", "y2", "det_score")
+
+
+def check_timeline(df: pd.DataFrame, name: str) -> None:
+    """UsageError unless `df` holds what the report reads with the types it reads them as:
+    `source` text on every row, the numeric columns and emotion probabilities numbers (or
+    all null), the run metadata (df.attrs['emobatch']) a JSON object if present."""
+    from ..errors import UsageError
+    from ..types import EMOTIONS
+
+    meta = df.attrs.get("emobatch")
+    if meta is not None and not isinstance(meta, dict):
+        raise UsageError(f"{name}: its run metadata is a {type(meta).__name__}, not an object")
+    source = df["source"]
+    if source.isna().any() or not source.map(lambda s: isinstance(s, str)).all():
+        raise UsageError(f"{name}: the source column must be text on every row")
+    wrong = [c for c in (*_NUMERIC, *EMOTIONS) if c in df.columns and not (
+        pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().all())]
+    if wrong:
+        raise UsageError(f"{name}: not numbers in the {', '.join(wrong)} column(s) "
+                         f"(e.g. {df[wrong[0]].dropna().iloc[0]!r})")
+
+
 def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> ReportData:
     """Run the analysis functions the report shows on a timeline."""
     cov = analysis.coverage(df)

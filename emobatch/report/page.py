@@ -3,6 +3,7 @@ tables), the photos; inline CSS and JavaScript, nothing fetched."""
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,18 @@ def _episode_svg(eps: pd.DataFrame, dur: float) -> str:
             + rects + "</svg>")
 
 
+GENERATOR = '<meta name="generator" content="emobatch">'
+"""In every report's head: a rerun may replace an earlier report, never another file."""
+
+
 def _axis(dur: float) -> str:
     """Time ticks under the plots (HTML, so labels are not stretched with the SVGs)."""
     step = next((s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
-                 if dur / s <= 10), 7200)
+                 if dur / s <= 10), None)
+    if step is None:  # over 10 h (a timestamp may be huge): 1, 2 or 5 times 10^k hours
+        hours = dur / 36000
+        scale = 10.0 ** math.floor(math.log10(hours))
+        step = 3600 * next(m * scale for m in (1, 2, 5, 10) if m * scale >= hours)
     ticks = np.arange(0, dur + 1e-9, step)
     return '<div class="axis">' + "".join(
         f'<span style="left:{100 * t / dur:.2f}%">{_t(t)}</span>' for t in ticks) + "</div>"
@@ -371,7 +380,7 @@ def render(data: ReportData, videos: dict[str, str], thumbs: dict[tuple[str, str
     legend = "".join(_chip(e) for e in EMOTIONS)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR}'
             f'<title>emobatch report: {_ESC(title)}</title><style>{CSS}</style></head><body>'
             f'<header><h1>emobatch report <small>{_ESC(title)}</small></h1>'
             f'<div class="legend">{legend}</div></header>{"".join(body)}'

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from .data import MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key, video_tracks
 
 THUMB_PX = 64            # thumbnail height
@@ -22,8 +23,10 @@ def _read_video_frames(path: Path, times: list[float]) -> dict[float, np.ndarray
     keyframe interval of decoding, not the whole video."""
     import av
 
+    from ..media.filetypes import check_file
     from ..media.video import upright
 
+    check_file(path)  # InputError for a FIFO, which av.open would wait on for ever
     frames: dict[float, np.ndarray] = {}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -69,7 +72,6 @@ def make_thumbnails(data: ReportData) -> dict[tuple[str, str], str]:
     """Thumbnails (data URIs) of the plotted tracks of each video and of the photos' faces
     (up to MAX_PHOTO_FACES), keyed by thumb_key; inputs that can't be read are skipped."""
     from ..media.sources import read_image
-    from ..errors import InputError
 
     plotted = {thumb_key(r) for _, r in plotted_tracks(data.tracks).iterrows()}
     video = data.faces[data.faces["kind"] == "video"]
@@ -113,7 +115,7 @@ def make_posters(data: ReportData, videos: dict[str, Path]) -> dict[str, str]:
         t = _poster_time(data, source)
         try:
             frames = _read_video_frames(path, [t]) or _read_video_frames(path, [0.0])
-        except (OSError, ValueError, IndexError):
+        except (InputError, OSError, ValueError, IndexError):
             continue
         if frames:
             posters[source] = _jpeg_uri(next(iter(frames.values())), POSTER_PX, 75)
