@@ -12,10 +12,11 @@ from typing import Sequence
 from rich.table import Table
 
 from ._version import __version__
-from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, QUALITY_PRESETS,
-                     TTA_MODES, Settings)
+from .config import (AMP_MODES, BACKEND_NAMES, DETECTOR_BACKEND_NAMES, DEVICES, PEOPLE_SCOPES,
+                     QUALITY_PRESETS, TTA_MODES, Settings)
 from .console import RichProgress, console, say
-from .errors import BackendUnavailable, OutputError, ReportWarning, UsageError, WeightsError
+from .errors import (BackendUnavailable, OutputError, PeopleWarning, ReportWarning,
+                     UsageError, WeightsError)
 from .media.filetypes import check_inputs_exist, path_text
 
 
@@ -84,6 +85,17 @@ def get_parser() -> argparse.ArgumentParser:
                    help="per-track smoothing time constant in seconds (0 = off; raw "
                         "probabilities are always kept in the *_raw columns; default: "
                         "%(default)s)")
+    r.add_argument("--people", default=d("people"), choices=list(PEOPLE_SCOPES),
+                   help="person ids: within each input (video), shared by all inputs "
+                        "(across), or none (off) (default: %(default)s)")
+    r.add_argument("--people-threshold", type=float, default=d("people_threshold"),
+                   metavar="SIM", help="least average cosine similarity of one person's "
+                                       "tracks (default: %(default)s)")
+    r.add_argument("--people-gallery", type=Path, default=None, metavar="DIR",
+                   help="reference photos, one person each (alice.jpg, or alice/ with "
+                        "several): matching persons get that name")
+    r.add_argument("--save-embeddings", type=Path, default=None, metavar="FILE",
+                   help="also write the face embeddings (biometric data) to this Parquet file")
     r.add_argument("--resume", action="store_true",
                    help="continue the unfinished run at --out (same inputs and settings)")
     r.add_argument("--overwrite", action="store_true",
@@ -151,13 +163,18 @@ def cmd_report(a: argparse.Namespace) -> int:
         warnings.simplefilter("always", ReportWarning)
         out = write_report(a.results, a.out, annotate_dir=a.annotate,
                            thumbnails=not a.no_thumbnails, raw=a.raw, min_episode=a.min_episode)
+    _say_warnings(caught)
+    say(f"report: {path_text(out)}")
+    return 0
+
+
+def _say_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Our warnings as one line each on stderr; anyone else's as Python shows them."""
     for w in caught:
-        if issubclass(w.category, ReportWarning):
+        if issubclass(w.category, (ReportWarning, PeopleWarning)):
             say(f"emobatch: warning: {w.message}")
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    say(f"report: {path_text(out)}")
-    return 0
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
@@ -170,7 +187,9 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
                     track=not a.no_track,
                     smooth_tau=a.smooth, checkpoint_every=a.checkpoint_every,
                     blur_faces=a.blur_faces, backend=a.backend, amp=a.amp,
-                    detector_backend=a.detector_backend)
+                    detector_backend=a.detector_backend, people=a.people,
+                    people_threshold=a.people_threshold, people_gallery=a.people_gallery,
+                    save_embeddings=a.save_embeddings)
 
 
 def workers_from_args(value: str) -> int | str:
@@ -251,9 +270,14 @@ def cmd_run(a: argparse.Namespace) -> int:
     paths = TimelinePaths(a.out)
     prog = RichProgress(a.quiet, settings.every)
     try:
-        summary = run_files(a.inputs, paths, a.annotate, settings, prog, resume=a.resume,
-                            workers=workers, scheduler=a.scheduler, report=a.report,
-                            overwrite=a.overwrite)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PeopleWarning)
+            try:
+                summary = run_files(a.inputs, paths, a.annotate, settings, prog,
+                                    resume=a.resume, workers=workers, scheduler=a.scheduler,
+                                    report=a.report, overwrite=a.overwrite)
+            finally:
+                _say_warnings([w for w in caught if issubclass(w.category, PeopleWarning)])
     except KeyboardInterrupt as e:
         prog.stop()
         how = "terminated" if isinstance(e, Terminated) else "interrupted"

@@ -33,6 +33,12 @@ QUALITY_PRESETS: dict[str, Preset] = {
 # classifier's cost, the largest one left on a video, while per-track smoothing already
 # averages neighbouring frames. Photos use the weights' own setting.
 VIDEO_TTA = "none"
+# who is who (emobatch.faces.identity): ids within each input (the default: the same id in
+# two videos is then never a guess about two recordings), across all inputs, or not at all
+PEOPLE_SCOPES = ("video", "across", "off")
+# least average cosine similarity (SFace embeddings) of the tracks of one person, chosen on
+# the liveportrait and 1080p clips (docs/experiments.md, "Who is who")
+PEOPLE_THRESHOLD = 0.40
 # Test-time augmentation modes and how many views each averages
 # (emobatch.faces.emotion.classifier.tta_views)
 TTA_MODES = ("none", "flip", "zoom", "tencrop")
@@ -63,12 +69,18 @@ class Settings:
     smooth_tau: float = 0.3           # per-track smoothing time constant, seconds; 0 = off
     checkpoint_every: float = 30.0    # seconds of video between checkpoints (resume points)
     blur_faces: bool = False          # blur faces in annotated outputs (for sharing)
+    people: str = "video"             # PEOPLE_SCOPES: person ids within each input, across
+    #                                   all the run's inputs, or none (no embedding at all)
+    people_threshold: float = PEOPLE_THRESHOLD  # least average cosine similarity of one person
+    people_gallery: Path | None = None  # reference photos: name.jpg or name/*.jpg, one person each
+    save_embeddings: Path | None = None  # write the face embeddings there (biometric data)
 
     def __post_init__(self) -> None:
         """Validate every field once: a bad value is a UsageError (a ValueError) before any work starts."""
         self.thresholds = tuple(float(t) for t in self.thresholds)
-        if self.weights is not None:
-            self.weights = Path(self.weights)
+        for name in ("weights", "people_gallery", "save_embeddings"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
         weights_problem = self.weights and weights_path_problem(self.weights)
         checks = [
             (self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}"),
@@ -107,6 +119,12 @@ class Settings:
              "smooth_tau (--smooth) must be a finite number of seconds >= 0"),
             (0 < self.checkpoint_every < float("inf"), "checkpoint_every must be > 0 seconds"),
             (not weights_problem, weights_problem),
+            (self.people in PEOPLE_SCOPES,
+             f"people must be one of {PEOPLE_SCOPES}, not {self.people!r}"),
+            (isinstance(self.people_threshold, (int, float)) and -1 < self.people_threshold < 1,
+             "people_threshold must be a cosine similarity in (-1, 1)"),
+            (self.people != "off" or (self.people_gallery is None and self.save_embeddings is None),
+             "people_gallery and save_embeddings need people 'video' or 'across', not 'off'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -138,7 +156,8 @@ class Settings:
 
     def as_metadata(self) -> dict:
         d = asdict(self)
-        d["weights"] = str(self.weights) if self.weights else None
+        for name in ("weights", "people_gallery", "save_embeddings"):
+            d[name] = str(d[name]) if d[name] else None
         d["thresholds"] = list(self.thresholds)
         return d
 

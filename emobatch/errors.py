@@ -39,3 +39,8 @@ class BackendUnavailable(RuntimeError):
 class ReportWarning(UserWarning):
     """The report was written, but without something asked for (e.g. `--annotate DIR`
     holds none of the timeline's annotated videos); the CLI prints it on stderr."""
+
+
+class PeopleWarning(UserWarning):
+    """A gallery photo (or person) that is not used: unreadable, no face, several faces;
+    the run goes on without it, and the CLI prints it on stderr."""

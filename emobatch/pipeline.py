@@ -24,6 +24,8 @@ from .faces.detection.runtimes import NetRuntime
 from .faces.tracking.classify_schedule import ClassifySchedule
 from .faces.tracking.smoother import Smoother
 from .faces.tracking.tracker import Tracker
+from .faces.identity.collect import Identities, TrackSampler
+from .faces.identity.embedder import Embedder
 from .faces.detection.video import VideoDetector
 from .media.prefetch import prefetch
 from .media.sources import VideoInfo, iter_frames, kind_of, video_info
@@ -58,17 +60,14 @@ class FacePipeline:
         self.plan = plan if isinstance(plan, RunPlan) else resolve_plan(plan)
         self.settings = s = self.plan.settings
         self.classifier = classifier_of(self.plan)
-
-        def detector(runtime: NetRuntime) -> Detector:
-            return Detector(s.min_face_size, s.thresholds, s.min_score,
-                            device=self.plan.device, runtime=runtime)
-
-        self.detector = detector(self.plan.detector)
+        self.detector = detector_of(self.plan, self.plan.detector)
         # photos get their own networks only where they run elsewhere than videos'
         self.still_detector = (self.detector if self.plan.detector_stills == self.plan.detector
-                               else detector(self.plan.detector_stills))
+                               else detector_of(self.plan, self.plan.detector_stills))
         self.aligner = Aligner()
         self.classify_every = self.plan.classify_every
+        # who is who: one embedding per track (or per photo face), never per video frame
+        self.embedder = Embedder() if s.people != "off" else None
 
     def process(self, frame: Frame, scale: float = 1.0) -> FaceBatch:
         """One still through detect (on a copy scaled by `scale`) -> align -> classify."""
@@ -79,13 +78,15 @@ class FacePipeline:
     def frames(self, path: Path) -> Iterator[tuple[Frame, FaceBatch]]:
         """(frame, faces) for every processed frame of one source; raises InputError."""
         for x in self.stream(path):
-            if not isinstance(x, Checkpoint):
+            if isinstance(x, tuple):
                 yield x
 
     def stream(self, path: Path, resume: Checkpoint | None = None, info: VideoInfo | None = None
-               ) -> Iterator[tuple[Frame, FaceBatch] | Checkpoint]:
+               ) -> Iterator[tuple[Frame, FaceBatch] | Checkpoint | Identities]:
         """(frame, faces) for every processed frame, and a Checkpoint every
-        `settings.checkpoint_every` seconds of video; `resume` continues after one.
+        `settings.checkpoint_every` seconds of video; `resume` continues after one. With
+        people on, Identities: a photo's faces after its frame, a video's tracks once they
+        end (before the next Checkpoint, and at the end).
 
         Videos get their own detection schedule, tracker and smoother (state per video);
         frames are decoded in a background thread. `info`: the video's header, if the
@@ -98,7 +99,11 @@ class FacePipeline:
                 # huge photos: detect on a copy with a long side of MAX_STILL_SIDE, landmarks
                 # re-measured at full resolution, so time and memory stay bounded
                 scale = min(1.0, MAX_STILL_SIDE / max(h, w))
-                yield frame, self.process(frame, scale)
+                faces = self.process(frame, scale)
+                yield frame, faces
+                if self.embedder is not None and len(faces):
+                    yield Identities.of_photo(frame.index, self.embedder.embed_faces(
+                        frame.image, faces.landmarks))
             return
         info = info or video_info(path)
         every, scale, full_res = s.detection_plan(info.width, info.height)
@@ -109,6 +114,8 @@ class FacePipeline:
                             Tracker() if s.track else None,
                             ClassifySchedule(self.classify_every),
                             Smoother(s.smooth_tau) if s.track and s.smooth_tau > 0 else None)
+        if video.tracker is not None and self.embedder is not None:
+            video.sampler = TrackSampler(self.embedder, video.tracker.max_age)
         if resume is not None:
             video.load(resume.state)
         # checkpoints fall on fixed processed-frame counts, so an interrupted and an
@@ -138,8 +145,10 @@ class FacePipeline:
                         since_trim = 0
         except InputError:
             yield from self._finish(buf, video)  # frames before the break count
+            yield from video.drained()
             raise
         yield from self._finish(buf, video)
+        yield from video.drained()
 
     def _detected(self, path: Path, vdet: VideoDetector, start: int, processed: int,
                   period: int) -> Iterator[tuple[Frame, FaceBatch, dict | None]]:
@@ -192,6 +201,19 @@ class FacePipeline:
             if video.smoother is not None:
                 faces = video.smoother.smooth(faces, frame.t_sec)
             yield frame, faces
+        if video.sampler is not None:
+            for frame, faces in tracked:
+                video.sampler.observe(frame.image, faces, frame.t_sec)
+            done = video.sampler.finished(tracked[-1][0].t_sec)
+            if len(done):
+                yield done
+
+
+def detector_of(plan: RunPlan, runtime: NetRuntime) -> Detector:
+    """MTCNN as the plan set it up, on `runtime` (the plan's videos' or photos')."""
+    s = plan.settings
+    return Detector(s.min_face_size, s.thresholds, s.min_score, device=plan.device,
+                    runtime=runtime)
 
 
 def classifier_of(plan: RunPlan) -> Classifier:
@@ -219,13 +241,22 @@ class _VideoState:
     tracker: Tracker | None
     schedule: ClassifySchedule
     smoother: Smoother | None
+    sampler: TrackSampler | None = None
 
     def state(self, detector_state: dict) -> dict[str, Any]:
         # `is not None`: a tracker or smoother holding no track is empty, hence falsy
         return {"detector": detector_state,
                 "tracker": self.tracker.state_dict() if self.tracker is not None else None,
                 "schedule": self.schedule.state_dict(),
-                "smoother": self.smoother.state_dict() if self.smoother is not None else None}
+                "smoother": self.smoother.state_dict() if self.smoother is not None else None,
+                "sampler": self.sampler.state_dict() if self.sampler is not None else None}
+
+    def drained(self) -> Iterator[Identities]:
+        """The tracks still held when the video ends."""
+        if self.sampler is not None:
+            done = self.sampler.drain()
+            if len(done):
+                yield done
 
     def load(self, state: dict[str, Any]) -> None:
         self.detector.load_state_dict(state["detector"])
@@ -234,3 +265,5 @@ class _VideoState:
         self.schedule.load_state_dict(state["schedule"])
         if self.smoother is not None:
             self.smoother.load_state_dict(state["smoother"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])

@@ -28,6 +28,11 @@ from .faces.detection.nets import nets_sha256
 from .faces.detection.runtimes import NetRuntime, net_runtime, still_net_backend
 from .faces.tracking.classify_schedule import resolve_classify_every
 from .faces.emotion.weights import WeightsConfig, default_weights_path, read_config, sha256_of
+from .faces.identity.embedder import EMBEDDER, package_version
+
+# settings used only when the timeline is published (clustering, names, the embeddings'
+# file): a resumed run may change them
+PUBLISH_ONLY = ("people_threshold", "people_gallery", "save_embeddings")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,16 @@ class RunPlan:
                 "detector_backend_stills": self.detector_stills.name,
                 "detector_weights_sha256": self.detector_weights_sha256,
                 "classify_every": self.classify_every, "detect_budget": self.detect_budget,
-                "settings": self.settings.as_metadata()}
+                "people": self.people_metadata(), "settings": self.settings.as_metadata()}
+
+    def people_metadata(self) -> dict[str, Any] | None:
+        """How person ids were made: scope, threshold and the embedding model (None: off)."""
+        s = self.settings
+        if s.people == "off":
+            return None
+        return {"scope": s.people, "threshold": s.people_threshold,
+                "embedder": EMBEDDER | {"version": package_version()},
+                "gallery": str(s.people_gallery) if s.people_gallery else None}
 
     def fingerprint(self, annotate: Path | None = None) -> str:
         """What a resumed run must match (`resume_key`), hashed."""
@@ -73,6 +87,10 @@ class RunPlan:
         may differ), the resolved runtimes and the annotate folder."""
         d = self.settings.as_metadata()
         d.pop("weights")
+        for name in PUBLISH_ONLY:
+            d.pop(name)
+        # within or across inputs, the same embeddings are computed
+        d["people"] = None if d["people"] == "off" else EMBEDDER["sha256"]
         d.update(weights_sha256=self.weights_sha256,
                  detector_weights_sha256=self.detector_weights_sha256, device=str(self.device),
                  precision=self.classifier_runtime, detector=self.detector.name,

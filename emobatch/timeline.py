@@ -74,7 +74,8 @@ class TimelinePaths:
         return (*self.published, *self.partial.published)
 
 
-NULLABLE_COLUMNS = {"face": "Int32", "track": "Int64", "classified": "boolean"}
+NULLABLE_COLUMNS = {"face": "Int32", "track": "Int64", "person": "string",
+                    "classified": "boolean"}
 """Columns read as pandas' nullable types: wherever one is null, pandas would read the
 integers as floats and the booleans as objects (True/None, which `df[df.classified]` and
 `~df.classified` refuse), so their dtype would depend on the data."""
@@ -85,7 +86,7 @@ def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema
     fields = [
         pa.field("source", pa.string()), pa.field("frame", pa.int64()),
         pa.field("t_sec", pa.float64()), pa.field("face", pa.int32()),
-        pa.field("track", pa.int64()),
+        pa.field("track", pa.int64()), pa.field("person", pa.string()),
         pa.field("x1", pa.float32()), pa.field("y1", pa.float32()),
         pa.field("x2", pa.float32()), pa.field("y2", pa.float32()),
         pa.field("det_score", pa.float32()),

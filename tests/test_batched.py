@@ -18,6 +18,7 @@ from emobatch.faces.device import CPU, MAX_FRAMES_PER_CALL, frames_per_call
 from emobatch.faces.detection.runtimes import NetRuntime, openvino_available
 from emobatch.faces.detection.video import VideoDetector
 from emobatch.media.sources import iter_frames
+from emobatch.faces.identity.collect import Identities
 from emobatch.pipeline import Checkpoint, FacePipeline
 from emobatch.types import FaceBatch
 
@@ -89,6 +90,10 @@ def assert_same_stream(a: list, b: list) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert type(x) is type(y)
+        if isinstance(x, Identities):
+            for name in ("track", "frame", "face", "frames", "embedding"):
+                np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+            continue
         if isinstance(x, Checkpoint):
             assert (x.next_index, x.processed) == (y.next_index, y.processed)
             # the same schedule; only the frames per call it was given differ

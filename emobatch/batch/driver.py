@@ -27,6 +27,8 @@ from ..media.filetypes import check_inputs_exist, path_text
 from ..media.sources import Discovery, discover_inputs
 from .runners import Runner, make_runner
 from .store import FolderLock, RunStore, WorkItem, input_identity
+from .gallery import load_gallery
+from .people import PeopleJob
 
 
 @dataclass
@@ -112,6 +114,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
     summary = RunSummary(out=out, paths=paths, skipped=dict(found.skipped), renamed=renamed,
                          unreadable=[(str(f), r) for f, r in found.unreadable])
     plan = resolve_plan(settings)
+    people = _people_job(plan, overwrite or resume)
     store = RunStore(paths)
     # locked before the model loads: a second run on the same `out` is refused at once
     resumed = store.open(plan.fingerprint(ann_dir), resume, {
@@ -132,14 +135,31 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
                               "labels": list(plan.weights_config.labels),
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
+    if people is not None and people.gallery is not None:
+        meta["people"] = meta["people"] | {"gallery_people": people.gallery.names,
+                                           "gallery_warnings": people.gallery.warnings}
     try:
-        _run(paths, items, store, runner, progress, meta, summary, found.files)
+        _run(paths, items, store, runner, progress, meta, summary, found.files, people)
     finally:
         _unlock(ann_lock)
     if report is not None:
         summary.report = _write_report(out, report, ann_dir, settings)
     summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
     return summary
+
+
+def _people_job(plan, replace_ok: bool) -> PeopleJob | None:
+    """How persons are made at publish (None: people off); the gallery is embedded here,
+    before any work: UsageError for an unusable one, or an existing --save-embeddings file
+    without --overwrite."""
+    s = plan.settings
+    if s.people == "off":
+        return None
+    if s.save_embeddings is not None and s.save_embeddings.exists() and not replace_ok:
+        raise UsageError(f"--save-embeddings {s.save_embeddings} exists: use --overwrite "
+                         f"to replace it")
+    gallery = load_gallery(s.people_gallery, plan) if s.people_gallery is not None else None
+    return PeopleJob(s.people, s.people_threshold, gallery, s.save_embeddings)
 
 
 def _discover(inputs: Sequence[str | Path]) -> Discovery:
@@ -169,7 +189,7 @@ def _write_report(out: Path, report: Path, ann_dir: Path | None, settings: Setti
 
 def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runner: Runner,
          progress: ProgressFn | None, meta: dict[str, Any], summary: RunSummary,
-         files: Sequence[Path]) -> None:
+         files: Sequence[Path], people: PeopleJob | None = None) -> None:
     """Process the items and publish the timeline; on Ctrl-C / SIGTERM (also while
     publishing) publish the finished rows as the `.partial` timeline and keep the store for
     --resume."""
@@ -180,12 +200,12 @@ def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runne
         _check_annotated(results)
         summary.results = [results[it.index] for it in items]
         summary.seconds = time.perf_counter() - t0
-        _publish(paths, items, store, meta, results, summary, summary.seconds)
+        _publish(paths, items, store, meta, results, summary, summary.seconds, people=people)
     except (KeyboardInterrupt, SystemExit):
         try:
             with _signals_ignored():  # a second Ctrl-C must not cut the partial short
                 _publish(paths, items, store, meta, results, summary, time.perf_counter() - t0,
-                         partial=True)
+                         partial=True, people=people)
                 store.mark_partial()
         finally:
             store.release()
@@ -257,8 +277,9 @@ def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progres
 
 def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, meta: dict[str, Any],
              results: dict[int, SourceResult], summary: RunSummary, seconds: float,
-             partial: bool = False) -> Path:
-    """Write the timeline (or `.partial` timeline) from the stores, in input order."""
+             partial: bool = False, people: PeopleJob | None = None) -> Path:
+    """Write the timeline (or `.partial` timeline) from the stores, in input order, with
+    each row's person (made here, from the stores' embeddings)."""
     import pyarrow.parquet as pq
 
     final = (paths.partial if partial else paths).timeline
@@ -279,12 +300,24 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
     if lost:
         raise OutputError(f"the run's folder {store.dir} lost the results of {lost[0]} "
                           f"(removed during the run?); run again")
+    parts = [store.item(it).partial_parts() if partial else store.item(it).finished_parts()
+             for it in items]
+    persons = [None] * len(items)
     try:
+        if people is not None:
+            persons, record = people.persons(
+                parts, [store.item(it).embeddings(p) for it, p in zip(items, parts)],
+                [path_text(it.source) for it in items], final=not partial)
+            meta = meta | {"people": (meta.get("people") or {}) | record}
         with TimelineSink(final, meta, labels=meta["labels"], partial=False) as sink:
-            for item in items:
-                istore = store.item(item)
-                for part in (istore.partial_parts() if partial else istore.finished_parts()):
-                    sink.write_table(_with_source(pq.read_table(part), item.source))
+            for item, item_parts, rows in zip(items, parts, persons):
+                start = 0
+                for part in item_parts:
+                    table = _with_source(pq.read_table(part), item.source)
+                    if rows is not None:
+                        table = _with_person(table, rows[start:start + table.num_rows])
+                        start += table.num_rows
+                    sink.write_table(table)
                 res = results.get(item.index)
                 if res is not None and res.error:
                     sink.add_error(res.source, res.error, res.frames, res.traceback)
@@ -316,6 +349,14 @@ def _with_source(table, source: Path):
     i = table.schema.get_field_index("source")
     return table.set_column(i, "source", pa.array([path_text(source)] * table.num_rows,
                                                   pa.string()))
+
+
+def _with_person(table, persons):
+    """Rows with their person (persons (r,) str or None)."""
+    import pyarrow as pa
+
+    i = table.schema.get_field_index("person")
+    return table.set_column(i, "person", pa.array(list(persons), pa.string()))
 
 
 def _remove_timeline(paths: TimelinePaths) -> None:

@@ -20,6 +20,8 @@ from ..errors import InputError
 from ..pipeline import Checkpoint, FacePipeline
 from ..types import FaceBatch, Frame
 from ..memory import release_free_memory
+from ..faces.identity.collect import Identities
+from .people import identities_table
 from .sinks import RowBuffer
 from .store import ItemStore, Resume, WorkItem, input_identity
 
@@ -223,13 +225,18 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
         progress("source", {"source": path, "info": info})
     ann = _Annotation(item, store, pipe.settings, pipe.classifier.labels, info)
     still = False
+    ids: list[Identities] = []
     try:
         for x in pipe.stream(path, start, info):
+            if isinstance(x, Identities):
+                ids.append(x)
+                continue
             if isinstance(x, Checkpoint):
                 ann.end_chunk()
                 store.write_chunk(chunk, rows.take(), Resume(
-                    chunk, x.next_index, x.processed, res.frames, res.faces, x.state))
-                chunk += 1
+                    chunk, x.next_index, x.processed, res.frames, res.faces, x.state),
+                    identities_table(ids))
+                chunk, ids = chunk + 1, []
                 continue
             frame, faces = x
             rows.add(frame, faces)
@@ -254,7 +261,7 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
         res.error = f"{type(e).__name__}: {e}"
         res.traceback = format_exc()
         _end_after_error(ann)
-    store.write_chunk(chunk, rows.take(), None)
+    store.write_chunk(chunk, rows.take(), None, identities_table(ids))
     res.annotated = ann.finish(chunk, still)
     res.seconds = time.perf_counter() - t0
     store.finish(res.to_dict(), chunk + 1)

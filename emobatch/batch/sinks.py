@@ -38,7 +38,8 @@ def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list
     raw = faces.probs_raw if faces.probs_raw is not None else probs
     track = faces.track if faces.track is not None else np.full(n, -1)
     cols = {"source": [src] * n, "frame": [frame.index] * n, "t_sec": [frame.t_sec] * n,
-            "face": list(range(n)), "track": [int(t) if t >= 0 else None for t in track]}
+            "face": list(range(n)), "track": [int(t) if t >= 0 else None for t in track],
+            "person": [None] * n}  # given when the timeline is published (batch.people)
     for j, c in enumerate(("x1", "y1", "x2", "y2")):
         cols[c] = faces.xyxy[:, j].tolist()
     cols["det_score"] = faces.score.tolist()

@@ -10,6 +10,8 @@
             part-00000.parquet          the rows of each chunk (a video's checkpoint interval)
             tail.parquet                rows after the last checkpoint, left by Ctrl-C/SIGTERM
             state-00000.json            the per-video state after that chunk (the resume point)
+            emb-00000.parquet           face embeddings of the tracks that ended in that chunk
+                                        (biometric data: removed with the folder)
             seg-00000.mp4               that chunk's annotated frames
             done.json                   the input's result, written last
 
@@ -122,8 +124,15 @@ class ItemStore:
     def segment(self, chunk: int) -> Path:
         return self.dir / f"seg-{chunk:05d}.mp4"
 
-    def write_chunk(self, chunk: int, table: pa.Table, resume: Resume | None) -> None:
-        """The rows of a chunk, then (for a checkpoint) the state that makes it count."""
+    def embeddings_file(self, chunk: int) -> Path:
+        return self.dir / f"emb-{chunk:05d}.parquet"
+
+    def write_chunk(self, chunk: int, table: pa.Table, resume: Resume | None,
+                    embeddings: pa.Table | None = None) -> None:
+        """The rows (and embeddings) of a chunk, then (for a checkpoint) the state that
+        makes it count."""
+        if embeddings is not None and embeddings.num_rows:
+            self._write(_write_parquet, self.embeddings_file(chunk), embeddings)
         self._write(_write_parquet, self.part(chunk), table)
         if resume is not None:
             self._write(write_text, self.dir / f"state-{chunk:05d}.json",
@@ -161,7 +170,7 @@ class ItemStore:
 
     def drop_after(self, chunk: int) -> None:
         """Forget chunks after `chunk` (left by a run killed or interrupted inside them)."""
-        for pattern in ("part-*.parquet", "seg-*.mp4", "state-*.json"):
+        for pattern in ("part-*.parquet", "seg-*.mp4", "state-*.json", "emb-*.parquet"):
             for p in self.dir.glob(pattern):
                 if int(p.stem.split("-")[1]) > chunk:
                     p.unlink(missing_ok=True)
@@ -183,6 +192,12 @@ class ItemStore:
         """Finished, with every chunk's rows on disk."""
         done = self.done()
         return done is not None and len(self.parts(done[1] - 1)) == done[1]
+
+    def embeddings(self, parts: list[Path]) -> list[Path]:
+        """The embedding files of the chunks of `parts` (those that have any)."""
+        files = (self.embeddings_file(int(p.stem.split("-")[1])) for p in parts
+                 if p.name != "tail.parquet")
+        return [f for f in files if f.is_file()]
 
     def finished_parts(self) -> list[Path]:
         """The rows to publish for this input: all of a finished one, else its checkpoints."""
