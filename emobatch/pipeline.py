@@ -23,6 +23,7 @@ from .faces.device import frames_per_call
 from .faces.detection.runtimes import NetRuntime
 from .faces.tracking.classify_schedule import ClassifySchedule
 from .faces.tracking.smoother import Smoother
+from .faces.tracking.cuts import CutDetector
 from .faces.tracking.tracker import Tracker
 from .faces.identity.collect import Identities, TrackSampler
 from .faces.identity.embedder import Embedder
@@ -185,9 +186,7 @@ class FacePipeline:
         batch, then fill in every face's probabilities and smooth, in order."""
         if not buf:
             return
-        tracked = [(frame, video.tracker.track(faces, frame.t_sec)
-                    if video.tracker is not None else faces)
-                   for frame, faces in buf]
+        tracked = [(frame, video.track(frame, faces)) for frame, faces in buf]
         picks = [video.schedule.pick(faces, frame.t_sec) for frame, faces in tracked]
         crops = [f.crops[m] for (_, f), m in zip(tracked, picks)]
         n_cls = len(self.classifier.labels)
@@ -242,6 +241,15 @@ class _VideoState:
     schedule: ClassifySchedule
     smoother: Smoother | None
     sampler: TrackSampler | None = None
+    cuts: CutDetector = field(default_factory=CutDetector)
+
+    def track(self, frame: Frame, faces: FaceBatch) -> FaceBatch:
+        """faces with their track ids (as they were without a tracker); tracks end at a cut."""
+        if self.tracker is None:
+            return faces
+        if self.cuts.is_cut(frame.image):
+            self.tracker.cut()
+        return self.tracker.track(faces, frame.t_sec)
 
     def state(self, detector_state: dict) -> dict[str, Any]:
         # `is not None`: a tracker or smoother holding no track is empty, hence falsy
@@ -249,7 +257,8 @@ class _VideoState:
                 "tracker": self.tracker.state_dict() if self.tracker is not None else None,
                 "schedule": self.schedule.state_dict(),
                 "smoother": self.smoother.state_dict() if self.smoother is not None else None,
-                "sampler": self.sampler.state_dict() if self.sampler is not None else None}
+                "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+                "cuts": self.cuts.state_dict()}
 
     def drained(self) -> Iterator[Identities]:
         """The tracks still held when the video ends."""
@@ -267,3 +276,4 @@ class _VideoState:
             self.smoother.load_state_dict(state["smoother"])
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
+        self.cuts.load_state_dict(state["cuts"])

@@ -170,6 +170,10 @@ class Tracker:
         self._next_id = 0
         self._t_prev: float | None = None
 
+    def cut(self) -> None:
+        """A hard cut: every track ends (ids go on from where they were, never reused)."""
+        self._tracks = []
+
     def __len__(self) -> int:
         """Tracks currently held (matched or lost); lost ones go after max_age seconds."""
         return len(self._tracks)
