@@ -1,0 +1,216 @@
+"""Person ids (emobatch.faces.identity, emobatch.batch.people): clustering, cuts, across
+inputs, gallery names and errors, same-frame faces, --save-embeddings.
+
+Clips are built here from pieces of the liveportrait clips (one person each) at 160 px:
+A, B, A, C, B with hard cuts, and the same people as separate files.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import emobatch
+from conftest import ROOT, shared_path
+from emobatch.errors import UsageError
+from emobatch.faces import state_json
+from emobatch.faces.identity.cluster import cluster
+import emobatch.faces.identity.cluster as cluster_mod
+
+PEOPLE = {"A": "d0", "B": "d3", "C": "d6"}
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def noisy_people(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(k, 128)))
+    truth = rng.integers(0, k, n)
+    return unit(centres[truth] + 0.04 * rng.normal(size=(n, 128))), truth
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(set(zip(a, b))) == len(set(a)) == len(set(b))
+
+
+def test_cluster_finds_the_people_and_respects_cannot_links():
+    x, truth = noisy_people(60, 4)
+    labels = cluster(x, 0.4)
+    assert same_partition(labels, truth) and labels[0] == 0
+    a, b = np.flatnonzero(truth == truth[0])[:2]
+    split = cluster(x, 0.4, np.array([[a, b]]))
+    assert split[a] != split[b] and len(set(split)) == 5  # one of them stands alone
+    assert len(set(cluster(x, 0.999))) == 60  # nothing is that similar
+
+
+def test_cluster_in_blocks_and_leader_pass_match_the_dense_one(monkeypatch):
+    x, truth = noisy_people(300, 6, seed=1)
+    monkeypatch.setattr(cluster_mod, "BLOCK", 40)
+    assert same_partition(cluster(x, 0.4), truth)  # blocks, then their clusters
+    y, truth_y = noisy_people(200, 150, seed=2)  # blocks hardly merge: the leader pass
+    assert same_partition(cluster(y, 0.4), truth_y)
+
+
+def test_sampler_and_cut_states_round_trip_exactly():
+    from emobatch.faces.identity.collect import TrackSampler
+    from emobatch.faces.tracking.cuts import CutDetector
+    from emobatch.types import FaceBatch
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), np.uint8)
+    lm = np.array([[[50, 50], [80, 50], [65, 65], [55, 80], [75, 80]]], np.float32)
+    faces = FaceBatch(np.array([[40, 30, 90, 95]], np.float32), np.array([0.99], np.float32),
+                      lm, crops=rng.integers(0, 255, (1, 48, 48), np.uint8),
+                      track=np.array([3]))
+    s, c = TrackSampler(None, 1.0), CutDetector()
+    for t in range(4):
+        s.observe(image, faces.with_(landmarks=lm + t), t / 10)
+        c.is_cut(image)
+    s2, c2 = TrackSampler(None, 1.0), CutDetector()
+    s2.load_state_dict(state_json.loads(state_json.dumps(s.state_dict())))
+    c2.load_state_dict(state_json.loads(state_json.dumps(c.state_dict())))
+    assert state_json.dumps(s2.state_dict()) == state_json.dumps(s.state_dict())
+    assert len(s2.state_dict()["tracks"]["3"]["crops"]) == 3  # the top 3 of 4 frames
+    assert not c2.is_cut(image) and c2.is_cut(255 - image)
+
+
+# ------------------------------------------------------------------------- real clips
+
+def _piece(name: str, start: int, n: int, size: int) -> list[np.ndarray]:
+    path = shared_path("media", "videos", f"liveportrait_{name}.mp4")
+    out = []
+    with av.open(str(path)) as c:
+        step = max(1, round(float(c.streams.video[0].average_rate) / 10))
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= start and (i - start) % step == 0:
+                out.append(np.asarray(f.to_image().resize((size, size), Image.BILINEAR)))
+                if len(out) == n:
+                    break
+    return out
+
+
+def _write(path: Path, frames: list[np.ndarray]) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for im in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(im, format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """cuts.mp4 (A B A C B, 8 frames each, hard cuts); a, a2 (another piece of A), b, c as
+    files; a gallery: alice.jpg (A), bob/ (B), and photos that cannot be used."""
+    d = tmp_path_factory.mktemp("people")
+    seq, frames = "ABACB", []
+    for k, p in enumerate(seq):
+        frames += _piece(PEOPLE[p], 2 + 10 * seq[:k].count(p), 8, 160)
+    out = {"cuts": _write(d / "cuts.mp4", frames)}
+    for name, (p, start) in {"a": ("A", 2), "a2": ("A", 40), "b": ("B", 2), "c": ("C", 2)}.items():
+        out[name] = _write(d / f"{name}.mp4", _piece(PEOPLE[p], start, 8, 160))
+    g = d / "gallery"
+    (g / "bob").mkdir(parents=True)
+    Image.fromarray(_piece("d0", 60, 1, 256)[0]).save(g / "alice.jpg")
+    Image.fromarray(_piece("d3", 60, 1, 256)[0]).save(g / "bob" / "1.jpg")
+    Image.new("RGB", (200, 200), "grey").save(g / "noface.jpg")
+    two = np.concatenate([_piece("d9", 5, 1, 256)[0], _piece("d10", 5, 1, 256)[0]], axis=1)
+    Image.fromarray(two).save(g / "two.jpg")
+    (g / "broken.jpg").write_bytes(b"not a jpeg at all")
+    out["gallery"] = g
+    return out
+
+
+def persons_by_track(df: pd.DataFrame) -> list[str]:
+    faces = df.dropna(subset=["track"])
+    return faces.groupby("track", sort=True)["person"].agg(lambda s: s.unique().tolist()).map(
+        lambda v: v[0] if len(v) == 1 else tuple(v)).tolist()
+
+
+def assert_no_same_frame_merge(df: pd.DataFrame) -> None:
+    faces = df.dropna(subset=["person"])
+    assert faces.duplicated(["source", "frame", "person"]).sum() == 0
+
+
+@pytest.fixture(scope="module")
+def within(clips, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("within") / "w.parquet"
+    emobatch.run([clips["cuts"], clips["a"], clips["a2"]], out, device="cpu")
+    return emobatch.read_timeline(out)
+
+
+def test_cuts_give_one_person_per_shot_in_order(within):
+    cuts = within[within.source.str.endswith("cuts.mp4")]
+    # a cut ends every track: 5 shots, 5 tracks, persons A B A C B
+    assert persons_by_track(cuts) == ["p1", "p2", "p1", "p3", "p2"]
+    assert within.person.dtype == "string" and within.person.notna().sum() >= 50
+    meta = within.attrs["emobatch"]["people"]
+    assert meta["scope"] == "video" and meta["threshold"] == 0.4
+    assert meta["embedder"]["sha256"].startswith("fb143eea") and meta["embeddings_file"] is None
+    assert_no_same_frame_merge(within)
+
+
+def test_within_video_scope_numbers_each_input_apart(within):
+    ids = within.dropna(subset=["person"]).groupby("source")["person"].unique()
+    a = ids[[s for s in ids.index if s.endswith("/a.mp4")][0]]
+    a2 = ids[[s for s in ids.index if s.endswith("/a2.mp4")][0]]
+    assert list(a) == ["p4"] and list(a2) == ["p5"]  # the same face, two inputs: two ids
+
+
+def test_across_inputs_share_ids_and_the_gallery_names_them(clips, tmp_path):
+    out, emb = tmp_path / "x.parquet", tmp_path / "emb.parquet"
+    r = subprocess.run([sys.executable, "-m", "emobatch", "run", clips["a"], clips["b"],
+                        clips["c"], clips["a2"], "--out", out, "--people", "across",
+                        "--people-gallery", clips["gallery"], "--save-embeddings", emb,
+                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for bad, why in (("noface.jpg", "shows no face"), ("two.jpg", "shows 2 faces"),
+                     ("broken.jpg", "cannot be read")):
+        assert bad in r.stderr and why in r.stderr
+    df = emobatch.read_timeline(out)
+    ids = df.dropna(subset=["person"]).groupby("source", sort=False)["person"].unique()
+    assert [list(v) for v in ids] == [["alice"], ["bob"], ["p1"], ["alice"]]
+    meta = df.attrs["emobatch"]["people"]
+    assert meta["gallery_people"] == ["alice", "bob"] and len(meta["gallery_warnings"]) == 3
+    saved = pd.read_parquet(emb)  # asked for: one row per track, 128 numbers each
+    assert len(saved) == 4 and saved.person.tolist() == ["alice", "bob", "p1", "alice"]
+    assert len(saved.embedding.iloc[0]) == 128
+    # nothing biometric stays beside the timeline: the run's folder is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.parquet", "x.parquet"]
+
+
+def test_gallery_and_embeddings_file_problems_are_usage_errors(clips, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos")
+    faceless = tmp_path / "faceless"
+    faceless.mkdir()
+    Image.new("RGB", (100, 100), "grey").save(faceless / "x.jpg")
+    cases = [(dict(people_gallery=empty), "holds no photo"),
+             (dict(people_gallery=tmp_path / "missing"), "cannot be read"),
+             (dict(people_gallery=faceless), "no photo with one face"),
+             (dict(save_embeddings=clips["gallery"] / "alice.jpg"), "exists"),
+             (dict(people="off", save_embeddings=tmp_path / "e.parquet"), "people")]
+    for kwargs, words in cases:
+        with pytest.raises(UsageError, match=words):
+            emobatch.run(clips["a"], tmp_path / "o.parquet", device="cpu", **kwargs)
+    assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "e.parquet").exists()
+
+
+def test_faces_of_one_group_photo_are_never_one_person(tmp_path):
+    groups = shared_path("media", "groups")
+    df = emobatch.run(groups, device="cpu", people="across")
+    faces = df.dropna(subset=["face"])
+    assert len(faces) >= 10 and faces.person.notna().all()
+    assert_no_same_frame_merge(df)
+    per_photo = faces.groupby("source").size()
+    assert (per_photo > 1).sum() >= 2  # the check had several faces in a photo to keep apart
