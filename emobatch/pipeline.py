@@ -95,16 +95,7 @@ class FacePipeline:
         """
         s = self.settings
         if kind_of(path) != "video":
-            for frame in iter_frames(path, s.every):
-                h, w = frame.image.shape[:2]
-                # huge photos: detect on a copy with a long side of MAX_STILL_SIDE, landmarks
-                # re-measured at full resolution, so time and memory stay bounded
-                scale = min(1.0, MAX_STILL_SIDE / max(h, w))
-                faces = self.process(frame, scale)
-                yield frame, faces
-                if self.embedder is not None and len(faces):
-                    yield Identities.of_photo(frame.index, self.embedder.embed_faces(
-                        frame.image, faces.landmarks))
+            yield from self._stills(path)
             return
         info = info or video_info(path)
         every, scale, full_res = s.detection_plan(info.width, info.height)
@@ -150,6 +141,17 @@ class FacePipeline:
             raise
         yield from self._finish(buf, video)
         yield from video.drained()
+
+    def _stills(self, path: Path) -> Iterator[tuple[Frame, FaceBatch] | Identities]:
+        for frame in iter_frames(path, self.settings.every):
+            h, w = frame.image.shape[:2]
+            # huge photos: detect on a copy with a long side of MAX_STILL_SIDE, landmarks
+            # re-measured at full resolution, so time and memory stay bounded
+            faces = self.process(frame, min(1.0, MAX_STILL_SIDE / max(h, w)))
+            yield frame, faces
+            if self.embedder is not None and len(faces):
+                yield Identities.of_photo(frame.index, self.embedder.embed_faces(
+                    frame.image, faces.landmarks))
 
     def _detected(self, path: Path, vdet: VideoDetector, start: int, processed: int,
                   period: int) -> Iterator[tuple[Frame, FaceBatch, dict | None]]:

@@ -79,7 +79,7 @@ def test_sampler_and_cut_states_round_trip_exactly():
     c2.load_state_dict(state_json.loads(state_json.dumps(c.state_dict())))
     assert state_json.dumps(s2.state_dict()) == state_json.dumps(s.state_dict())
     assert len(s2.state_dict()["tracks"]["3"]["crops"]) == 3  # the top 3 of 4 frames
-    assert not c2.is_cut(image) and c2.is_cut(255 - image)
+    assert not c2.is_cut(image) and c2.is_cut(np.zeros_like(image))  # noise averages ~127
 
 
 # ------------------------------------------------------------------------- real clips
@@ -180,7 +180,8 @@ def test_across_inputs_share_ids_and_the_gallery_names_them(clips, tmp_path):
     ids = df.dropna(subset=["person"]).groupby("source", sort=False)["person"].unique()
     assert [list(v) for v in ids] == [["alice"], ["bob"], ["p1"], ["alice"]]
     meta = df.attrs["emobatch"]["people"]
-    assert meta["gallery_people"] == ["alice", "bob"] and len(meta["gallery_warnings"]) == 3
+    # each bad photo, and its person left without any photo
+    assert meta["gallery_people"] == ["alice", "bob"] and len(meta["gallery_warnings"]) == 6
     saved = pd.read_parquet(emb)  # asked for: one row per track, 128 numbers each
     assert len(saved) == 4 and saved.person.tolist() == ["alice", "bob", "p1", "alice"]
     assert len(saved.embedding.iloc[0]) == 128
@@ -208,7 +209,7 @@ def test_gallery_and_embeddings_file_problems_are_usage_errors(clips, tmp_path):
 
 def test_faces_of_one_group_photo_are_never_one_person(tmp_path):
     groups = shared_path("media", "groups")
-    df = emobatch.run(groups, device="cpu", people="across")
+    df = emobatch.run(sorted(groups.glob("*.jpg")), device="cpu", people="across")
     faces = df.dropna(subset=["face"])
     assert len(faces) >= 10 and faces.person.notna().all()
     assert_no_same_frame_merge(df)

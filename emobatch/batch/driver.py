@@ -135,15 +135,11 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
                               "labels": list(plan.weights_config.labels),
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
-    if people is not None and people.gallery is not None:
-        meta["people"] = meta["people"] | {"gallery_people": people.gallery.names,
-                                           "gallery_warnings": people.gallery.warnings}
     try:
         _run(paths, items, store, runner, progress, meta, summary, found.files, people)
     finally:
         _unlock(ann_lock)
-    if report is not None:
-        summary.report = _write_report(out, report, ann_dir, settings)
+    summary.report = report and _write_report(out, report, ann_dir, settings)
     summary.tmpdir = tmpdir  # keeps an API run's temporary file alive until it is read
     return summary
 

@@ -218,17 +218,15 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
         return done
     path = item.source
     chunk, start = _continue(store, res)
-    t0 = time.perf_counter()
-    rows = RowBuffer(pipe.classifier.labels)
+    t0, rows = time.perf_counter(), RowBuffer(pipe.classifier.labels)
     info = _header(path, res.kind)
     if progress:
         progress("source", {"source": path, "info": info})
     ann = _Annotation(item, store, pipe.settings, pipe.classifier.labels, info)
-    still = False
-    ids: list[Identities] = []
+    still, ids = False, []
     try:
         for x in pipe.stream(path, start, info):
-            if isinstance(x, Identities):
+            if isinstance(x, Identities):  # written with its chunk
                 ids.append(x)
                 continue
             if isinstance(x, Checkpoint):

@@ -223,6 +223,11 @@ class PeopleJob:
     gallery: Gallery | None = None
     save: Path | None = None
 
+    def metadata(self) -> dict:
+        """The gallery's people and what of it was not used."""
+        g = self.gallery
+        return {"gallery_people": g.names, "gallery_warnings": g.warnings} if g else {}
+
     def persons(self, parts: Sequence[Sequence[Path]], embeddings: Sequence[Sequence[Path]],
                 sources: Sequence[str], final: bool) -> tuple[list[np.ndarray], dict]:
         """Each input's row persons (its parts' rows in order), and the metadata's record;
@@ -231,6 +236,6 @@ class PeopleJob:
         people = assign_people(inputs, self.scope, self.threshold, self.gallery)
         if final and self.save is not None:
             write_embeddings(self.save, sources, inputs, people)
-        return people.rows, {"persons": people.count, "gallery_names": people.named,
+        return people.rows, self.metadata() | {"persons": people.count, "gallery_names": people.named,
                              "tracks": int(sum(len(x.keys) for x in inputs)),
                              "embeddings_file": str(self.save) if final and self.save else None}

@@ -24,6 +24,8 @@ def cluster(emb: np.ndarray, threshold: float, cannot: np.ndarray | None = None,
     (p, 2) int index pairs never in one cluster. Returns labels (n,) int64, numbered by
     each cluster's first item."""
     n = len(emb)
+    if n == 0:
+        return np.zeros(0, np.int64)
     weight = np.ones(n) if weight is None else np.asarray(weight, np.float64)
     groups = [[i] for i in range(n)]
     sums = np.asarray(emb, np.float64).reshape(n, -1)
