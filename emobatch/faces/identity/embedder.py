@@ -7,6 +7,7 @@ package, the file's sha256 and the licences of the weights and of their training
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -36,6 +37,7 @@ class EmbedderError(WeightsError):
     """The embedding model is not installed, or is not the file this version expects."""
 
 
+@functools.lru_cache(maxsize=1)  # read and hashed once a process (plan, then the network)
 def model_bytes() -> bytes:
     """The ONNX file inside the installed package, checked against MODEL_SHA256."""
     try:
