@@ -96,7 +96,8 @@ def _weighted(faces: pd.DataFrame, raw: bool) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame, by: str = "track", raw: bool = False) -> pd.DataFrame:
-    """Emotion summary per source (by='source') or per source and track (by='track').
+    """Emotion summary per source (by='source'), per source and track (by='track') or per
+    person (by='person').
 
     Columns: source[, track], kind, frames (frames with the group's faces), faces (rows),
     then the group's time (NaN for images): by='track' time_s, the track's time on screen
@@ -110,22 +111,25 @@ def summarize(df: pd.DataFrame, by: str = "track", raw: bool = False) -> pd.Data
     untracked faces (no track id: --no-track, or a face not yet confirmed as a track) get
     track <NA>: one group per source, whose time_s is face-seconds too. Sources without
     faces appear with by='source' only, with NaN statistics.
+
+    by='person': person, sources (inputs the person is in), tracks (video tracks), frames,
+    faces, time_s (seconds on screen in videos; NaN for a person seen only in photos), then
+    dominant, share_<e>, mean_<e>, mean_confidence, peak_<e> as above (a photo face weighs
+    one second). Faces without a person (untracked, photos of a run with --people off) are
+    left out. ValueError for a timeline without the person column.
     """
-    if by not in ("source", "track"):
-        raise ValueError(f"by must be 'source' or 'track', not {by!r}")
+    if by not in ("source", "track", "person"):
+        raise ValueError(f"by must be 'source', 'track' or 'person', not {by!r}")
     d = clean(df)
-    keys = ["source"] if by == "source" else KEYS
     faces = _weighted(_faces(d, raw), raw)
+    if by == "person":
+        return _person_summary(_with_person(faces), raw)
+    keys = ["source"] if by == "source" else KEYS
     g = faces.groupby(keys, sort=False, dropna=False)
     out = g.agg(kind=("kind", "first"), frames=("frame", "nunique"), faces=("face", "size"),
                 time_s=("w", "sum"), first_s=("t_sec", "min"), last_s=("t_sec", "max"))
     out.loc[out["kind"] == "image", "time_s"] = np.nan
-    sums = g[_WEIGHTED].sum()
-    stats = sums.drop(columns="w").div(sums["w"].where(sums["w"] > 0), axis=0)
-    stats[[f"peak_{e}" for e in EMOTIONS]] = g[prob_columns(raw)].max().to_numpy()
-    shares = stats[[f"share_{e}" for e in EMOTIONS]].fillna(-1).to_numpy()
-    stats.insert(0, "dominant", np.asarray(EMOTIONS)[shares.argmax(1)])
-    out = out.join(stats).reset_index()
+    out = out.join(_emotion_stats(g, raw)).reset_index()
     cov = _coverage(d)
     if by == "track":
         total = out["source"].map(cov.set_index("source")["frames"]).to_numpy(np.float64)
@@ -137,6 +141,38 @@ def summarize(df: pd.DataFrame, by: str = "track", raw: bool = False) -> pd.Data
     out[["frames", "faces"]] = out[["frames", "faces"]].fillna(0).astype(int)
     out.insert(out.columns.get_loc("face_seconds") + 1, "duration_s", out.pop("duration_s"))
     return out
+
+
+def _emotion_stats(g, raw: bool) -> pd.DataFrame:
+    """dominant, share_<e>, mean_<e>, mean_confidence, peak_<e> of each group of
+    _weighted faces."""
+    sums = g[_WEIGHTED].sum()
+    stats = sums.drop(columns="w").div(sums["w"].where(sums["w"] > 0), axis=0)
+    stats[[f"peak_{e}" for e in EMOTIONS]] = g[prob_columns(raw)].max().to_numpy()
+    shares = stats[[f"share_{e}" for e in EMOTIONS]].fillna(-1).to_numpy()
+    stats.insert(0, "dominant", np.asarray(EMOTIONS)[shares.argmax(1)])
+    return stats
+
+
+def _with_person(faces: pd.DataFrame) -> pd.DataFrame:
+    """The face rows that have a person; ValueError for a timeline without persons."""
+    if "person" not in faces.columns:
+        raise ValueError("the timeline has no person column (written before person ids)")
+    return faces[faces["person"].notna()]
+
+
+def _person_summary(faces: pd.DataFrame, raw: bool) -> pd.DataFrame:
+    """summarize(by='person') of the _weighted faces that have a person."""
+    g = faces.groupby("person", sort=False)
+    video = faces["kind"] == "video"
+    tracks = faces[video & faces["track"].notna()].drop_duplicates(["person", "source", "track"])
+    out = g.agg(sources=("source", "nunique"), faces=("face", "size"))
+    out.insert(1, "tracks", tracks.groupby("person", sort=False).size()
+               .reindex(out.index, fill_value=0))
+    out.insert(2, "frames", faces.drop_duplicates(["person", "source", "frame"])
+               .groupby("person", sort=False).size())
+    out["time_s"] = faces["w"].where(video).groupby(faces["person"], sort=False).sum(min_count=1)
+    return out.join(_emotion_stats(g, raw)).reset_index()
 
 
 def _hysteresis(probs: np.ndarray, margin: float) -> np.ndarray:
@@ -208,11 +244,13 @@ EPISODE_COLUMNS = ["source", "track", "emotion", "onset_s", "offset_s", "duratio
 
 
 def episodes(df: pd.DataFrame, raw: bool = False, min_duration: float = 0.5,
-             margin: float = 0.1, max_gap: float = 1.0) -> pd.DataFrame:
+             margin: float = 0.1, max_gap: float = 1.0, by: str = "track") -> pd.DataFrame:
     """Contiguous spans where one emotion holds for a face in a video, one row each.
 
     Per track (untracked faces: per face index within the frame, an approximation), rows in
-    time order. Hysteresis: the emotion changes only when another one's probability beats
+    time order; by='person': per person and video, across the person's tracks (a person
+    has at most one face a frame), in a `person` column instead of `track`, faces without a
+    person left out (ValueError for a timeline without the person column). Hysteresis: the emotion changes only when another one's probability beats
     the current one's by `margin`. Then spans shorter than `min_duration` seconds are merged
     into the preceding span (the following one at the start). The face missing for more
     than `max_gap` seconds ends a span; an appearance shorter than `min_duration` as a whole
@@ -221,16 +259,23 @@ def episodes(df: pd.DataFrame, raw: bool = False, min_duration: float = 0.5,
     emotion's highest probability in the span and when), mean_prob, frames, onset_frame,
     offset_frame. Photos have no episodes.
     """
+    if by not in ("track", "person"):
+        raise ValueError(f"by must be 'track' or 'person', not {by!r}")
     faces = _faces(clean(df), raw)
     faces = faces[faces["kind"] == "video"]
-    who = faces["track"].fillna(-1 - faces["face"])  # untracked: face k -> -1-k, never a track id
+    if by == "person":
+        faces = _with_person(faces)
+        who = faces["person"]
+    else:  # untracked: face k -> -1-k, never a track id
+        who = faces["track"].fillna(-1 - faces["face"])
     rows = []
     for (source, w), g in faces.groupby([faces["source"], who], sort=False):
         for r in _track_episodes(g, prob_columns(raw), margin, min_duration, max_gap):
-            rows.append({"source": source, "track": w if w >= 0 else pd.NA, **r})
-    out = pd.DataFrame(rows, columns=[c for c in EPISODE_COLUMNS if c != "duration_s"])
+            rows.append({"source": source, by: w if by == "person" or w >= 0 else pd.NA, **r})
+    columns = [by if c == "track" else c for c in EPISODE_COLUMNS]
+    out = pd.DataFrame(rows, columns=[c for c in columns if c != "duration_s"])
     out.insert(5, "duration_s", out["offset_s"] - out["onset_s"])
-    return out.astype({"track": "Int64"})
+    return out.astype({"track": "Int64"} if by == "track" else {"person": "string"})
 
 
 def resample(df: pd.DataFrame, bins: int = 400, raw: bool = False) -> pd.DataFrame:

@@ -239,6 +239,51 @@ def test_episodes_on_raw_columns() -> None:
     assert ep.iloc[1]["onset_s"] == pytest.approx(1.0)
 
 
+def _people_timeline() -> pd.DataFrame:
+    """10 fps: in v.mp4 p1 is track 0 (frames 0-9, happy) then, after another walker
+    passed, track 2 (frames 13-19, happy); p2 is track 1 (frames 0-19, sad); untracked
+    face 2 in frame 5 has no person; p1 again in a photo (surprise)."""
+    rows = []
+    for i in range(20):
+        if i < 10 or i >= 13:
+            rows.append(_row("v.mp4", i, i / 10, 0, 0 if i < 10 else 2, _probs("happy")) | {
+                "person": "p1"})
+        rows.append(_row("v.mp4", i, i / 10, 1, 1, _probs("sad")) | {"person": "p2"})
+    rows.append(_row("v.mp4", 5, 0.5, 2, None, _probs("angry")) | {"person": None})
+    rows.append(_row("a.jpg", 0, None, 0, None, _probs("surprise")) | {"person": "p1"})
+    return _timeline(rows).astype({"person": "string"})
+
+
+def test_summarize_per_person_pools_tracks_and_inputs() -> None:
+    s = summarize(_people_timeline(), by="person").set_index("person")
+    assert list(s.index) == ["p1", "p2"]  # the untracked face has no person: left out
+    p1, p2 = s.loc["p1"], s.loc["p2"]
+    assert (p1["sources"], p1["tracks"], p1["frames"], p1["faces"]) == (2, 2, 18, 18)
+    assert p1["time_s"] == pytest.approx(1.7) and p1["dominant"] == "happy"
+    assert p1["share_surprise"] == pytest.approx(1 / 2.7)  # the photo face weighs 1 s
+    assert (p2["sources"], p2["tracks"], p2["frames"]) == (1, 1, 20)
+    assert p2["time_s"] == pytest.approx(2.0) and p2["share_sad"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="person"):
+        summarize(_people_timeline().drop(columns="person"), by="person")
+
+
+def test_episodes_per_person_span_the_persons_tracks() -> None:
+    df = _people_timeline()
+    by_track = episodes(df, min_duration=0.3)
+    assert list(by_track["track"]) == [0, 1, 2]
+    ep = episodes(df, min_duration=0.3, by="person")
+    assert list(ep.columns) == ["person" if c == "track" else c for c in EPISODE_COLUMNS]
+    assert list(zip(ep["person"], ep["emotion"])) == [("p1", "happy"), ("p2", "sad")]
+    # the 0.3 s p1 was hidden is shorter than max_gap: one episode over both tracks
+    assert list(ep["onset_s"]) == pytest.approx([0.0, 0.0])
+    assert list(ep["offset_s"]) == pytest.approx([2.0, 2.0])
+    assert ep["person"].dtype == "string"
+    apart = episodes(df, min_duration=0.3, max_gap=0.1, by="person")
+    assert list(apart["person"]) == ["p1", "p1", "p2"]
+    with pytest.raises(ValueError, match="by must be"):
+        episodes(df, by="face")
+
+
 # --------------------------------------------------------------------------- resample & best faces
 
 
