@@ -175,7 +175,8 @@ def test_real_run_report_in_chromium(tmp_path_factory: pytest.TempPathFactory,
         width: document.querySelector('svg.area').getBoundingClientRect().width})""")
     assert counts["area"] == len(EMOTIONS) and counts["width"] > 500  # one track, 7 layers
     assert counts["episodes"] == counts["rows"] >= 1
-    assert set(counts["tables"]) == {"sources", "summary", "episodes", "faces"}
+    # "people": one row (and face) per person, since person ids (issue 34)
+    assert set(counts["tables"]) == {"sources", "people", "summary", "episodes", "faces"}
     assert counts["thumbs"] >= 1 + 5  # the video's track and the group photo's faces
     looks = browser.js("""({
         poster: document.querySelector('video').poster.slice(0, 23),
@@ -253,6 +254,38 @@ def test_plots_have_a_scale_and_legend_and_follow_first_appearance(tmp_path: Pat
     assert len(scales) == 2 and re.findall(r">([\d.]+)</span>", scales[0]) == ["1", "0.5", "0"]
     legend = plots[plots.index("plegend"):plots.index('<div class="chart">')]
     assert "probability" in legend and all(f">{e}</span>" in legend for e in EMOTIONS)
+
+
+def test_plots_and_tables_are_grouped_by_person_with_one_face_each(tmp_path: Path) -> None:
+    from conftest import SAMPLE
+
+    # p1 is track 1, then track 3 after p2 (track 2) came in
+    video = pd.read_parquet(_spans(tmp_path / "v.parquet", [
+        (1, 0, 3, "happy"), (2, 1, 10, "sad"), (3, 4, 8, "happy")]))
+    video["person"] = video["track"].map({1: "p1", 2: "p2", 3: "p1"}).astype("string")
+    photo = {"source": str(SAMPLE / "astronaut.jpg"), "frame": 0, "t_sec": None, "face": 0,
+             "track": None, "x1": 170.0, "y1": 40.0, "x2": 330.0, "y2": 240.0,
+             "det_score": 0.99, **{e: (0.7 if e == "happy" else 0.05) for e in EMOTIONS},
+             "emotion": "happy", "confidence": 0.7, **{f"{e}_raw": 0.05 for e in EMOTIONS},
+             "person": "p3"}
+    df = pd.concat([video, pd.DataFrame([photo])], ignore_index=True).astype(
+        {"face": "Int32", "track": "Int64", "person": "string"})
+    df.to_parquet(tmp_path / "t.parquet")
+    page = write_report(tmp_path / "t.parquet", tmp_path / "r.html").read_text()
+    labels = re.findall(r'<div class="who">(?:<img[^>]*>)?<b>(.*?)</b>', page)
+    assert labels == ["p1 · #1", "p1 · #3", "p2 · #2"]  # plots grouped by person
+    summary = _cells(page.split('class="summary"')[1])
+    assert [row[1] for row in summary] == labels
+    people = _cells(page.split('class="people"')[2])
+    assert [row[1:4] for row in people] == [["p1", "1", "2"], ["p2", "1", "1"], ["p3", "1", "0"]]
+    # one face per person where its input can be read (clip.mp4 cannot: the photo's only)
+    assert people[2][0].startswith('<img class="thumb"') and not people[0][0]
+    private = write_report(tmp_path / "t.parquet", tmp_path / "p.html", thumbnails=False)
+    assert 'id="people"' in private.read_text() and "<img" not in private.read_text()
+    df.to_csv(tmp_path / "t.csv", index=False)  # a --blur-faces run's: no face picture at all
+    (tmp_path / "t.meta.json").write_text(json.dumps({"settings": {"blur_faces": True}}))
+    blurred = write_report(tmp_path / "t.csv", tmp_path / "b.html").read_text()
+    assert 'id="people"' in blurred and "<img" not in blurred and "data:image" not in blurred
 
 
 def test_untracked_faces_are_no_pseudo_track(tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 video tracks and photo faces get a plot or a thumbnail."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import analysis
@@ -12,6 +13,7 @@ from .. import analysis
 PLOT_BINS = 400          # points per track plot: an hour reads as well as a minute
 MAX_PLOTTED_TRACKS = 12  # per video, the longest on screen; the others are in the tables
 MAX_PHOTO_FACES = 400    # gallery and table
+MAX_PEOPLE = 400         # rows (and thumbnails) of the people table
 
 
 @dataclass
@@ -25,6 +27,8 @@ class ReportData:
     series: pd.DataFrame     # resample(bins=PLOT_BINS)
     faces: pd.DataFrame      # best_faces: a row per video track, every photo face
     raw: bool = False
+    # summarize(by="person"); empty for a timeline without persons (--people off, older runs)
+    people: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 _NUMERIC = ("frame", "t_sec", "face", "track", "x1", "y1", "x2", "y2", "det_score")
@@ -56,11 +60,41 @@ def analyse(df: pd.DataFrame, raw: bool = False, min_episode: float = 0.5) -> Re
     sources = analysis.summarize(df, by="source", raw=raw).merge(
         cov[["source", "frames", "frames_with_face", "max_faces", "tracks"]]
         .rename(columns={"frames": "frames_total"}), on="source")
+    people = ("person" in df.columns and df["person"].notna().any())
     return ReportData(meta=dict(df.attrs.get("emobatch") or {}), sources=sources,
-                      tracks=analysis.summarize(df, raw=raw),
+                      tracks=_with_persons(analysis.summarize(df, raw=raw), df),
                       episodes=analysis.episodes(df, raw=raw, min_duration=min_episode),
                       series=analysis.resample(df, bins=PLOT_BINS, raw=raw),
-                      faces=analysis.best_faces(df, raw=raw), raw=raw)
+                      faces=analysis.best_faces(df, raw=raw), raw=raw,
+                      people=analysis.summarize(df, by="person", raw=raw) if people
+                      else pd.DataFrame(columns=["person"]))
+
+
+def _with_persons(tracks: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """summarize(by='track') with each track's `person` (<NA>: none, or no person column)."""
+    if "person" not in df.columns:
+        return tracks.assign(person=pd.Series(pd.NA, tracks.index, "string"))
+    persons = (df.loc[df["person"].notna() & df["track"].notna(), ["source", "track", "person"]]
+               .drop_duplicates(["source", "track"]).astype({"track": "Int64"}))
+    return tracks.merge(persons, on=["source", "track"], how="left")
+
+
+def grouped_by_person(tracks: pd.DataFrame) -> pd.DataFrame:
+    """Tracks with a person first, grouped by person in order of the persons' first
+    appearance (each group in order of first appearance), then those without one."""
+    first = {p: i for i, p in enumerate(pd.unique(tracks["person"].dropna()))}
+    order = tracks["person"].map(first).fillna(len(first))
+    return tracks.iloc[order.to_numpy(np.float64).argsort(kind="stable")]
+
+
+def person_faces(faces: pd.DataFrame) -> pd.DataFrame:
+    """The face to show for each person (best_faces rows: the largest confident one of the
+    person's tracks and photo faces), in order of first appearance."""
+    if "person" not in faces.columns:
+        return faces.iloc[:0].assign(person=pd.Series(dtype="string"))
+    f = faces[faces["person"].notna()]
+    score = (f["x2"] - f["x1"]) * (f["y2"] - f["y1"]) * f["det_score"].astype(np.float64) ** 8
+    return f.loc[score.groupby(f["person"], sort=False).idxmax().to_numpy()]
 
 
 def video_tracks(tracks: pd.DataFrame) -> pd.DataFrame:

@@ -13,8 +13,8 @@ import pandas as pd
 from .. import analysis
 from ..types import EMOTIONS
 from .assets import CSP, CSS, JS
-from .data import (MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key, untracked,
-                   video_tracks)
+from .data import (MAX_PEOPLE, MAX_PHOTO_FACES, ReportData, grouped_by_person,
+                   plotted_tracks, thumb_key, untracked, video_tracks)
 
 MAX_EPISODE_ROWS = 300   # per video, the longest episodes, shown in time order
 _ESC = html.escape
@@ -158,10 +158,17 @@ def _plot_legend() -> str:
             f'each plot: its episodes</div></div>')
 
 
+def _who(tr: pd.Series) -> str:
+    """A track's label: its person and track id ('p2 · #3'), or the track id alone."""
+    person = tr.get("person")
+    return (f'{_ESC(str(person))} · {_track(tr["track"])}' if isinstance(person, str)
+            else _track(tr["track"]))
+
+
 def _track_plot(tr: pd.Series, series: pd.DataFrame, eps: pd.DataFrame, dur: float,
                 thumb: str | None) -> str:
     """One track: thumbnail and label, then its probability areas, episode bar, y scale."""
-    label = (f'<div class="who">{_thumb(thumb)}<b>{_track(tr["track"])}</b>'
+    label = (f'<div class="who">{_thumb(thumb)}<b>{_who(tr)}</b>'
              f'<small>{_t(tr["time_s"])} on screen</small>{_chip(tr["dominant"])}</div>')
     return (f'<div class="trow">{label}<div class="chart"><div class="ph"></div>'
             f'{_area_svg(series, dur)}{_episode_svg(eps, dur)}</div>{_YAXIS}</div>')
@@ -179,11 +186,12 @@ def _of(df: pd.DataFrame, source: str, track: Any = None) -> pd.DataFrame:
 
 
 def _summary_table(tracks: pd.DataFrame, thumbs: dict) -> str:
-    rows = [_tr([_thumb(thumbs.get(thumb_key(r))), _track(r["track"]), _t(r["time_s"]),
+    rows = [_tr([_thumb(thumbs.get(thumb_key(r))), _who(r), _t(r["time_s"]),
                  f'{_t(r["first_s"])}-{_t(r["last_s"])}', _pct(r["coverage"]),
                  _chip(r["dominant"]), _mix(r), _num(r["mean_confidence"])],
                 f' data-t="{r["first_s"]:.3f}"') for _, r in tracks.iterrows()]
-    return _table(["", "track", "on screen", "seen", "coverage", "dominant", "emotion mix",
+    who = "person · track" if tracks["person"].notna().any() else "track"
+    return _table(["", who, "on screen", "seen", "coverage", "dominant", "emotion mix",
                    "mean confidence"], rows, "summary")
 
 
@@ -232,7 +240,7 @@ def _plots(source: str, tracks: pd.DataFrame, data: ReportData, dur: float,
     eps = _of(data.episodes, source)
     plots = [_track_plot(tr, _of(data.series, source, tr["track"]),
                          _of(eps, source, tr["track"]), dur, thumbs.get(thumb_key(tr)))
-             for _, tr in plotted_tracks(tracks).iterrows()]
+             for _, tr in grouped_by_person(plotted_tracks(tracks)).iterrows()]
     if not plots:
         return ""
     more = len(tracks) - len(plots)
@@ -257,7 +265,8 @@ def _video_section(i: int, src: pd.Series, data: ReportData, url: str | None,
     body = _plots(source, tracks, data, dur, thumbs) or (
         '<p class="note">No tracked faces to plot: the untracked ones are below.</p>'
         if len(loose) else '<p class="note">No faces found.</p>')
-    tables = (f"<h3>Tracks</h3>{_summary_table(tracks, thumbs)}" if len(tracks) else "")
+    tables = (f"<h3>Tracks</h3>{_summary_table(grouped_by_person(tracks), thumbs)}"
+              if len(tracks) else "")
     tables += _untracked_table(loose)
     if len(tracks) or len(loose):
         tables += "<h3>Episodes</h3>" + (_episode_table(eps) if len(eps) else (
@@ -291,6 +300,27 @@ def _photo_section(data: ReportData, thumbs: dict) -> str:
     return (f'<section class="photos"><h2 id="photos">Photos</h2>{note}{gallery}'
             + _table(["", "photo", "face", "emotion", "p", "next"], rows, "faces")
             + f"{empty}</section>")
+
+
+def _people_section(data: ReportData, thumbs: dict) -> str:
+    """A row per person, with one face (not with --no-thumbnails or a blurred run): the
+    videos' plots and tables are grouped by these ids."""
+    people = data.people
+    if people.empty:
+        return ""
+    scope = (data.meta.get("people") or {}).get("scope")
+    where = {"across": "across all inputs", "video": "within each input"}.get(scope, "")
+    note = (f'<p class="note">The first {MAX_PEOPLE} of {len(people)} people.</p>'
+            if len(people) > MAX_PEOPLE else "")
+    rows = [_tr([_thumb(thumbs.get(("person", r["person"]))), _ESC(str(r["person"])),
+                 str(r["sources"]), str(r["tracks"]), _t(r["time_s"]), str(r["faces"]),
+                 _chip(r["dominant"]), _mix(r), _num(r["mean_confidence"])])
+            for _, r in people.head(MAX_PEOPLE).iterrows()]
+    return (f'<section class="people"><h2 id="people">People</h2><p class="note">Who is '
+            f'who: tracks and photo faces of one person share an id{" " + where if where else ""}'
+            f' (face embeddings, clustered).</p>{note}'
+            + _table(["", "person", "inputs", "tracks", "on screen", "faces", "dominant",
+                      "emotion mix", "mean confidence"], rows, "people") + "</section>")
 
 
 def _run_facts(meta: dict[str, Any], raw: bool) -> dict[str, Any]:
@@ -372,7 +402,7 @@ def render(data: ReportData, videos: dict[str, str], thumbs: dict[tuple[str, str
     vids = data.sources[data.sources["kind"] == "video"].reset_index(drop=True)
     sections = {r["source"]: f"v{i}" for i, r in vids.iterrows()}
     sections |= {s: "photos" for s in data.sources.loc[data.sources["kind"] == "image", "source"]}
-    body = [_overview(data, sections)]
+    body = [_overview(data, sections), _people_section(data, thumbs)]
     body += [_video_section(i, r, data, videos.get(r["source"]), thumbs,
                             posters.get(r["source"])) for i, r in vids.iterrows()]
     if (data.sources["kind"] == "image").any():

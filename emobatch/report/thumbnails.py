@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .data import MAX_PHOTO_FACES, ReportData, plotted_tracks, thumb_key, video_tracks
+from .data import (MAX_PEOPLE, MAX_PHOTO_FACES, ReportData, person_faces, plotted_tracks,
+                   thumb_key, video_tracks)
 
 THUMB_PX = 64            # thumbnail height
 POSTER_PX = 360          # poster height: sharp enough in the 405 px box, ~20 KB
@@ -69,28 +70,39 @@ def _jpeg_uri(image: np.ndarray, height: int, quality: int = 80) -> str:
 
 
 def make_thumbnails(data: ReportData) -> dict[tuple[str, str], str]:
-    """Thumbnails (data URIs) of the plotted tracks of each video and of the photos' faces
-    (up to MAX_PHOTO_FACES), keyed by thumb_key; inputs that can't be read are skipped."""
-    from ..media.sources import read_image
-
+    """Thumbnails (data URIs) of the plotted tracks of each video, of the photos' faces (up
+    to MAX_PHOTO_FACES), keyed by thumb_key, and one of each person (up to MAX_PEOPLE),
+    keyed ('person', its id); inputs that can't be read are skipped."""
     plotted = {thumb_key(r) for _, r in plotted_tracks(data.tracks).iterrows()}
     video = data.faces[data.faces["kind"] == "video"]
     faces = pd.concat([video[[thumb_key(r) in plotted for _, r in video.iterrows()]],
                        data.faces[data.faces["kind"] == "image"].head(MAX_PHOTO_FACES)])
-    thumbs = {}
-    for source, rows in faces.groupby("source", sort=False):
+    people = person_faces(data.faces).head(MAX_PEOPLE)
+    keys = ([thumb_key(r) for _, r in faces.iterrows()]
+            + [("person", p) for p in people["person"]])
+    rows = pd.concat([faces, people], ignore_index=True)
+    return {k: uri for k, uri in zip(keys, _crops(rows)) if uri is not None}
+
+
+def _crops(rows: pd.DataFrame) -> list[str | None]:
+    """The face of each row (index 0..n-1) as a thumbnail data URI, each source read once;
+    None where its input can't be read."""
+    from ..media.sources import read_image
+
+    out: list[str | None] = [None] * len(rows)
+    for source, group in rows.groupby("source", sort=False):
         try:
-            if rows["kind"].iloc[0] == "video":
-                images = _read_video_frames(Path(source), rows["t_sec"].tolist())
-                pics = [images.get(t) for t in rows["t_sec"]]
+            if group["kind"].iloc[0] == "video":
+                images = _read_video_frames(Path(source), group["t_sec"].tolist())
+                pics = [images.get(t) for t in group["t_sec"]]
             else:
-                pics = [read_image(Path(source)).image] * len(rows)
+                pics = [read_image(Path(source)).image] * len(group)
         except (InputError, OSError, ValueError, IndexError):
             continue
-        for (_, row), pic in zip(rows.iterrows(), pics):
+        for (i, row), pic in zip(group.iterrows(), pics):
             if pic is not None:
-                thumbs[thumb_key(row)] = _crop(pic, row)
-    return thumbs
+                out[i] = _crop(pic, row)
+    return out
 
 
 def _poster_time(data: ReportData, source: str) -> float:
