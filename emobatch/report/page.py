@@ -2,7 +2,6 @@
 tables), the photos; inline CSS and JavaScript, nothing fetched."""
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 from typing import Any
@@ -13,87 +12,13 @@ import pandas as pd
 from .. import analysis
 from ..types import EMOTIONS
 from .assets import CSP, CSS, JS
+from .cells import (chip as _chip, clock as _t, colour as _hex, esc as _ESC, every as _every,
+                    mix as _mix, num as _num, pct as _pct, plural as _plural, table as _table,
+                    thumb as _thumb, tr as _tr, track_id as _track)
 from .data import (MAX_PEOPLE, MAX_PHOTO_FACES, ReportData, grouped_by_person,
                    plotted_tracks, thumb_key, untracked, video_tracks)
 
 MAX_EPISODE_ROWS = 300   # per video, the longest episodes, shown in time order
-_ESC = html.escape
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _hex(emotion: str) -> str:
-    from ..media.annotate import PALETTE
-
-    return "#%02x%02x%02x" % PALETTE.get(emotion, (128, 128, 128))
-
-
-def _t(t: float) -> str:
-    """Seconds as m:ss.s (h:mm:ss from an hour); '-' for NaN."""
-    if t is None or pd.isna(t):
-        return "-"
-    m, s = divmod(float(t), 60)
-    return f"{int(m // 60)}:{int(m % 60):02d}:{s:04.1f}" if m >= 60 else f"{int(m)}:{s:04.1f}"
-
-
-def _pct(x: float) -> str:
-    return "-" if pd.isna(x) else f"{100 * x:.0f}%"
-
-
-def _num(x: float, fmt: str = ".2f") -> str:
-    return "-" if pd.isna(x) else format(x, fmt)
-
-
-def _chip(emotion: Any) -> str:
-    if not isinstance(emotion, str):
-        return "-"
-    return f'<span class="chip" style="background:{_hex(emotion)}">{_ESC(emotion)}</span>'
-
-
-def _track(track: Any) -> str:
-    return "untracked" if pd.isna(track) else f"#{int(track)}"
-
-
-def _plural(n: Any, word: str) -> str:
-    """'1 track', '2 tracks'."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _every(n: Any) -> str | None:
-    """1 -> 'every frame', 2 -> 'every 2nd frame'; None stays None."""
-    if n is None:
-        return None
-    n = int(n)
-    if n <= 1:
-        return "every frame"
-    suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, "th")
-    return f"every {n}{suffix} frame"
-
-
-def _table(headers: list[str], rows: list[str], cls: str = "") -> str:
-    head = "".join(f"<th>{_ESC(h)}</th>" for h in headers)
-    return (f'<table class="{cls}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
-
-
-def _tr(cells: list[str], attrs: str = "") -> str:
-    return f"<tr{attrs}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-
-
-def _mix(row: pd.Series) -> str:
-    """The emotion mix (share_<e>) as a stacked bar, percentages in its tooltip."""
-    parts, tip = [], []
-    for e in EMOTIONS:
-        share = row.get(f"share_{e}")
-        if isinstance(share, float) and share > 0:
-            parts.append(f'<i style="width:{100 * share:.1f}%;background:{_hex(e)}"></i>')
-            tip.append(f"{e} {100 * share:.0f}%")
-    return f'<span class="mix" title="{_ESC(", ".join(tip))}">{"".join(parts)}</span>'
-
-
-def _thumb(uri: str | None) -> str:
-    return f'<img class="thumb" alt="face" src="{uri}">' if uri else ""
 
 
 # --------------------------------------------------------------------------- plots
