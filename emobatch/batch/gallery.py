@@ -3,6 +3,7 @@ several), embedded once before any input is processed, with the run's own detect
 the embedder's alignment."""
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from ..media.filetypes import kind_by_suffix
 from ..media.sources import iter_frames
 from ..pipeline import MAX_STILL_SIDE, detector_of
 from ..plan import RunPlan
+
+
+NUMBERED = re.compile(r"p\d+")  # the ids of people without a name: p1, p2, ...
 
 
 @dataclass
@@ -54,6 +58,10 @@ def gallery_photos(folder: Path) -> dict[str, list[Path]]:
     if not any(people.values()):
         raise UsageError(f"--people-gallery {folder} holds no photo (name.jpg, or name/ "
                          f"with photos)")
+    numbered = [n for n in people if NUMBERED.fullmatch(n)]
+    if numbered:  # p3 the gallery's and p3 a stranger: one id, two people
+        raise UsageError(f"--people-gallery {folder}: the name(s) {', '.join(numbered)} would "
+                         f"read as ids of people without a name (p1, p2, ...): rename them")
     return people
 
 

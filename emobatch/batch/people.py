@@ -9,7 +9,6 @@ A row's unit is its track; an untracked photo face is a unit of its own, keyed
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +28,6 @@ NO_UNIT = np.iinfo(np.int64).min
 EMB_SCHEMA = pa.schema([pa.field("track", pa.int64()), pa.field("frame", pa.int64()),
                         pa.field("face", pa.int64()), pa.field("frames", pa.int64()),
                         pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM))])
-NUMBERED = re.compile(r"p\d+")  # numbered ids: p1, p2, ...
 
 
 def identities_table(ids: Sequence[Identities]) -> pa.Table:
