@@ -6,6 +6,7 @@ A, B, A, C, B with hard cuts, and the same people as separate files.
 """
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,17 @@ def test_sampler_and_cut_states_round_trip_exactly():
     assert state_json.dumps(s2.state_dict()) == state_json.dumps(s.state_dict())
     assert len(s2.state_dict()["tracks"]["3"]["crops"]) == 3  # the top 3 of 4 frames
     assert not c2.is_cut(image) and c2.is_cut(np.zeros_like(image))  # noise averages ~127
+
+
+def test_camera_motion_between_far_apart_frames_is_no_cut():
+    """The zooming sample clip at --every 5 (frames 0.33 s apart): one shot, no cut (a grey
+    thumbnail's difference saw a cut in 4 of its 5 steps)."""
+    from conftest import SAMPLE
+    from emobatch.faces.tracking.cuts import CutDetector
+    from emobatch.media.sources import iter_frames
+
+    c = CutDetector()
+    assert not any(c.is_cut(f.image) for f in iter_frames(SAMPLE / "astronaut_clip.mp4", 5))
 
 
 # ------------------------------------------------------------------------- real clips
@@ -166,6 +178,30 @@ def test_within_video_scope_numbers_each_input_apart(within):
     assert list(a) == ["p4"] and list(a2) == ["p5"]  # the same face, two inputs: two ids
 
 
+IDS = ["source", "frame", "face", "track", "person"]
+
+
+def test_two_workers_and_a_resume_give_the_plain_runs_persons(clips, within, tmp_path):
+    """cuts.mp4 killed after its second checkpoint (two tracks ended by then, one live),
+    then resumed; and all three inputs on two worker processes: the plain run's persons."""
+    inputs = [clips["cuts"], clips["a"], clips["a2"]]
+    ref = within[IDS].reset_index(drop=True)
+    two = emobatch.read_timeline(emobatch.run(inputs, tmp_path / "w.parquet", device="cpu",
+                                              workers=2))
+    pd.testing.assert_frame_equal(two[IDS].reset_index(drop=True), ref)
+    out = tmp_path / "r.parquet"
+    args = ["run", *inputs, "--out", out, "--checkpoint-every", "0.8", "--quiet"]
+    r = subprocess.run([sys.executable, ROOT / "tests" / "fault_hooks.py", "chunk", "2",
+                        "SIGKILL", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    r = subprocess.run([sys.executable, "-m", "emobatch", *args, "--resume"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    resumed = emobatch.read_timeline(out)
+    assert resumed.attrs["emobatch"]["resumed_inputs"] == 1
+    pd.testing.assert_frame_equal(resumed[IDS].reset_index(drop=True), ref)
+
+
 def test_across_inputs_share_ids_and_the_gallery_names_them(clips, tmp_path):
     out, emb = tmp_path / "x.parquet", tmp_path / "emb.parquet"
     r = subprocess.run([sys.executable, "-m", "emobatch", "run", clips["a"], clips["b"],
@@ -196,9 +232,13 @@ def test_gallery_and_embeddings_file_problems_are_usage_errors(clips, tmp_path):
     faceless = tmp_path / "faceless"
     faceless.mkdir()
     Image.new("RGB", (100, 100), "grey").save(faceless / "x.jpg")
+    numbered = tmp_path / "numbered"
+    (numbered / "p12").mkdir(parents=True)
+    (numbered / "p12" / "1.jpg").write_bytes((clips["gallery"] / "alice.jpg").read_bytes())
     cases = [(dict(people_gallery=empty), "holds no photo"),
              (dict(people_gallery=tmp_path / "missing"), "cannot be read"),
              (dict(people_gallery=faceless), "no photo with one face"),
+             (dict(people_gallery=numbered), "p12 would read as ids of people without"),
              (dict(save_embeddings=clips["gallery"] / "alice.jpg"), "exists"),
              (dict(people="off", save_embeddings=tmp_path / "e.parquet"), "people")]
     for kwargs, words in cases:

@@ -60,16 +60,17 @@ def inputs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(inputs, tmp_path_factory) -> tuple[pd.DataFrame, Path]:
-    """The uninterrupted run: its timeline and annotate folder."""
+def reference(inputs, tmp_path_factory) -> tuple[pd.DataFrame, Path, pd.DataFrame]:
+    """The uninterrupted run: its timeline, annotate folder and saved embeddings."""
     d = tmp_path_factory.mktemp("reference")
-    r = cli("run", inputs, "--out", d / "r.parquet", "--annotate", d / "ann", *RUN_ARGS)
+    r = cli("run", inputs, "--out", d / "r.parquet", "--annotate", d / "ann",
+            "--save-embeddings", d / "emb.parquet", *RUN_ARGS)
     assert r.returncode == 0, r.stderr
     df = pd.read_parquet(d / "r.parquet")
     # every face has its person (made at publish from the stores' track embeddings), so the
     # resumed, multi-process and Dask runs below are compared on person ids too
     assert df.person[df.face.notna()].notna().all() and df.person.nunique() == 3
-    return df, d / "ann"
+    return df, d / "ann", pd.read_parquet(d / "emb.parquet")
 
 
 def frame_times(mp4: Path) -> list[int]:
@@ -82,9 +83,19 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def assert_same_run(out: Path, ann: Path, reference) -> None:
-    df, ref_ann = reference
+def same_embeddings(path: Path, ref: pd.DataFrame) -> None:
+    """The saved embeddings equal the reference's bit for bit (the track's crops, chosen
+    across checkpoints, and their person)."""
+    got = pd.read_parquet(path)
+    same_rows(got.drop(columns="embedding"), ref.drop(columns="embedding"))
+    np.testing.assert_array_equal(np.stack(got.embedding), np.stack(ref.embedding))
+
+
+def assert_same_run(out: Path, ann: Path, reference, emb: Path | None = None) -> None:
+    df, ref_ann, ref_emb = reference
     same_rows(pd.read_parquet(out), df)
+    if emb is not None:
+        same_embeddings(emb, ref_emb)
     # no input failed: no errors table (a resumed run leaves no stale one either)
     assert not out.with_name(f"{out.stem}.errors.csv").exists()
     for name in ("a_clip.mp4", "b_clip.mp4"):  # complete: every frame once, same times
@@ -99,17 +110,19 @@ def assert_same_run(out: Path, ann: Path, reference) -> None:
     ("finish", 2),    # between files: the photo and clip a are done
     ("chunk", 3),     # inside clip a, after its second checkpoint (the photo is 1 chunk)
     ("chunk", 10),    # inside clip b, after its third checkpoint (a clip is 6 chunks)
-    ("part", 4),      # inside clip a, its third chunk's rows written, its checkpoint not
+    ("part", 5),      # inside clip a, its third chunk's rows written, its checkpoint not
+    #                   (the photo's chunk writes its face's embedding, then its rows)
     ("publish", 2),   # during the final write of the timeline
 ])
 def test_sigkill_then_resume_is_identical(inputs, reference, tmp_path, target, calls):
-    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
-    r = cli_killed_at(target, calls, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
+    out, ann, emb = tmp_path / "r.parquet", tmp_path / "ann", tmp_path / "emb.parquet"
+    args = ("--out", out, "--annotate", ann, "--save-embeddings", emb, *RUN_ARGS)
+    r = cli_killed_at(target, calls, "run", inputs, *args)
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert not out.exists()  # nothing half-written under the final name
-    r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
+    r = cli("run", inputs, "--resume", *args)
     assert r.returncode == 0, r.stderr
-    assert_same_run(out, ann, reference)
+    assert_same_run(out, ann, reference, emb)
 
 
 def test_resume_continues_mid_video_and_skips_finished_inputs(inputs, reference, tmp_path):
@@ -212,23 +225,24 @@ def test_resume_with_every_n(inputs, tmp_path):
 
 
 def test_two_workers_equal_one(inputs, reference, tmp_path):
-    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
-    r = cli("run", inputs, "--out", out, "--annotate", ann, "--workers", "2", *RUN_ARGS)
+    out, ann, emb = tmp_path / "r.parquet", tmp_path / "ann", tmp_path / "emb.parquet"
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--workers", "2",
+            "--save-embeddings", emb, *RUN_ARGS)
     assert r.returncode == 0, r.stderr
     assert "summary" in r.stderr
-    assert_same_run(out, ann, reference)
+    assert_same_run(out, ann, reference, emb)
 
 
 def test_dask_local_cluster_equals_one_process(inputs, reference, tmp_path):
     distributed = pytest.importorskip("distributed")
     import emobatch
 
-    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    out, ann, emb = tmp_path / "r.parquet", tmp_path / "ann", tmp_path / "emb.parquet"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster:
         emobatch.run(inputs, out=out, annotate=ann, scheduler=cluster.scheduler_address,
-                     checkpoint_every=0.4, classify_every=2)  # as RUN_ARGS
-    assert_same_run(out, ann, reference)
+                     checkpoint_every=0.4, classify_every=2, save_embeddings=emb)  # as RUN_ARGS
+    assert_same_run(out, ann, reference, emb)
     assert emobatch.read_timeline(out).attrs["emobatch"]["runner"] == "dask"
 
 
