@@ -181,16 +181,13 @@ def test_within_video_scope_numbers_each_input_apart(within):
 IDS = ["source", "frame", "face", "track", "person"]
 
 
-def test_two_workers_and_a_resume_give_the_plain_runs_persons(clips, within, tmp_path):
+def test_a_resume_gives_the_plain_runs_persons(clips, within, tmp_path):
     """cuts.mp4 killed after its second checkpoint (two tracks ended by then, one live),
-    then resumed; and all three inputs on two worker processes: the plain run's persons."""
-    inputs = [clips["cuts"], clips["a"], clips["a2"]]
-    ref = within[IDS].reset_index(drop=True)
-    two = emobatch.read_timeline(emobatch.run(inputs, tmp_path / "w.parquet", device="cpu",
-                                              workers=2))
-    pd.testing.assert_frame_equal(two[IDS].reset_index(drop=True), ref)
+    then resumed: the plain run's persons (it came first there: p1, p2, p3). Two workers and
+    Dask: test_resume compares their persons and saved embeddings with a plain run's."""
+    ref = within[within.source == str(clips["cuts"])][IDS].reset_index(drop=True)
     out = tmp_path / "r.parquet"
-    args = ["run", *inputs, "--out", out, "--checkpoint-every", "0.8", "--quiet"]
+    args = ["run", clips["cuts"], "--out", out, "--checkpoint-every", "0.8", "--quiet"]
     r = subprocess.run([sys.executable, ROOT / "tests" / "fault_hooks.py", "chunk", "2",
                         "SIGKILL", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == -signal.SIGKILL, r.stderr
