@@ -36,6 +36,7 @@ from .process_tuning import configure_process
 from ..pipeline import FacePipeline
 from ..plan import RunPlan
 from .one_input import ProgressFn, SourceResult, process_item
+from .people import EMB_SCHEMA
 from .store import ItemStore, RunStore, WorkItem
 
 if TYPE_CHECKING:
@@ -169,14 +170,18 @@ def _dask_pipeline(plan: RunPlan) -> FacePipeline:
         return _dask_pipes[key]
 
 
-def dask_item(item: WorkItem, plan: RunPlan) -> tuple[dict[str, Any], pa.Table]:
-    """The Dask task: one input processed on a worker as `plan` says; returns (result, rows)."""
+def dask_item(item: WorkItem, plan: RunPlan) -> tuple[dict[str, Any], pa.Table, pa.Table]:
+    """The Dask task: one input processed on a worker as `plan` says; returns (result, rows,
+    the face embeddings its persons are made from at publish)."""
     pipe = _dask_pipeline(plan)
     with tempfile.TemporaryDirectory(prefix="emobatch-", dir=_worker_dir()) as d:
         store = ItemStore(Path(d))
         res = process_item(pipe, item, store)
-        table = pa.concat_tables([pq.read_table(p) for p in store.finished_parts()])
-    return res.to_dict(), table
+        parts = store.finished_parts()
+        table = pa.concat_tables([pq.read_table(p) for p in parts])
+        embeddings = pa.concat_tables([EMB_SCHEMA.empty_table()] + [
+            pq.read_table(p) for p in store.embeddings(parts)])
+    return res.to_dict(), table, embeddings
 
 
 def _worker_dir() -> str | None:
@@ -224,10 +229,10 @@ class DaskRunner:
                        for item in items}
             for fut in dask_completed(list(futures)):
                 item = futures[fut]
-                result, table = self._result(fut, store)
+                result, table, embeddings = self._result(fut, store)
                 istore = store.item(item)
                 istore.drop_after(-1)
-                istore.write_chunk(0, table, None)
+                istore.write_chunk(0, table, None, embeddings)
                 result["source"] = str(item.source)
                 istore.finish(result, 1)
                 yield item, SourceResult.from_dict(result)
@@ -250,8 +255,8 @@ class DaskRunner:
             log.setLevel(level)
 
 
-    def _result(self, fut: Any, store: RunStore) -> tuple[dict[str, Any], pa.Table]:
-        """A task's (result, rows); OutputError (exit 3) if the scheduler was lost: its
+    def _result(self, fut: Any, store: RunStore) -> tuple[dict[str, Any], pa.Table, pa.Table]:
+        """A task's (result, rows, embeddings); OutputError (exit 3) if the scheduler was lost: its
         tasks are cancelled, and what finished is in the store for --resume."""
         from concurrent.futures import CancelledError
 
