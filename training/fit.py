@@ -186,10 +186,8 @@ def evaluate(model: nn.Module, split: Split, device, dtype, tta: str = "none",
     """NLL and accuracy against the split's FER2013 labels; where it has FER+ votes, also
     fp_acc (accuracy against the FER+ majority) and vote_ce (cross-entropy against the
     vote distribution). Shows its progress as `description`."""
-    with steps(description if tta == "none" else f"{description}, {tta} TTA", len(split),
-               "faces") as advance:
-        probs = predict_probs(model, split.images, device, dtype, batch_size=512, tta=tta,
-                              on_batch=advance)
+    with steps(description + ("" if tta == "none" else f", {tta} TTA"), len(split), "faces") as adv:
+        probs = predict_probs(model, split.images, device, dtype, 512, tta, on_batch=adv)
     out = {"loss": nll(probs, split.labels), "acc": float((probs.argmax(1) == split.labels).mean())}
     if split.votes is not None:
         v = vote_metrics(probs, split.votes)
@@ -338,10 +336,9 @@ def fit_epoch(t: Trainee, data: tuple[np.ndarray, np.ndarray], val: Split,
     held-out posed performers, if any): the history row, the raw and EMA scores."""
     t0 = time.time()
     row = {"epoch": epoch + 1, "lr": t.opt.param_groups[0]["lr"]}
-    with steps(f"epoch {epoch + 1}/{args.epochs}", math.ceil(len(data[1]) / args.batch_size)
-               ) as advance:
+    with steps(f"epoch {epoch + 1}/{args.epochs}", -(-len(data[1]) // args.batch_size)) as adv:
         row |= train_one_epoch(t.model, t.ema, t.opt, t.sched, *data, args, epoch, device,
-                               dtype, soft, advance)
+                               dtype, soft, adv)
     raw, avg = (evaluate(m, val, device, dtype, description=f"PublicTest ({name})")
                 for m, name in ((t.model, "raw"), (t.ema.module, "EMA")))
     if held is not None:
