@@ -79,53 +79,60 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def publish(tmp: Path, path: str | Path) -> Path:
-    """fsync the finished temp file `tmp` and rename it onto `path` (atomic, same folder)."""
+def publish(tmp: Path, path: str | Path, durable: bool = True) -> Path:
+    """fsync the finished temp file `tmp` and rename it onto `path` (atomic, same folder).
+
+    durable=False skips both fsyncs: the rename is still atomic for every reader while the
+    system runs, but after a system crash `path` may be missing, empty or cut short. Only
+    for files whose reader checks them after a crash (a run's store, `ItemStore.repair`):
+    two fsyncs a file were most of the cost of each input in runs of many photos.
+    """
     path = Path(path)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    if durable:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", **open_kw) -> Iterator[IO]:
+def atomic_write(path: str | Path, mode: str = "wb", durable: bool = True, **open_kw
+                 ) -> Iterator[IO]:
     """Open a temp file for writing; on a clean exit it replaces `path`, else it is removed.
 
     Readers of `path` see the old file or the complete new one, never a part of it.
+    durable: as for `publish`.
     """
     path = Path(path)
     tmp = temp_path(path)
     try:
         with open(tmp, mode, **open_kw) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        publish(tmp, path, durable)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """For writers that need a file name (PyAV, pyarrow, OpenCV): yields a temp path that
-    replaces `path` on a clean exit and is removed otherwise."""
+    replaces `path` on a clean exit and is removed otherwise. durable: as for `publish`."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         yield tmp
-        publish(tmp, path)
+        publish(tmp, path, durable)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Atomically replace `path` with `text` (UTF-8)."""
-    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
+def write_text(path: str | Path, text: str, durable: bool = True) -> Path:
+    """Atomically replace `path` with `text` (UTF-8). durable: as for `publish`."""
+    with atomic_write(path, "w", durable, encoding="utf-8", newline="") as fh:
         fh.write(text)
     return Path(path)
 

@@ -54,6 +54,13 @@ class TimelinePaths:
         return self._sibling(".report.html")
 
     @property
+    def inputs(self) -> Path:
+        """`results.parquet` -> `results.inputs.parquet`: a row per input (what it gave, how
+        it ended), in the timeline's format; never in the timeline's footer, which must stay
+        small however many inputs a run has."""
+        return self._sibling(f".inputs{self.timeline.suffix}")
+
+    @property
     def partial(self) -> "TimelinePaths":
         """`results.parquet` -> `results.partial.parquet`: what an interrupted run publishes."""
         return TimelinePaths(self._sibling(f".partial{self.timeline.suffix}"))
@@ -64,9 +71,9 @@ class TimelinePaths:
         return self.timeline.with_name(fit_name(".", self.timeline.name, ".emobatch"))
 
     @property
-    def published(self) -> tuple[Path, Path, Path]:
+    def published(self) -> tuple[Path, Path, Path, Path]:
         """The timeline and its sidecars: what one publication writes."""
-        return self.timeline, self.errors, self.meta
+        return self.timeline, self.errors, self.meta, self.inputs
 
     @property
     def written(self) -> tuple[Path, ...]:
@@ -98,6 +105,18 @@ def timeline_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema
     return pa.schema(fields)
 
 
+INPUTS_SCHEMA = pa.schema([
+    pa.field("source", pa.string()), pa.field("kind", pa.string()),
+    pa.field("frames", pa.int64()), pa.field("faces", pa.int64()),
+    pa.field("seconds", pa.float64()), pa.field("error", pa.string()),
+    pa.field("annotated", pa.string()), pa.field("resumed_from", pa.int64()),
+    pa.field("traceback", pa.string()), pa.field("changed", pa.bool_()),
+    pa.field("reused", pa.bool_()), pa.field("restarted", pa.bool_()),
+])
+"""The inputs table (`TimelinePaths.inputs`): a row per input, the fields of
+`emobatch.batch.one_input.SourceResult`."""
+
+
 class TimelineWriter(Protocol):
     """One timeline file being written in one format (register_timeline_format): record
     batches in, then closed; and how the format keeps the run metadata and is read back."""
@@ -123,6 +142,10 @@ class TimelineWriter(Protocol):
     @staticmethod
     def columns(path: Path) -> list[str]:
         """The file's column names, without reading its rows."""
+
+    @staticmethod
+    def read_arrow(path: Path, schema: pa.Schema) -> pa.Table:
+        """A table written in this format, with `schema`'s types (nulls as nulls)."""
 
 
 TIMELINE_WRITERS: dict[str, type[TimelineWriter]] = {}
@@ -173,6 +196,10 @@ class ParquetTimeline:
     def columns(path: Path) -> list[str]:
         return pq.read_schema(path).names
 
+    @staticmethod
+    def read_arrow(path: Path, schema: pa.Schema) -> pa.Table:
+        return pq.read_table(path, schema=schema)
+
 
 @register_timeline_format(".csv")
 class CsvTimeline:
@@ -206,6 +233,11 @@ class CsvTimeline:
         with open(path, newline="") as fh:
             return next(csv.reader(fh), [])
 
+    @staticmethod
+    def read_arrow(path: Path, schema: pa.Schema) -> pa.Table:
+        types = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=True)
+        return pacsv.read_csv(path, convert_options=types)
+
 
 def timeline_writer(path: str | Path) -> type[TimelineWriter]:
     """The format of a timeline to write, by its suffix; ValueError for an unknown one."""
@@ -221,8 +253,32 @@ def timeline_reader(path: str | Path) -> type[TimelineWriter]:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The run metadata of a timeline (Parquet key-value metadata, or the CSV's .meta.json)."""
-    return timeline_reader(path).read_metadata(Path(path))
+    """The run metadata of a timeline (Parquet key-value metadata, or the CSV's .meta.json),
+    with its inputs table's rows as `results` and what they imply: `annotated` (source ->
+    annotated file), `changed_inputs` and `resume` (what a resumed run reused, continued
+    and redid; None if nothing)."""
+    meta = timeline_reader(path).read_metadata(Path(path))
+    table = meta.get("inputs_table") if isinstance(meta, dict) else None
+    if isinstance(table, str) and Path(path).with_name(table).is_file():  # not copied along:
+        meta |= input_records(read_inputs(Path(path).with_name(table)))  # the rest stands
+    return meta
+
+
+def read_inputs(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of an inputs table (`TimelinePaths.inputs`), as dicts."""
+    return timeline_reader(path).read_arrow(Path(path), INPUTS_SCHEMA).to_pylist()
+
+
+def input_records(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metadata keys made from the inputs' rows (see read_metadata)."""
+    resume = {"reused": [r["source"] for r in results if r["reused"]],
+              "continued": {r["source"]: r["resumed_from"] for r in results
+                            if r["resumed_from"] is not None and not r["reused"]},
+              "redone": [r["source"] for r in results if r["restarted"] or r["changed"]]}
+    return {"results": results,
+            "annotated": {r["source"]: r["annotated"] for r in results if r["annotated"]},
+            "changed_inputs": [r["source"] for r in results if r["changed"]],
+            "resume": resume if any(resume.values()) else None}
 
 
 def read_timeline(path: str | Path):

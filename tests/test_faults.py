@@ -297,7 +297,8 @@ def test_disk_full_while_publishing_leaves_no_unreadable_file(inputs, untouched,
     r = cli("run", inputs, "--out", out, "--resume", *FAST)
     assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(full), check_exact=True)
-    assert sorted(p.name for p in disk.iterdir()) == ["r.parquet"]  # no failure: no errors table
+    # no failure: no errors table
+    assert sorted(p.name for p in disk.iterdir()) == ["r.inputs.parquet", "r.parquet"]
 
 
 def test_sigterm_while_publishing_keeps_every_finished_row(inputs, untouched, tmp_path):
@@ -329,14 +330,17 @@ def test_a_second_ctrl_c_while_the_partial_is_written(inputs, untouched, tmp_pat
     assert r.returncode == 130, r.stderr
     partial = tmp_path / "r.partial.parquet"
     assert f"finished rows in {partial}" in r.stderr
-    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.partial.parquet"]  # no failure: no errors table
+    # no failure: no errors table
+    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.partial.inputs.parquet",
+                                                            "r.partial.parquet"]
     df = pd.read_parquet(partial)
     assert len(df) >= 9 and df["source"].str.endswith("clip.mp4").all()
     meta = emobatch.read_timeline(partial).attrs["emobatch"]
     assert "interrupted" in meta and [Path(x["source"]).name for x in meta["results"]] == ["clip.mp4"]
     r = cli("run", inputs, "--out", out, "--resume", *FAST)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.parquet"]  # no failure: no errors table
+    # no failure: no errors table; the partial's inputs table went with it
+    assert sorted(p.name for p in tmp_path.glob("r.*")) == ["r.inputs.parquet", "r.parquet"]
     assert no_temp_files(tmp_path)
 
 

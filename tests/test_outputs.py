@@ -3,12 +3,14 @@
 timeline's metadata lists is what is on disk."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,7 +76,7 @@ def test_an_existing_timeline_is_replaced_only_with_overwrite(tmp_path):
     assert emobatch.run(inputs, out, every=2, overwrite=True) == out
     meta = emobatch.read_timeline(out).attrs["emobatch"]
     assert meta["settings"]["every"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "r.csv", "r.meta.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "r.csv", "r.inputs.csv", "r.meta.json"]
     r = cli("run", inputs, "--out", out, "--overwrite", *FAST)
     assert r.returncode == 0, r.stderr
     assert emobatch.read_timeline(out).attrs["emobatch"]["settings"]["every"] == 3
@@ -101,7 +103,8 @@ def test_names_at_the_file_system_limit(tmp_path):
     assert len(shortened.name.encode()) <= 255 and "too long" not in r.stderr
     assert meta["annotated_renamed"] == {str(video): str(shortened)}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["in", "ann", out.name])  # no run folder, no temp file left (no failure: no errors table)
+        ["in", "ann", out.name, f"{out.stem}.inputs.parquet"])  # no run folder, no temp file
+    #                                      left (no failure: no errors table)
 
 
 @pytest.mark.parametrize("length", [250, 255])
@@ -192,3 +195,42 @@ def test_nested_annotate_folders_of_two_live_runs_are_refused(tmp_path, live, mi
         held.release()  # the live run dies: its lock file stays, held by no one
     r = cli("run", PHOTO, "--out", tmp_path / "r.parquet", "--annotate", tmp_path / mine, *FAST)
     assert r.returncode == 0, r.stderr
+
+
+def test_per_input_cost_and_footer_do_not_grow_with_the_inputs(tmp_path, monkeypatch):
+    """Item 22: each input cost 6 fsyncs, and its record (208 bytes) went into the Parquet
+    footer, which pyarrow refuses past ~560k inputs. The store is no longer fsynced (the
+    timeline still is), and the records are the inputs table beside the timeline."""
+    import pyarrow.parquet as pq
+
+    from PIL import Image
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    rng = np.random.default_rng(0)
+    footers, fsyncs = [], []
+    for n in (1, 6):
+        d = tmp_path / f"in{n}"
+        d.mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), np.uint8)).save(d / f"{i}.png")
+        calls.clear()
+        out = emobatch.run(d, tmp_path / f"r{n}.parquet")
+        fsyncs.append(len(calls))
+        footers.append(len(pq.read_metadata(out).metadata[b"emobatch"]))
+        meta = emobatch.read_timeline(out).attrs["emobatch"]
+        assert [r["source"] for r in meta["results"]] == [str(d / f"{i}.png") for i in range(n)]
+        assert meta["inputs_table"] == f"r{n}.inputs.parquet"
+    assert fsyncs[0] == fsyncs[1], fsyncs
+    assert abs(footers[1] - footers[0]) < 50, footers  # counts, not records
+
+
+def test_a_file_where_the_inputs_table_goes_is_never_replaced(tmp_path):
+    """Item 22's inputs table is a new sibling of --out: a run on `q.inputs.parquet`, then
+    one on `q.parquet`, must not replace the first run's timeline with its table."""
+    assert cli("run", PHOTO, "--out", tmp_path / "q.inputs.parquet", *FAST).returncode == 0
+    before = (tmp_path / "q.inputs.parquet").read_bytes()
+    r = cli("run", PHOTO, "--out", tmp_path / "q.parquet", *FAST)
+    assert r.returncode == 2 and "holds another file" in r.stderr, r.stderr
+    assert (tmp_path / "q.inputs.parquet").read_bytes() == before

@@ -454,3 +454,24 @@ def test_resume_says_what_it_reused_and_what_it_redid(inputs, reference, tmp_pat
                               "redone": [str(inputs / "a_clip.mp4")]}
     assert "resumed: 1 input(s) finished before, kept; 0 video(s)" in r.stderr
     assert f"redone from the start: {inputs / 'a_clip.mp4'}" in r.stderr
+
+
+def test_store_files_cut_short_by_a_system_crash_are_redone(inputs, reference, tmp_path):
+    """Item 22: a run's store is no longer fsynced (most of each input's overhead in runs
+    of many photos), so after a system crash a file in it may be empty. --resume removes
+    what cannot be read: the photo (its done.json empty) is redone, clip a continues from
+    its last intact checkpoint (its newest state empty), and the run equals the reference."""
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    r = cli_killed_at("chunk", 3, "run", inputs, "--out", out, "--annotate", ann, *RUN_ARGS)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    items = list((tmp_path / ".r.parquet.emobatch" / "items").iterdir())
+    photo = next(d for d in items if (d / "done.json").is_file())
+    clip = next(d for d in items if sorted(d.glob("state-*.json")))
+    (photo / "done.json").write_bytes(b"")
+    sorted(clip.glob("state-*.json"))[-1].write_bytes(b"")
+    r = cli("run", inputs, "--out", out, "--annotate", ann, "--resume", *RUN_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(out, ann, reference)
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert str(inputs / "0_photo.jpg") in meta["resume"]["redone"]
+    assert list(meta["resume"]["continued"]) == [str(inputs / "a_clip.mp4")]

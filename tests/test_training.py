@@ -942,3 +942,33 @@ def test_limit_keeps_a_quick_run_quick(fer_csv, tmp_path):
     assert len(train) == 10 and len(val) == 10 and len(targets) == 10
     args.limit = 0
     assert len(fit.load_splits(args)[1]) == CSV_COUNTS["PublicTest"]
+
+
+def test_an_epoch_and_its_scoring_show_progress(fer_folder, tmp_path, monkeypatch, caplog):
+    """Item 26: nothing was said within an epoch, nor while PublicTest was scored (16 TTA
+    views at the end). Without a terminal (a log file under nohup) a line comes at most every
+    LOG_EVERY_S; here every batch."""
+    import logging
+    from training import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    argv = ["--data", str(fer_folder), "--out", str(tmp_path / "w"), "--ckpt-dir",
+            str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--threads", "1"]
+    with caplog.at_level(logging.INFO, logger="training.progress"):
+        fit_main(argv)
+    lines = [r.getMessage() for r in caplog.records if r.name == "training.progress"]
+    assert any(s.startswith("epoch 1/1: 1/") and " batches, " in s for s in lines), lines
+    assert any(s.startswith("PublicTest (EMA): ") and " faces, " in s for s in lines), lines
+    assert any(s.startswith("PublicTest, zoom TTA: ") for s in lines), lines
+
+
+def test_predict_probs_reports_each_batch():
+    from emobatch.faces.emotion.classifier import predict_probs
+    from emobatch.faces.emotion.models import build_model
+
+    seen: list[int] = []
+    crops = np.zeros((5, 48, 48), np.uint8)
+    predict_probs(build_model("tiny"), crops, torch.device("cpu"), None, batch_size=2,
+                  tta="flip", on_batch=seen.append)
+    assert seen == [2, 2, 1]

@@ -35,6 +35,7 @@ from .data import (Split, TrainingError, add_align_argument, add_votes_argument,
                    load_fer, resolve_labels, votes_arg)
 from .distill import cached_teacher_probs, distill_loss, provenance, soften
 from .scoring import nll, vote_metrics
+from .progress import Advance, steps
 
 log = logging.getLogger("training.fit")
 
@@ -127,13 +128,13 @@ def batch_loss(logits: torch.Tensor, y: torch.Tensor, y_b: torch.Tensor, lam: fl
 
 def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer,
                     sched, images: np.ndarray, labels: np.ndarray, args, epoch: int,
-                    device: torch.device, dtype, soft: np.ndarray | None = None
-                    ) -> dict[str, float]:
+                    device: torch.device, dtype, soft: np.ndarray | None = None,
+                    advance: Advance | None = None) -> dict[str, float]:
     """One pass over the shuffled training set. Order, augmentation and dropout are seeded by
     seed and epoch, so a run resumed from a checkpoint repeats an uninterrupted one exactly.
     labels: classes (N,) int64, or label distributions (N, C) float32 (train accuracy then
     counts the distribution's top class). soft: teachers' probabilities (N, C) for
-    --distill, else None."""
+    --distill, else None. advance(1) is called after each batch (progress)."""
     model.train()
     torch.manual_seed(args.seed * 1000 + epoch)  # dropout draws from the global generator
     g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
@@ -174,16 +175,19 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
         tot_loss += loss.item() * len(idx)
         tot_correct += (logits.argmax(1) == y).sum().item()
         tot_n += len(idx)
+        if advance is not None:
+            advance(1)
     tot_n = max(tot_n, 1)
     return {"train_loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n}
 
 
-def evaluate(model: nn.Module, split: Split, device, dtype, tta: str = "none"
-             ) -> dict[str, float]:
+def evaluate(model: nn.Module, split: Split, device, dtype, tta: str = "none",
+             description: str = "PublicTest") -> dict[str, float]:
     """NLL and accuracy against the split's FER2013 labels; where it has FER+ votes, also
     fp_acc (accuracy against the FER+ majority) and vote_ce (cross-entropy against the
-    vote distribution)."""
-    probs = predict_probs(model, split.images, device, dtype, batch_size=512, tta=tta)
+    vote distribution). Shows its progress as `description`."""
+    with steps(description + ("" if tta == "none" else f", {tta} TTA"), len(split), "faces") as adv:
+        probs = predict_probs(model, split.images, device, dtype, 512, tta, on_batch=adv)
     out = {"loss": nll(probs, split.labels), "acc": float((probs.argmax(1) == split.labels).mean())}
     if split.votes is not None:
         v = vote_metrics(probs, split.votes)
@@ -332,8 +336,11 @@ def fit_epoch(t: Trainee, data: tuple[np.ndarray, np.ndarray], val: Split,
     held-out posed performers, if any): the history row, the raw and EMA scores."""
     t0 = time.time()
     row = {"epoch": epoch + 1, "lr": t.opt.param_groups[0]["lr"]}
-    row |= train_one_epoch(t.model, t.ema, t.opt, t.sched, *data, args, epoch, device, dtype, soft)
-    raw, avg = (evaluate(m, val, device, dtype) for m in (t.model, t.ema.module))
+    with steps(f"epoch {epoch + 1}/{args.epochs}", -(-len(data[1]) // args.batch_size)) as adv:
+        row |= train_one_epoch(t.model, t.ema, t.opt, t.sched, *data, args, epoch, device,
+                               dtype, soft, adv)
+    raw, avg = (evaluate(m, val, device, dtype, description=f"PublicTest ({name})")
+                for m, name in ((t.model, "raw"), (t.ema.module, "EMA")))
     if held is not None:
         raw["posed_top"], avg["posed_top"] = (posed_data.agreement(m, held, device, dtype)
                                               for m in (t.model, t.ema.module))

@@ -283,13 +283,10 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
         results = results | {it.index: SourceResult.from_dict(d[0]) for it in items
                              if it.index not in results and (d := store.item(it).done())}
     done = [results[it.index] for it in items if it.index in results]
+    # per input: the inputs table, never the footer (208 bytes an input; thrift's limit)
     meta = meta | {"files": len(items), "frames": sum(r.frames for r in done),
                    "faces": sum(r.faces for r in done), "seconds": round(seconds, 3),
-                   "resumed_inputs": sum(r.resumed_from is not None for r in done),
-                   "results": [r.to_dict() for r in done],
-                   "annotated": {str(r.source): str(r.annotated) for r in done if r.annotated},
-                   "changed_inputs": [str(r.source) for r in done if r.changed],
-                   "resume": _resume_record(done)}
+                   "resumed_inputs": sum(r.resumed_from is not None for r in done)}
     if partial:
         meta["interrupted"] = "the run was stopped; finished rows only (use --resume)"
     lost = [it.source for it in items if not partial and not store.item(it).complete()]
@@ -305,7 +302,8 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
                 parts, [store.item(it).embeddings(p) for it, p in zip(items, parts)],
                 [path_text(it.source) for it in items], final=not partial)
             meta = meta | {"people": (meta.get("people") or {}) | record}
-        with TimelineSink(final, meta, labels=meta["labels"], partial=False) as sink:
+        with TimelineSink(final, meta, labels=meta["labels"], partial=False,
+                          inputs=[r.to_dict() for r in done]) as sink:
             for item, item_parts, rows in zip(items, parts, persons):
                 start = 0
                 for part in item_parts:
@@ -325,17 +323,6 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
     if not partial and store.published_partial():
         _remove_timeline(paths.partial)
     return final
-
-
-def _resume_record(done: Sequence[SourceResult]) -> dict[str, Any] | None:
-    """What a resumed run took from the run it resumed (None where nothing): inputs reused
-    as finished, videos continued from a checkpoint (source -> frame), inputs redone from
-    their start (stopped before a first checkpoint, or changed since)."""
-    record = {"reused": [str(r.source) for r in done if r.reused],
-              "continued": {str(r.source): r.resumed_from for r in done
-                            if r.resumed_from is not None and not r.reused},
-              "redone": [str(r.source) for r in done if r.restarted or r.changed]}
-    return record if any(record.values()) else None
 
 
 def _with_source(table, source: Path):

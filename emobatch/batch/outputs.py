@@ -12,7 +12,7 @@ from typing import Sequence
 from ..media.annotate import annotated_name
 from ..media.filetypes import resolved
 from ..atomic import NAME_MAX, fit_name, temp_path, writing
-from ..timeline import TimelinePaths, timeline_writer
+from ..timeline import INPUTS_SCHEMA, TimelinePaths, timeline_reader, timeline_writer
 from .store import FolderLock, WorkItem, item_key
 from ..errors import UsageError
 
@@ -88,6 +88,11 @@ def check_outputs(paths: TimelinePaths, annotate: Path | None, inputs: Sequence[
     for written in paths.written:
         if written.resolve() in sources:
             raise UsageError(f"--out would overwrite the input {written}")
+    for table in (paths.inputs, paths.partial.inputs):
+        if table.exists() and not _is_inputs_table(table):
+            raise UsageError(f"--out {out.name}: the run writes its inputs table at {table}, "
+                             f"which holds another file (another run's timeline?): move it "
+                             f"or choose another --out")
     if annotate is None:
         return
     if annotate.exists() and not annotate.is_dir():
@@ -104,6 +109,14 @@ def check_outputs(paths: TimelinePaths, annotate: Path | None, inputs: Sequence[
     if _inside(paths.run_dir.resolve(), ann):
         raise UsageError("--annotate must not contain the run's own folder")
     _probe_writable(annotate, "--annotate")
+
+
+def _is_inputs_table(path: Path) -> bool:
+    """Whether `path` is an inputs table emobatch wrote (`TimelinePaths.inputs`)."""
+    try:
+        return timeline_reader(path).columns(path) == INPUTS_SCHEMA.names
+    except Exception:  # unreadable, or not in the format its suffix says: not ours
+        return False
 
 
 def _check_name_lengths(out: Path, written: Sequence[Path]) -> None:

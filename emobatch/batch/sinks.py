@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from ..atomic import atomic_write, publish, temp_path
+from ..atomic import atomic_path, atomic_write, publish, temp_path
 from ..media.filetypes import path_text
-from ..timeline import TimelinePaths, TimelineWriter, timeline_schema, timeline_writer
+from ..timeline import (INPUTS_SCHEMA, TimelinePaths, TimelineWriter, timeline_schema,
+                        timeline_writer)
 from ..types import EMOTIONS, FaceBatch, Frame
 
 # the errors table; traceback is empty for bad inputs (InputError), set for unexpected failures
@@ -94,8 +95,10 @@ class TimelineSink:
 
     def __init__(self, path: str | Path, metadata: dict[str, Any] | None = None,
                  labels: tuple[str, ...] | list[str] = EMOTIONS, flush_rows: int = 65_536,
-                 partial: bool = True) -> None:
-        """flush_rows: the rows of one row group / record batch written (the last fewer)."""
+                 partial: bool = True, inputs: Sequence[dict[str, Any]] | None = None) -> None:
+        """flush_rows: the rows of one row group / record batch written (the last fewer).
+        inputs: a row per input (`INPUTS_SCHEMA`'s fields) for the inputs table published
+        beside the timeline, which the metadata names (`inputs_table`); None: no table."""
         self.path = Path(path)
         self.format = timeline_writer(self.path)
         self.labels = labels
@@ -103,6 +106,7 @@ class TimelineSink:
         self.metadata = dict(metadata or {})
         self.flush_rows = flush_rows
         self.partial = partial
+        self.inputs = None if inputs is None else list(inputs)
         self.errors: list[dict[str, Any]] = []
         self._tmp = temp_path(self.path)
         self._writer: TimelineWriter | None = None
@@ -147,6 +151,8 @@ class TimelineSink:
         try:
             if self._pending:
                 self._flush(final=True)
+            if self.inputs is not None:
+                self.metadata["inputs_table"] = TimelinePaths(final).inputs.name
             self.metadata = _as_text({**self.metadata, "errors": self.errors})
             self._writer.close(self.metadata)
             publish(self._tmp, final)
@@ -167,8 +173,10 @@ class TimelineSink:
 
     def _write_sidecars(self, final: Path) -> None:
         """The errors table (only when an input failed; an earlier run's at that name is
-        removed, so it never lists what this run did not see) and the metadata the format
-        keeps beside the timeline."""
+        removed, so it never lists what this run did not see), the inputs table and the
+        metadata the format keeps beside the timeline."""
+        if self.inputs is not None:
+            self._write_inputs(TimelinePaths(final).inputs)
         errors = TimelinePaths(final).errors
         if not self.errors:
             if _is_errors_table(errors):  # not a timeline named q.errors.csv
@@ -179,6 +187,18 @@ class TimelineSink:
                 w.writeheader()
                 w.writerows(self.errors)
         self.format.write_sidecar(final, self.metadata)
+
+
+    def _write_inputs(self, path: Path) -> None:
+        """The inputs table, in the timeline's format, written at once (O(inputs))."""
+        table = pa.Table.from_pylist(_as_text(self.inputs), schema=INPUTS_SCHEMA)
+        with atomic_path(path) as tmp:
+            writer = self.format(tmp, INPUTS_SCHEMA)
+            try:
+                for batch in table.to_batches(self.flush_rows):
+                    writer.write_batch(batch)
+            finally:
+                writer.close({"inputs_of": self.path.name})
 
 
 def _is_errors_table(path: Path) -> bool:

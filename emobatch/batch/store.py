@@ -17,6 +17,10 @@
 
 Every file is written atomically, and a chunk counts once its state (or done.json) exists,
 so a kill at any instant leaves a consistent folder: `--resume` redoes at most one chunk.
+The rows, states and results are not fsynced (a run of many photos spent most of each
+input's overhead in fsyncs): after a system crash, not a killed process, one may be missing
+or cut short, and `--resume` first removes the unreadable ones (`ItemStore.repair`), so
+such an input continues from its last intact checkpoint or is redone.
 """
 from __future__ import annotations
 
@@ -115,7 +119,7 @@ class ItemStore:
         stale = [p for p in self.dir.iterdir()] if self.dir.is_dir() else []
         for p in stale:
             p.unlink(missing_ok=True)
-        self._write(write_text, self.dir / "input.json", json.dumps({"identity": identity}))
+        self._write(_write_text, self.dir / "input.json", json.dumps({"identity": identity}))
         return bool(stale)
 
     def part(self, chunk: int) -> Path:
@@ -135,7 +139,7 @@ class ItemStore:
             self._write(_write_parquet, self.embeddings_file(chunk), embeddings)
         self._write(_write_parquet, self.part(chunk), table)
         if resume is not None:
-            self._write(write_text, self.dir / f"state-{chunk:05d}.json",
+            self._write(_write_text, self.dir / f"state-{chunk:05d}.json",
                         state_json.dumps(asdict(resume)))
 
     def write_tail(self, table: pa.Table) -> None:
@@ -151,6 +155,15 @@ class ItemStore:
     def _chunks(self, pattern: str) -> list[Path]:
         """Files of one kind in chunk order (by number: names stop sorting past 99,999)."""
         return sorted(self.dir.glob(pattern), key=lambda p: int(p.stem.split("-")[1]))
+
+    def repair(self) -> None:
+        """After a system crash: remove the files that cannot be read (written without
+        fsync, see the module), then a done.json whose chunks are not all there."""
+        for path in self.dir.iterdir():
+            if path.suffix in (".json", ".parquet") and not _readable(path):
+                path.unlink(missing_ok=True)
+        if self.done() is not None and not self.complete():
+            (self.dir / "done.json").unlink()
 
     def resume_point(self) -> Resume | None:
         """The last checkpoint whose rows and state are both on disk."""
@@ -177,7 +190,7 @@ class ItemStore:
         (self.dir / "tail.parquet").unlink(missing_ok=True)
 
     def finish(self, result: dict[str, Any], chunks: int) -> None:
-        self._write(write_text, self.dir / "done.json",
+        self._write(_write_text, self.dir / "done.json",
                     json.dumps({"result": result, "chunks": chunks}))
 
     def done(self) -> tuple[dict[str, Any], int] | None:
@@ -209,8 +222,24 @@ class ItemStore:
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=False) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def _write_text(path: Path, text: str) -> None:
+    write_text(path, text, durable=False)
+
+
+def _readable(path: Path) -> bool:
+    """Whether a store file reads back whole (JSON parses; Parquet has its footer)."""
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            pq.read_metadata(path)
+        return True
+    except (OSError, ValueError, pa.ArrowException):
+        return False
 
 
 class RunStore:
@@ -248,6 +277,9 @@ class RunStore:
                         f"--resume: the settings or weights differ from those of the run being "
                         f"resumed ({_diff(old, describe)}); "
                         f"rerun with the same ones, or delete {self.dir} to start over")
+                for item in (self.dir / "items").iterdir():
+                    if item.is_dir():
+                        ItemStore(item).repair()
                 found = True
             else:
                 write_text(manifest, json.dumps({"fingerprint": fingerprint, **describe}, indent=1))

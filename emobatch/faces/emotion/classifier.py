@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -45,12 +46,13 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
 @torch.inference_mode()
 def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
                   dtype: torch.dtype | None, batch_size: int = 256, tta: str = "none",
-                  mean: float = 0.5, std: float = 0.25) -> np.ndarray:
+                  mean: float = 0.5, std: float = 0.25,
+                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Softmax probabilities (N, C) float32 for uint8 crops (N, H, W).
 
     tta averages the probabilities of several views of each crop (tta_views): 'flip' the
     crop and its mirror image, 'zoom' 4 views, 'tencrop' 10. Shared by the pipeline and by
-    training/evaluation.
+    training/evaluation. on_batch(n) is called after each batch of n crops (progress).
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, not {tta!r}")
@@ -71,6 +73,8 @@ def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
                 p = model(xv).float().softmax(1)
             total = total + p.view(-1, len(x), p.shape[1]).sum(0)
         out.append((total / len(views)).cpu())
+        if on_batch is not None:
+            on_batch(len(x))
     n_cls = [m.out_features for m in model.modules() if hasattr(m, "out_features")][-1]
     return torch.cat(out).numpy() if out else np.zeros((0, n_cls), np.float32)
 
