@@ -119,7 +119,7 @@ def test_a_lock_that_cannot_be_removed_hides_no_error(tmp_path, monkeypatch):
     """Item 16: an --annotate folder made unwritable mid-run made FolderLock.release raise
     PermissionError, hiding the run's OutputError behind a traceback. Releasing never
     raises, and the lock is free for the next run."""
-    from emobatch.batch.store import FolderLock
+    from emobatch.batch.lock import FolderLock
 
     lock = FolderLock(tmp_path / ".emobatch.lock", "busy")
     lock.acquire()
@@ -181,7 +181,7 @@ def test_nested_annotate_folders_of_two_live_runs_are_refused(tmp_path, live, mi
     """Item 10: a live run on `ann` and another on `ann/sub`: B's video overwrote
     ann/sub/x.mp4, which A's metadata still listed. A lock covers a folder, not its tree:
     a run now also looks above and below its --annotate folder."""
-    from emobatch.batch.store import FolderLock
+    from emobatch.batch.lock import FolderLock
 
     (tmp_path / live).mkdir(parents=True)
     held = FolderLock(tmp_path / live / ".emobatch.lock", "busy")

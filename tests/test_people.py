@@ -219,7 +219,8 @@ def test_across_inputs_share_ids_and_the_gallery_names_them(clips, tmp_path):
     assert len(saved) == 4 and saved.person.tolist() == ["alice", "bob", "p1", "alice"]
     assert len(saved.embedding.iloc[0]) == 128
     # nothing biometric stays beside the timeline: the run's folder is gone
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.parquet", "x.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.parquet", "x.inputs.parquet",
+                                                          "x.parquet"]
 
 
 def test_gallery_and_embeddings_file_problems_are_usage_errors(clips, tmp_path):

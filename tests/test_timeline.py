@@ -12,8 +12,11 @@ def test_every_file_beside_out_is_named_by_timeline_paths(tmp_path):
     assert paths.partial.timeline == tmp_path / "results.partial.parquet"
     assert paths.partial.errors == tmp_path / "results.partial.errors.csv"
     assert paths.run_dir == tmp_path / ".results.parquet.emobatch"
-    assert paths.written == (paths.timeline, paths.errors, paths.meta, paths.partial.timeline,
-                             paths.partial.errors, paths.partial.meta)
+    assert paths.inputs == tmp_path / "results.inputs.parquet"
+    assert TimelinePaths(tmp_path / "r.csv").inputs == tmp_path / "r.inputs.csv"
+    assert paths.written == (paths.timeline, paths.errors, paths.meta, paths.inputs,
+                             paths.partial.timeline, paths.partial.errors, paths.partial.meta,
+                             paths.partial.inputs)
     assert TimelinePaths("r.csv").timeline == Path("r.csv")  # a str is taken too
 
 

@@ -26,7 +26,8 @@ from .sinks import TimelineSink
 from ..media.filetypes import check_inputs_exist, path_text
 from ..media.sources import Discovery, discover_inputs
 from .runners import Runner, make_runner
-from .store import FolderLock, RunStore, WorkItem, input_identity
+from .lock import FolderLock
+from .store import RunStore, WorkItem, input_identity
 from .gallery import load_gallery
 from .people import PeopleJob
 

@@ -13,7 +13,8 @@ from ..media.annotate import annotated_name
 from ..media.filetypes import resolved
 from ..atomic import NAME_MAX, fit_name, temp_path, writing
 from ..timeline import INPUTS_SCHEMA, TimelinePaths, timeline_reader, timeline_writer
-from .store import FolderLock, WorkItem, item_key
+from .lock import FolderLock
+from .store import WorkItem, item_key
 from ..errors import UsageError
 
 
