@@ -52,7 +52,7 @@ def make_photos(folder: Path, n: int, size: int) -> list[Path]:
 def photos(a: argparse.Namespace) -> dict:
     configure_process()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(a.dir) if a.dir else Path(tmp) / "photos"
+        folder = Path(a.dir or tmp) / f"{a.n}x{a.size}"  # exactly these: the run walks it
         files = make_photos(folder, a.n, a.size)
         pipe = FacePipeline(resolve_plan(Settings()))
         t0 = time.perf_counter()
@@ -97,7 +97,7 @@ def main() -> None:
     ph = sub.add_parser("photos")
     ph.add_argument("--n", type=int, default=20_000)
     ph.add_argument("--size", type=int, default=64)
-    ph.add_argument("--dir", default=None, help="keep the photos here (made once, reused)")
+    ph.add_argument("--dir", default=None, help="keep the photos here, in N'x'SIZE/ (made once)")
     me = sub.add_parser("metadata")
     me.add_argument("--n", type=int, default=1_000_000)
     for s in (ph, me):

@@ -27,7 +27,7 @@ from ..media.filetypes import check_inputs_exist, path_text
 from ..media.sources import Discovery, discover_inputs
 from .runners import Runner, make_runner
 from .lock import FolderLock
-from .store import RunStore, WorkItem, input_identity
+from .store import RunStore, WorkItem, input_identity, read_part
 from .gallery import load_gallery
 from .people import PeopleJob
 
@@ -277,8 +277,6 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
              partial: bool = False, people: PeopleJob | None = None) -> Path:
     """Write the timeline (or `.partial` timeline) from the stores, in input order, with
     each row's person (made here, from the stores' embeddings)."""
-    import pyarrow.parquet as pq
-
     final = (paths.partial if partial else paths).timeline
     if partial:  # inputs finished in their store just before the interrupt count too
         results = results | {it.index: SourceResult.from_dict(d[0]) for it in items
@@ -308,7 +306,7 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
             for item, item_parts, rows in zip(items, parts, persons):
                 start = 0
                 for part in item_parts:
-                    table = _with_source(pq.read_table(part), item.source)
+                    table = _with_source(read_part(part), item.source)
                     if rows is not None:
                         table = _with_person(table, rows[start:start + table.num_rows])
                         start += table.num_rows

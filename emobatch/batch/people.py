@@ -23,6 +23,7 @@ from ..faces.identity.cluster import cluster
 from ..faces.identity.collect import Identities
 from ..faces.identity.embedder import EMBED_DIM
 from .gallery import Gallery
+from .store import read_part
 
 NO_UNIT = np.iinfo(np.int64).min
 EMB_SCHEMA = pa.schema([pa.field("track", pa.int64()), pa.field("frame", pa.int64()),
@@ -67,14 +68,14 @@ class _Input:
 def read_input(parts: Sequence[Path], embeddings: Sequence[Path]) -> _Input:
     """An input's units from its store's finished parts and embedding files."""
     cols = ["frame", "face", "track", "t_sec"]
-    rows = (pa.concat_tables([pq.read_table(p, columns=cols) for p in parts]) if parts
+    rows = (pa.concat_tables([read_part(p, cols) for p in parts]) if parts
             else pa.table({c: pa.array([], pa.int64()) for c in cols}))
     track = rows["track"].fill_null(-1).to_numpy().astype(np.int64)
     face = rows["face"].fill_null(-1).to_numpy().astype(np.int64)
     frame = rows["frame"].to_numpy().astype(np.int64)
     photo = rows["t_sec"].is_null().to_numpy(zero_copy_only=False)
     row_keys = unit_keys(track, frame, face, photo)
-    emb = (pa.concat_tables([pq.read_table(p) for p in embeddings]) if embeddings
+    emb = (pa.concat_tables([read_part(p) for p in embeddings]) if embeddings
            else EMB_SCHEMA.empty_table())
     keys = unit_keys(emb["track"].to_numpy(), emb["frame"].to_numpy(), emb["face"].to_numpy(),
                      np.ones(emb.num_rows, bool))

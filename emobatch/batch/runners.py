@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import OutputError
 from ..faces.device import gpu_devices
@@ -37,7 +36,7 @@ from ..pipeline import FacePipeline
 from ..plan import RunPlan
 from .one_input import ProgressFn, SourceResult, process_item
 from .people import EMB_SCHEMA
-from .store import ItemStore, RunStore, WorkItem
+from .store import ItemStore, RunStore, WorkItem, read_part
 
 if TYPE_CHECKING:
     import torch
@@ -178,9 +177,9 @@ def dask_item(item: WorkItem, plan: RunPlan) -> tuple[dict[str, Any], pa.Table, 
         store = ItemStore(Path(d))
         res = process_item(pipe, item, store)
         parts = store.finished_parts()
-        table = pa.concat_tables([pq.read_table(p) for p in parts])
+        table = pa.concat_tables([read_part(p) for p in parts])
         embeddings = pa.concat_tables([EMB_SCHEMA.empty_table()] + [
-            pq.read_table(p) for p in store.embeddings(parts)])
+            read_part(p) for p in store.embeddings(parts)])
     return res.to_dict(), table, embeddings
 
 
