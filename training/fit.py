@@ -83,6 +83,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     add_align_argument(p)
+    p.add_argument("--tta", nargs="+", default=list(TTA_MODES[1:]), choices=TTA_MODES[1:],
+                   metavar="MODE",
+                   help="TTA modes scored on PublicTest after the last epoch, the best becoming "
+                        f"the weights' default (choices {', '.join(TTA_MODES[1:])}; tencrop "
+                        "costs as much as eight epochs' PublicTest scoring)")
     p.add_argument("--limit", type=int, default=0,
                    help="use only N training and at most N PublicTest images (quick runs)")
     p.add_argument("--init", default=None, metavar="WEIGHTS.pt",
@@ -259,7 +264,8 @@ def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, f
              out_path)
 
 
-def finalize(out_path: Path, val: Split, device, dtype) -> None:
+def finalize(out_path: Path, val: Split, device, dtype,
+             modes: tuple[str, ...] = TTA_MODES[1:]) -> None:
     """Score the exported best model with each TTA mode and record the best on PublicTest (by
     the score it was selected on) as its default, the cheaper on a tie (done once after the
     last epoch, not at every new best: the modes' 16 views cost eight epochs' worth of
@@ -270,7 +276,7 @@ def finalize(out_path: Path, val: Split, device, dtype) -> None:
     best = config["metrics"][key]
     config["tta"] = "none"
     model = loaded.model.to(device)
-    for mode in TTA_MODES[1:]:  # in order of cost
+    for mode in (m for m in TTA_MODES[1:] if m in modes):  # in order of cost
         scores = _config_metrics(evaluate(model, val, device, dtype, tta=mode), f"_{mode}_tta")
         config["metrics"] |= scores
         log.info("PublicTest with %s TTA: %s", mode,
@@ -391,7 +397,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         save_checkpoint(ckpt_path, t, epoch, vars(args), history, best, labels)
         write_history(ckpt_dir / "history.csv", history)
     if out_path.is_file():
-        finalize(out_path, val, device, dtype)
+        finalize(out_path, val, device, dtype, tuple(args.tta))
     return {"best_publictest_acc": best, "selected_on": _METRIC_NAMES[select],
             "weights": str(out_path), "history": history}
 
