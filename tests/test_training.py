@@ -931,6 +931,76 @@ def test_fit_learns_posed_shares_and_scores_the_held_out_performers(fer_votes, p
         fit.main(fit.get_args_parser().parse_args(argv + ["--labels", "fer2013"]))
 
 
+def test_fit_shift_takes_the_best_held_out_agreement_that_keeps_ferplus():
+    """--shift posed: on the grid, the smallest shift with the best agreement on held-out
+    posed photos among those that keep PublicTest's FER+ majority and vote cross-entropy."""
+    from training.adjust import fit_shift
+
+    a, n = EMOTIONS.index("angry"), EMOTIONS.index("neutral")
+    val = np.full((40, 7), -6.0)
+    val[:, n], val[:, a] = 0.0, -3.0  # neutral faces whose votes give anger a share
+    votes = np.zeros((40, 10), np.int64)  # counts in FER+'s columns: neutral, ..., anger
+    votes[:, 0], votes[:, 4] = 6, 4
+    posed = np.full((10, 7), -6.0)
+    posed[:, n], posed[:, a] = 0.0, -0.35  # posed anger read as neutral by a small margin
+    top = np.full(10, a)
+    shift, fig = fit_shift(val, votes, posed, top, ["angry", "disgust"], 0.0)
+    assert shift[a] == pytest.approx(0.4) and fig["posed_held_out_top"] == 1.0
+    assert shift[EMOTIONS.index("disgust")] == 0 and shift[n] == 0
+    assert fig["posed_held_out_top_unshifted"] == 0.0
+    assert fig["ferplus_acc"] == fig["ferplus_acc_unshifted"] == 1.0
+    assert fig["vote_ce"] <= fig["vote_ce_unshifted"]
+    votes[:, 0], votes[:, 4] = 10, 0  # no share for anger: any shift toward it raises the CE
+    shift, fig = fit_shift(val, votes, posed, top, ["angry"], 0.0)
+    assert shift[a] <= 0 and fig["posed_held_out_top"] == 0.0
+
+
+def test_adjust_cli_fits_a_posed_shift_on_models_that_never_saw_the_performers(
+        fer_votes, folder_run, posed_folder, tmp_path):
+    """Each posed photo is scored by the fold model that did not train on its performer; the
+    fitted constants go into the bias and the config records the rule, folds and figures."""
+    from emobatch.faces.emotion.weights import load_weights, save_weights
+    from training import posed as pd_
+    from training.adjust import held_out_log_probs
+
+    src = folder_run / "w" / "emobatch_fer.pt"
+    loaded = load_weights(src)
+    folds = []
+    for i, performers in enumerate([["1", "3"], ["10", "2"]]):
+        config = {k: v for k, v in loaded.config.items() if k not in ("labels", "sha256")}
+        save_weights(loaded.model, config | {"posed": {"performers": performers}},
+                     tmp_path / f"f{i}.pt")
+        folds.append(str(tmp_path / f"f{i}.pt"))
+    posed = pd_.load_posed(posed_folder)
+    cpu = torch.device("cpu")
+    with pytest.raises(TrainingError, match="every model trained on performer"):
+        held_out_log_probs(folds[:1], posed, cpu, None)
+    assert held_out_log_probs(folds, posed, cpu, None).shape == (4, 7)
+    out = tmp_path / "shifted.pt"
+    run("training.adjust", "--data", str(fer_votes / "fer2013"), "--weights", str(src),
+        "--out", str(out), "--shift", "posed", "--posed", str(posed_folder), "--folds", *folds,
+        "--shift-classes", "angry", "neutral", "--max-drop", "0")
+    adj = load_weights(out).config["logit_adjustment"]
+    assert len(adj["folds"]) == 2 and adj["classes"] == ["angry", "neutral"]
+    assert {"posed_held_out_top", "ferplus_acc", "vote_ce"} <= set(adj["figures"])
+    assert adj["figures"]["ferplus_acc"] >= adj["figures"]["ferplus_acc_unshifted"]
+    assert set(adj["shift"]) == set(EMOTIONS) and adj["shift"]["happy"] == 0
+    given = tmp_path / "given.pt"
+    run("training.adjust", "--data", str(fer_votes / "fer2013"), "--weights", str(src),
+        "--out", str(given), "--shift", "angry=0.3")
+    labels = loaded.config["labels"]
+    bias = [dict(zip(labels, last_bias(w))) for w in (src, given)]
+    assert bias[1]["angry"] - bias[0]["angry"] == pytest.approx(0.3, abs=1e-5)
+    assert bias[1]["happy"] == pytest.approx(bias[0]["happy"], abs=1e-6)
+
+
+def last_bias(weights: Path) -> list[float]:
+    from emobatch.faces.emotion.weights import load_weights
+    from training.adjust import last_linear
+
+    return last_linear(load_weights(weights).model).bias.tolist()
+
+
 def test_limit_keeps_a_quick_run_quick(fer_csv, tmp_path):
     """Item 26: --limit limited only the training images; PublicTest (3,589 faces) was
     still scored every epoch and with each TTA mode. It now limits PublicTest too."""
