@@ -994,6 +994,43 @@ def test_adjust_cli_fits_a_posed_shift_on_models_that_never_saw_the_performers(
     assert bias[1]["happy"] == pytest.approx(bias[0]["happy"], abs=1e-6)
 
 
+def test_interpolate_blends_every_tensor_and_records_both_parents(fer_votes, folder_run,
+                                                                   tmp_path):
+    """training.interpolate: alpha 0 is the base network, 1 the tuned one, between them every
+    floating-point tensor (batch-norm statistics too) is the straight-line blend."""
+    from emobatch.faces.emotion.weights import load_weights, save_weights
+    from training.interpolate import blend
+
+    src = folder_run / "w" / "emobatch_fer.pt"
+    base = load_weights(src)
+    with torch.no_grad():
+        for t in base.model.state_dict().values():
+            if t.is_floating_point():
+                t.add_(0.1 * torch.randn_like(t))
+    config = {k: v for k, v in load_weights(src).config.items() if k not in ("labels", "sha256")}
+    save_weights(base.model, config | {"init": {"sha256": load_weights(src).sha256}},
+                 tmp_path / "tuned.pt")
+    base, tuned = load_weights(src), load_weights(tmp_path / "tuned.pt")
+    sa, sb = base.model.state_dict(), tuned.model.state_dict()
+    for alpha in (0.0, 0.3, 1.0):
+        mixed = blend(base, tuned, alpha).state_dict()
+        for k, v in sb.items():
+            want = (1 - alpha) * sa[k].float() + alpha * v.float() if v.is_floating_point() else v
+            torch.testing.assert_close(mixed[k].float(), want.float(), rtol=1e-5, atol=1e-6)
+    assert any("running_var" in k for k in sb)  # the statistics are blended too
+    with pytest.raises(TrainingError, match="alpha"):
+        blend(base, tuned, 1.5)
+    out = tmp_path / "blend.pt"
+    run("training.interpolate", "--data", str(fer_votes / "fer2013"), "--base", str(src),
+        "--tuned", str(tmp_path / "tuned.pt"), "--alpha", "0.3", "--out", str(out), "--tta",
+        "flip")
+    config = load_weights(out).config
+    assert config["interpolation"]["alpha"] == 0.3
+    assert config["interpolation"]["base"]["sha256"] == base.sha256
+    assert config["interpolation"]["tuned"]["sha256"] == tuned.sha256
+    assert config["tta"] in ("none", "flip") and "publictest_ferplus_acc_zoom_tta" not in config["metrics"]
+
+
 def last_bias(weights: Path) -> list[float]:
     from emobatch.faces.emotion.weights import load_weights
     from training.adjust import last_linear
