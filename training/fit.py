@@ -84,10 +84,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     add_align_argument(p)
     p.add_argument("--tta", nargs="+", default=list(TTA_MODES[1:]), choices=TTA_MODES[1:],
-                   metavar="MODE",
-                   help="TTA modes scored on PublicTest after the last epoch, the best becoming "
-                        f"the weights' default (choices {', '.join(TTA_MODES[1:])}; tencrop "
-                        "costs as much as eight epochs' PublicTest scoring)")
+                   help="TTA modes weighed against none after the last epoch (tencrop: slow)")
     p.add_argument("--limit", type=int, default=0,
                    help="use only N training and at most N PublicTest images (quick runs)")
     p.add_argument("--init", default=None, metavar="WEIGHTS.pt",
@@ -264,17 +261,14 @@ def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, f
              out_path)
 
 
-def finalize(out_path: Path, val: Split, device, dtype,
-             modes: tuple[str, ...] = TTA_MODES[1:]) -> None:
-    """Score the exported best model with each TTA mode and record the best on PublicTest (by
-    the score it was selected on) as its default, the cheaper on a tie (done once after the
-    last epoch, not at every new best: the modes' 16 views cost eight epochs' worth of
-    PublicTest evaluation)."""
+def finalize(out_path: Path, val: Split, device, dtype, modes=TTA_MODES[1:]) -> None:
+    """Score the exported best model with each of `modes` and record the best on PublicTest
+    (by the score it was selected on) as its default, the cheaper on a tie (once after the
+    last epoch: the modes' 16 views cost eight epochs' worth of PublicTest evaluation)."""
     loaded = load_weights(out_path)
     config = {k: v for k, v in loaded.config.items() if k not in ("labels", "sha256")}
     key = config["metrics"].get("selected_on", "publictest_acc")
-    best = config["metrics"][key]
-    config["tta"] = "none"
+    best, config["tta"] = config["metrics"][key], "none"
     model = loaded.model.to(device)
     for mode in (m for m in TTA_MODES[1:] if m in modes):  # in order of cost
         scores = _config_metrics(evaluate(model, val, device, dtype, tta=mode), f"_{mode}_tta")
