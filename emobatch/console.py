@@ -33,7 +33,8 @@ def say(text: str, style: str | None = None) -> None:
 
 
 class RichProgress:
-    """Progress callback: an overall bar (files) and a per-file bar (frames, frames/s)."""
+    """Progress callback: an overall bar (files) and a per-file bar (frames, frames/s), then
+    one of the annotated outputs drawn."""
 
     def __init__(self, quiet: bool = False, every: int = 1) -> None:
         self.every = every
@@ -71,6 +72,16 @@ class RichProgress:
             self.frames += info["result"].frames
         fps = self.frames / max(time.perf_counter() - self.t0, 1e-9)
         self.bar.update(self.overall, advance=1, rate=f"{fps:5.1f} frames/s")
+
+    def _on_annotate(self, info: dict) -> None:
+        """The annotated outputs are drawn now, after every input (their tags need the
+        person ids): a bar of their own."""
+        if self.file_task is not None:
+            self.bar.remove_task(self.file_task)
+        self.file_task = self.bar.add_task("annotated outputs", total=info["files"], rate="")
+
+    def _on_annotated(self, info: dict) -> None:
+        self.bar.update(self.file_task, advance=1)
 
     def stop(self) -> None:
         if self.started:  # stopping a display never shown prints an empty line

@@ -5,7 +5,8 @@
 After the CALLS-th call of TARGET (finish: an input's result stored; chunk: a chunk of rows
 and its checkpoint stored; part: a chunk's rows stored, its checkpoint not yet; publish: a
 part copied into the final timeline; still: a photo's faces found and classified; report:
-the report's page rendered, not yet written), ACTION
+the report's page rendered, not yet written; annotated: an annotated output drawn and
+recorded in its input's store), ACTION
 happens in the running process: SIGKILL, SIGTERM or SIGINT to itself, rmtree:PATH (the
 output folder vanishes), waitfor:PATH (the run holds still there, alive, until PATH exists),
 fill:PATH (the disk holding the folder PATH is filled up), or raise (a RuntimeError there,
@@ -22,7 +23,8 @@ from emobatch.batch import sinks, store
 
 TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "write_chunk"),
            "part": (store, "_write_parquet"), "publish": (sinks.TimelineSink, "write_table"),
-           "still": (pipeline.FacePipeline, "process"), "report": (report, "render")}
+           "still": (pipeline.FacePipeline, "process"), "report": (report, "render"),
+           "annotated": (store.ItemStore, "record_annotated")}
 
 
 def fill(folder: str) -> None:

@@ -373,9 +373,9 @@ def test_a_closed_stderr_after_a_complete_run_keeps_its_status(tmp_path):
 
 def test_an_annotate_folder_removed_mid_run_is_an_error_not_a_listed_file(inputs, tmp_path):
     """Item 20: the --annotate folder deleted after the photo's copy was written gave exit 0
-    and metadata listing a file that no longer existed."""
+    and metadata listing a file that no longer existed (the clip's is drawn after it)."""
     out, ann = tmp_path / "r.parquet", tmp_path / "ann"
-    r = hooked("finish", 1, f"rmtree:{ann}", inputs / "photo.jpg", inputs / "clip.mp4",
+    r = hooked("annotated", 1, f"rmtree:{ann}", inputs / "photo.jpg", inputs / "clip.mp4",
                "--out", out, "--annotate", ann, *FAST)
     assert r.returncode == 1, r.stderr
     meta = emobatch.read_timeline(out).attrs["emobatch"]

@@ -24,14 +24,14 @@ def test_a_second_run_on_the_same_annotate_folder_is_refused_while_the_first_liv
     inputs.mkdir()
     shutil.copy(PHOTO, inputs / "a.jpg")
     shutil.copy(PHOTO, inputs / "b.jpg")
-    # the first run holds still after its first input, alive, until the second is answered
-    first = subprocess.Popen([sys.executable, str(HOOKS), "finish", "1", f"waitfor:{go_on}",
+    # the first run holds still after its first annotated output, alive, until the second
+    # is answered
+    first = subprocess.Popen([sys.executable, str(HOOKS), "annotated", "1", f"waitfor:{go_on}",
                               "run", str(inputs), "--out", str(tmp_path / "r1.parquet"),
                               "--annotate", str(ann), *FAST], cwd=ROOT,
                              stderr=subprocess.PIPE, text=True)
-    done = tmp_path / ".r1.parquet.emobatch" / "items"
     deadline = time.monotonic() + 120
-    while not list(done.glob("*/done.json")) and first.poll() is None and time.monotonic() < deadline:
+    while not (ann / "a.jpg").is_file() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert (ann / "a.jpg").is_file()
     second = cli("run", inputs, "--out", tmp_path / "r2.parquet", "--annotate", ann,

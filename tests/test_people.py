@@ -23,6 +23,9 @@ from emobatch.errors import UsageError
 from emobatch.faces import state_json
 from emobatch.faces.identity.cluster import cluster
 import emobatch.faces.identity.cluster as cluster_mod
+from emobatch.media.annotate import draw, tag_rects
+from emobatch.media.sources import iter_frames, read_image
+from emobatch.types import EMOTIONS, FaceBatch
 
 PEOPLE = {"A": "d0", "B": "d3", "C": "d6"}
 
@@ -253,3 +256,52 @@ def test_faces_of_one_group_photo_are_never_one_person(tmp_path):
     assert_no_same_frame_merge(df)
     per_photo = faces.groupby("source").size()
     assert (per_photo > 1).sum() >= 2  # the check had several faces in a photo to keep apart
+
+
+def _tag_errors(shown: np.ndarray, original: np.ndarray, rows: pd.DataFrame,
+                still: bool) -> list[tuple[float, float]]:
+    """Per face: the mean absolute difference of `shown` over its tag, from the original drawn
+    with the rows' persons in the tags, and from it drawn with the track (or face) tags.
+    The timeline has no landmarks: none are drawn, and none fall on a tag."""
+    n = len(rows)
+    faces = FaceBatch(rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float32),
+                      rows.det_score.to_numpy(np.float32), np.zeros((n, 5, 2), np.float32),
+                      probs=rows[list(EMOTIONS)].to_numpy(np.float32),
+                      track=rows.track.fillna(-1).to_numpy(np.int64))
+    persons = [p if isinstance(p, str) else None for p in rows.person]
+    assert all(persons)  # every face here has its person: each tag must show it
+    h, w = original.shape[:2]
+    drawn = [draw(original, faces, still=still, persons=who) for who in (persons, None)]
+    rects = [tag_rects(faces, h, w, still=still, persons=who)[1] for who in (persons, None)]
+    errors = []
+    for i in range(n):
+        tag = np.zeros((h, w), bool)
+        for x1, y1, x2, y2 in (r[i] for r in rects):
+            tag[y1:y2, x1:x2] = True
+        errors.append(tuple(float(np.abs(shown[tag].astype(int) - d[tag]).mean()) for d in drawn))
+    return errors
+
+
+def test_the_annotated_outputs_tag_each_face_with_its_person(clips, tmp_path):
+    """Issue 34: the annotated MP4 (and photo) tags each face with the timeline's person. The
+    drawing pass, after the ids are made, writes a playable H.264 MP4 of every frame, whose
+    tags match the faces drawn with their persons, not with their tracks."""
+    photo = clips["gallery"] / "alice.jpg"
+    out, ann = tmp_path / "r.parquet", tmp_path / "ann"
+    emobatch.run([clips["cuts"], photo], out, annotate=ann, device="cpu")
+    df = emobatch.read_timeline(out)
+    annotated = df.attrs["emobatch"]["annotated"]
+    video = df[df.source == str(clips["cuts"])]
+    with av.open(annotated[str(clips["cuts"])]) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(shown) == video.frame.nunique() == 40
+    errors = []
+    for frame in iter_frames(clips["cuts"]):
+        rows = video[(video.frame == frame.index) & video.face.notna()]
+        errors += _tag_errors(shown[frame.index], frame.image, rows, still=False)
+    still = np.asarray(Image.open(annotated[str(photo)]).convert("RGB"))
+    errors += _tag_errors(still, read_image(photo).image, df[df.source == str(photo)], True)
+    assert len(errors) >= 41 and set(df.person.dropna()) == {"p1", "p2", "p3", "p4"}
+    person, track = np.array(errors).T
+    assert (person < track).all() and np.median(person / track) < 0.5, errors

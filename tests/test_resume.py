@@ -101,7 +101,8 @@ def assert_same_run(out: Path, ann: Path, reference, emb: Path | None = None) ->
     for name in ("a_clip.mp4", "b_clip.mp4"):  # complete: every frame once, same times
         times = frame_times(ann / name)
         assert times == frame_times(ref_ann / name) and len(set(times)) == 30
-    assert (ann / "0_photo.jpg").is_file()
+    for name in ("0_photo.jpg", "a_clip.mp4", "b_clip.mp4"):  # drawn and encoded as the
+        assert (ann / name).read_bytes() == (ref_ann / name).read_bytes()  # reference's
     assert not out.with_name(f".{out.name}.emobatch").exists()  # the run's folder is gone
     assert not list(out.parent.rglob("*.emobatch-tmp"))
 
@@ -122,6 +123,26 @@ def test_sigkill_then_resume_is_identical(inputs, reference, tmp_path, target, c
     assert not out.exists()  # nothing half-written under the final name
     r = cli("run", inputs, "--resume", *args)
     assert r.returncode == 0, r.stderr
+    assert_same_run(out, ann, reference, emb)
+
+
+def test_a_kill_while_drawing_keeps_the_outputs_drawn(inputs, reference, tmp_path):
+    """Killed after the photo's annotated copy was drawn (the inputs all done, the persons
+    made): the resumed run draws only the clips; the photo's copy stays the file it was."""
+    out, ann, emb = tmp_path / "r.parquet", tmp_path / "ann", tmp_path / "emb.parquet"
+    args = ("--out", out, "--annotate", ann, "--save-embeddings", emb, *RUN_ARGS)
+    r = cli_killed_at("annotated", 1, "run", inputs, *args)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    drawn = [p.name for p in ann.iterdir() if not p.name.startswith(".")]  # not its lock
+    assert drawn == ["0_photo.jpg"] and not out.exists()
+    before = (ann / "0_photo.jpg").stat()
+    r = cli("run", inputs, "--resume", *args)
+    assert r.returncode == 0, r.stderr
+    after = (ann / "0_photo.jpg").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    meta = emobatch.read_timeline(out).attrs["emobatch"]
+    assert meta["resume"]["reused"] == [str(inputs / n) for n in ("0_photo.jpg", "a_clip.mp4",
+                                                                   "b_clip.mp4")]
     assert_same_run(out, ann, reference, emb)
 
 

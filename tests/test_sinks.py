@@ -184,6 +184,7 @@ def test_row_groups_follow_size_not_tables(tmp_path, flush_rows, groups):
     assert f.num_row_groups == groups and f.metadata.num_rows == 300
     assert [f.metadata.row_group(i).num_rows for i in range(groups)] == \
         [flush_rows] * (groups - 1) + [300 - flush_rows * (groups - 1)]
+    one = one.drop_columns("landmarks")  # the store's, never the timeline's
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.concat([one.to_pandas()] * 300,
                                                                    ignore_index=True))
 

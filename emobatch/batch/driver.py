@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..atomic import remove_stale_temps
+from ..atomic import remove_stale_temps, writing
 from ..errors import OutputError, UsageError
 from ..config import Settings
 from ..plan import resolve_plan
 from ..timeline import TimelinePaths, read_timeline
 from .outputs import check_existing, check_outputs, check_report, lock_annotate, plan_items
+from .annotated import OutputDrawer
 from .one_input import ProgressFn, SourceResult
 from .sinks import TimelineSink
 from ..media.filetypes import check_inputs_exist, path_text
@@ -137,7 +138,7 @@ def run_files(inputs: Sequence[str | Path], out: str | Path | TimelinePaths | No
                               "skipped": summary.skipped, "annotated_renamed": renamed,
                               "annotate": str(ann_dir) if ann_dir else None}
     try:
-        _run(paths, items, store, runner, progress, meta, summary, found.files, people)
+        _run(paths, items, store, runner, progress, meta, summary, found.files, people, settings)
     finally:
         _unlock(ann_lock)
     summary.report = report and _write_report(out, report, ann_dir, settings)
@@ -186,18 +187,25 @@ def _write_report(out: Path, report: Path, ann_dir: Path | None, settings: Setti
 
 def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runner: Runner,
          progress: ProgressFn | None, meta: dict[str, Any], summary: RunSummary,
-         files: Sequence[Path], people: PeopleJob | None = None) -> None:
-    """Process the items and publish the timeline; on Ctrl-C / SIGTERM (also while
-    publishing) publish the finished rows as the `.partial` timeline and keep the store for
-    --resume."""
+         files: Sequence[Path], people: PeopleJob | None, settings: Settings) -> None:
+    """Process the items, make the person ids, draw the annotated outputs and publish the
+    timeline; on Ctrl-C / SIGTERM (also while drawing or publishing) publish the finished
+    rows as the `.partial` timeline and keep the store for --resume. The runner is closed
+    after."""
     t0 = time.perf_counter()
     results: dict[int, SourceResult] = {}
     try:
         _execute(items, store, runner, progress, results, files)
+        parts = [store.item(it).finished_parts() for it in items]
+        with writing("the person ids", "make"):
+            persons = _persons(items, store, parts, people, final=True)
+        drawer = OutputDrawer(runner, store, meta["labels"], settings, progress)
+        drawer.draw(items, parts, persons[0], results)  # tags show the timeline's persons
         _check_annotated(results)
         summary.results = [results[it.index] for it in items]
         summary.seconds = time.perf_counter() - t0
-        _publish(paths, items, store, meta, results, summary, summary.seconds, people=people)
+        _publish(paths, items, store, meta, results, summary, summary.seconds, people=people,
+                 persons=persons)
     except (KeyboardInterrupt, SystemExit):
         try:
             with _signals_ignored():  # a second Ctrl-C must not cut the partial short
@@ -210,6 +218,8 @@ def _run(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, runne
     except BaseException:
         store.release()
         raise
+    finally:
+        runner.close()
     store.remove()
 
 
@@ -274,9 +284,10 @@ def _execute(items: Sequence[WorkItem], store: RunStore, runner: Runner, progres
 
 def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, meta: dict[str, Any],
              results: dict[int, SourceResult], summary: RunSummary, seconds: float,
-             partial: bool = False, people: PeopleJob | None = None) -> Path:
+             partial: bool = False, people: PeopleJob | None = None,
+             persons: tuple[list, dict] | None = None) -> Path:
     """Write the timeline (or `.partial` timeline) from the stores, in input order, with
-    each row's person (made here, from the stores' embeddings)."""
+    each row's person (`persons` as _persons made them, else made here)."""
     final = (paths.partial if partial else paths).timeline
     if partial:  # inputs finished in their store just before the interrupt count too
         results = results | {it.index: SourceResult.from_dict(d[0]) for it in items
@@ -294,12 +305,9 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
                           f"(removed during the run?); run again")
     parts = [store.item(it).partial_parts() if partial else store.item(it).finished_parts()
              for it in items]
-    persons = [None] * len(items)
     try:
+        persons, record = persons or _persons(items, store, parts, people, final=not partial)
         if people is not None:
-            persons, record = people.persons(
-                parts, [store.item(it).embeddings(p) for it, p in zip(items, parts)],
-                [path_text(it.source) for it in items], final=not partial)
             meta = meta | {"people": (meta.get("people") or {}) | record}
         with TimelineSink(final, meta, labels=meta["labels"], partial=False,
                           inputs=[r.to_dict() for r in done]) as sink:
@@ -322,6 +330,16 @@ def _publish(paths: TimelinePaths, items: Sequence[WorkItem], store: RunStore, m
     if not partial and store.published_partial():
         _remove_timeline(paths.partial)
     return final
+
+
+def _persons(items: Sequence[WorkItem], store: RunStore, parts: Sequence[list[Path]],
+             people: PeopleJob | None, final: bool) -> tuple[list, dict]:
+    """Each input's row persons (r,) in its `parts`' order (None each with people off), and
+    the metadata's record of them (PeopleJob.persons)."""
+    if people is None:
+        return [None] * len(items), {}
+    return people.persons(parts, [store.item(it).embeddings(p) for it, p in zip(items, parts)],
+                          [path_text(it.source) for it in items], final=final)
 
 
 def _with_source(table, source: Path):

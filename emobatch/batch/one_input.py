@@ -1,24 +1,17 @@
-"""One input into its store (emobatch.batch.store): the pipeline's rows, checkpoints and
-annotated output, continuing from the last checkpoint; the unit of work every runner runs."""
+"""One input into its store (emobatch.batch.store): the pipeline's rows and checkpoints,
+continuing from the last checkpoint; the unit of work every runner runs. Its annotated
+output is drawn later, from these rows (emobatch.batch.annotated)."""
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from traceback import format_exc
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from ..atomic import writing
-
-from ..errors import OutputError
-from ..config import Settings
-from ..media.annotate import VideoWriter, draw, letterbox, write_image
-from ..media.segments import concat_mp4, video_size
-from ..media.encode_thread import EncodeThread
+from ..errors import InputError, OutputError
 from ..media.sources import VideoInfo, kind_of, video_info
-from ..errors import InputError
 from ..pipeline import Checkpoint, FacePipeline
-from ..types import FaceBatch, Frame
 from ..memory import release_free_memory
 from ..faces.identity.collect import Identities
 from .people import identities_table
@@ -36,7 +29,7 @@ class SourceResult:
     faces: int = 0
     seconds: float = 0.0
     error: str | None = None
-    annotated: Path | None = None
+    annotated: Path | None = None  # drawn once the run's inputs are done
     resumed_from: int | None = None  # frame index a resumed video continued from
     traceback: str | None = None  # an unexpected failure's formatted traceback (a bug, not
     #                               a bad input: InputErrors have none)
@@ -57,119 +50,12 @@ class SourceResult:
                       "annotated": d["annotated"] and Path(d["annotated"])})
 
 
-class _Annotation:
-    """Annotated output of one input: an image for a still; for a video, one H.264 segment
-    per chunk in the input's store, joined into the final MP4 when the video ends. A
-    video's frames are drawn and encoded on a thread of their own (one per segment), so
-    the pipeline goes on with the next frames meanwhile."""
-
-    def __init__(self, item: WorkItem, store: ItemStore, settings: Settings,
-                 labels: Sequence[str], info: VideoInfo | None = None) -> None:
-        self.path, self.store, self.labels = item.annotate, store, labels
-        self.every, self.blur = settings.every, settings.blur_faces
-        self.writer: VideoWriter | None = None  # the encode thread's while it runs
-        self.thread: EncodeThread | None = None
-        self.fps = (info.fps if info else None) or 25.0
-        self.size: tuple[int, int] | None = None  # (width, height) of the MP4's frames
-
-    def write(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
-        """Queue a video frame (raises the error of one that failed before it); a still
-        is written at once."""
-        if self.path is None:
-            return
-        if frame.t_sec is not None:
-            if self.thread is None:
-                self.thread = EncodeThread(f"emobatch-annotate-{chunk}")
-            self.thread.submit(self._encode, frame, faces, chunk)
-            return
-        img = draw(frame.image, faces, self.labels, blur=self.blur, still=True)
-        with writing(f"the annotated output of {frame.source}"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_image(self.path, img)
-
-    def _encode(self, frame: Frame, faces: FaceBatch, chunk: int) -> None:
-        """Draw a video frame and add it to the chunk's segment (on the encode thread)."""
-        img = draw(frame.image, faces, self.labels, blur=self.blur)
-        with writing(f"the annotated output of {frame.source}"):
-            if self.size is None:  # the first segment's, also after a resume
-                done = self.store.segments(chunk - 1)
-                self.size = video_size(done[0]) if done else (img.shape[1], img.shape[0])
-            if (img.shape[1], img.shape[0]) != self.size:  # the stream's resolution changed
-                img = letterbox(img, *self.size)
-            if self.writer is None:
-                self.store.dir.mkdir(exist_ok=True)  # never re-creates a removed run folder
-                self.writer = VideoWriter(self.store.segment(chunk), self.fps / self.every,
-                                          *self.size)
-            self.writer.write(img, frame.t_sec)
-
-    def end_chunk(self) -> None:
-        """Publish the current segment (a checkpoint, or the end of the video) once its
-        frames are all encoded. A frame that failed raises its error as write() would have:
-        after an OutputError nothing is left of the segment, after another error the frames
-        before it are published."""
-        try:
-            if self.thread is not None:
-                self.thread.close()  # kept until closed: an interrupt here still finds it
-        except OutputError:
-            self.abort()
-            raise
-        except Exception:
-            self.thread = None
-            self._publish()
-            raise
-        self.thread = None
-        self._publish()
-
-    def _publish(self) -> None:
-        """Close the segment being written onto its final name."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            with writing(writer.path):
-                writer.close()
-
-    def abort(self) -> None:
-        """Stop encoding and delete the unpublished segment (Ctrl-C, SIGTERM, an output
-        error)."""
-        thread, self.thread = self.thread, None
-        if thread is not None:
-            thread.abort()
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.__exit__(KeyboardInterrupt, None, None)
-
-    def finish(self, last_chunk: int, still_written: bool) -> Path | None:
-        """Join the segments into the final MP4; the path written, if any."""
-        if self.path is None:
-            return None
-        if still_written:
-            return self.path
-        segments = self.store.segments(last_chunk)
-        if not segments:
-            return None
-        with writing(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            concat_mp4(segments, self.path)
-        return self.path
-
-
-def _end_after_error(ann: _Annotation) -> None:
-    """Publish the annotated frames of an input that failed, up to its failure. Their own
-    encoding error, if one was still to be raised, is dropped: the input's error is already
-    recorded, and only an output error (disk full) may end the run."""
-    try:
-        ann.end_chunk()
-    except OutputError:
-        raise
-    except Exception:
-        pass
-
-
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
 def _header(path: Path, kind: str | None) -> VideoInfo | None:
-    """A video's header, read once for the whole input (the stream, its annotation and the
-    progress display); None for a photo, or where it cannot be read (then the stream raises
+    """A video's header, read once for the whole input (the stream and the progress
+    display); None for a photo, or where it cannot be read (then the stream raises
     the InputError that becomes this input's error)."""
     try:
         return video_info(path) if kind == "video" else None
@@ -222,15 +108,13 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
     info = _header(path, res.kind)
     if progress:
         progress("source", {"source": path, "info": info})
-    ann = _Annotation(item, store, pipe.settings, pipe.classifier.labels, info)
-    still, ids = False, []
+    ids: list[Identities] = []
     try:
         for x in pipe.stream(path, start, info):
             if isinstance(x, Identities):  # written with its chunk
                 ids.append(x)
                 continue
             if isinstance(x, Checkpoint):
-                ann.end_chunk()
                 store.write_chunk(chunk, rows.take(), Resume(
                     chunk, x.next_index, x.processed, res.frames, res.faces, x.state),
                     identities_table(ids))
@@ -238,29 +122,21 @@ def process_item(pipe: FacePipeline, item: WorkItem, store: ItemStore,
                 continue
             frame, faces = x
             rows.add(frame, faces)
-            ann.write(frame, faces, chunk)
-            still = still or frame.t_sec is None
             res.frames += 1
             res.faces += len(faces)
             if progress:
                 progress("frame", {"source": path, "frames": res.frames, "faces": res.faces})
-        ann.end_chunk()  # an error encoding the last frames is handled as any frame's
     except InputError as e:
         res.error = str(e)
-        _end_after_error(ann)
     except OutputError:
-        ann.abort()
         raise
     except (KeyboardInterrupt, SystemExit):
-        ann.abort()
         store.write_tail(rows.take())
         raise
     except Exception as e:  # an unexpected failure on one file must not end the run
         res.error = f"{type(e).__name__}: {e}"
         res.traceback = format_exc()
-        _end_after_error(ann)
     store.write_chunk(chunk, rows.take(), None, identities_table(ids))
-    res.annotated = ann.finish(chunk, still)
     res.seconds = time.perf_counter() - t0
     store.finish(res.to_dict(), chunk + 1)
     release_free_memory()

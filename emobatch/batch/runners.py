@@ -3,6 +3,8 @@
 Every runner executes the same unit of work, `one_input.process_item` on one `WorkItem`, and
 yields (item, result) as inputs finish, in any order; `driver.run_files` publishes the
 rows in input order from the run's store, so the timeline is the same whichever runs it.
+Once the person ids are made, the same runner draws the annotated outputs
+(`annotated.annotate_input` on one `AnnotateJob`).
 
 - `SerialRunner`: this process, one input after another (frame-level progress).
 - `ProcessRunner`: `--workers N` local processes, each with cores // N threads; they write
@@ -16,6 +18,7 @@ rows in input order from the run's store, so the timeline is the same whichever 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import secrets
 import tempfile
@@ -25,15 +28,17 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from queue import Queue
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import pyarrow as pa
 
 from ..errors import OutputError
 from ..faces.device import gpu_devices
-from .process_tuning import configure_process
+from .process_tuning import configure_process, exit_if_orphaned
 from ..pipeline import FacePipeline
 from ..plan import RunPlan
+from .annotated import (AnnotateJob, Annotated, Annotator, annotate_in_worker, annotate_input,
+                        init_annotate_worker)
 from .one_input import ProgressFn, SourceResult, process_item
 from .people import EMB_SCHEMA
 from .store import ItemStore, RunStore, WorkItem, read_part
@@ -43,12 +48,16 @@ if TYPE_CHECKING:
 from ..errors import UsageError
 
 
-class Runner(Protocol):
+class Runner(Annotator, Protocol):
     name: str
 
     def run(self, items: Sequence[WorkItem], store: RunStore,
             progress: ProgressFn | None) -> Iterator[tuple[WorkItem, SourceResult]]:
         """Process `items` into `store`; yield each with its result as it finishes."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the runner holds (a Dask client it opened)."""
         ...
 
 
@@ -76,6 +85,13 @@ class SerialRunner:
         for item in items:
             yield item, process_item(self.pipe, item, store.item(item), progress)
 
+    def annotate(self, jobs: Sequence[AnnotateJob], store: RunStore) -> Iterator[Annotated]:
+        for job in jobs:
+            yield job, *annotate_input(job)
+
+    def close(self) -> None:
+        pass
+
 
 # ------------------------------------------------------------------------ worker processes
 
@@ -100,10 +116,7 @@ def _init_worker(plan: RunPlan, threads: int, parent: int,
 
 
 def _orphan_check(event: str, info: dict) -> None:
-    # a worker whose run died (SIGKILL) must not go on writing into the store that a
-    # resumed run now owns
-    if os.getppid() != _worker["parent"]:
-        os._exit(1)
+    exit_if_orphaned(_worker["parent"])
 
 
 def _worker_item(item: WorkItem, store_dir: str) -> SourceResult:
@@ -133,24 +146,44 @@ class ProcessRunner:
         pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=ctx,
                                    initializer=_init_worker,
                                    initargs=(self.plan, self.threads, os.getpid(), devices))
-        try:
-            futures = {pool.submit(_worker_item, item, str(store.item(item).dir)): item
-                       for item in items}
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except BrokenProcessPool:
-                    raise OutputError("a worker process died (killed by the system? out of "
-                                      "memory?); the run stopped") from None
-                yield futures[fut], res
-        except BaseException:
-            # Ctrl-C / SIGTERM / an output error: stop the workers now; what they finished
-            # is in the store
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        yield from _finished(pool, _worker_item,
+                             [(item, (item, str(store.item(item).dir))) for item in items])
+
+    def annotate(self, jobs: Sequence[AnnotateJob], store: RunStore) -> Iterator[Annotated]:
+        if not jobs:
+            return
+        # workers of their own, which load no model (the run's are gone)
+        pool = ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=get_context("spawn"),
+                                   initializer=init_annotate_worker,
+                                   initargs=(self.threads, os.getpid()))
+        for job, drawn in _finished(pool, annotate_in_worker, [(job, (job,)) for job in jobs]):
+            yield job, *drawn
+
+    def close(self) -> None:
+        pass
+
+
+def _finished(pool: ProcessPoolExecutor, fn: Callable[..., Any],
+              calls: Sequence[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
+    """(key, fn(*args)) run in the pool for each (key, args) of `calls`, as each finishes;
+    the pool is shut down after the last."""
+    try:
+        futures = {pool.submit(fn, *args): key for key, args in calls}
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except BrokenProcessPool:
+                raise OutputError("a worker process died (killed by the system? out of "
+                                  "memory?); the run stopped") from None
+            yield futures[fut], res
+    except BaseException:
+        # Ctrl-C / SIGTERM / an output error: stop the workers now; what they finished
+        # is in the store
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 # ------------------------------------------------------------------------------------ Dask
@@ -221,29 +254,53 @@ class DaskRunner:
         from distributed import as_completed as dask_completed
 
         run_id = secrets.token_hex(4)  # two runs sharing a cluster never share a task
-        try:
-            # workers start elsewhere: they get absolute paths (rows keep the given ones)
-            futures = {self.client.submit(dask_item, _absolute(item), self.plan, pure=False,
-                                          key=f"emobatch-{run_id}-{item.index}"): item
-                       for item in items}
-            for fut in dask_completed(list(futures)):
-                item = futures[fut]
-                result, table, embeddings = self._result(fut, store)
-                istore = store.item(item)
-                istore.drop_after(-1)
-                istore.write_chunk(0, table, None, embeddings)
-                result["source"] = str(item.source)
-                istore.finish(result, 1)
-                yield item, SourceResult.from_dict(result)
-        finally:
-            if self._own:
-                self._close()
+        # workers start elsewhere: they get absolute paths (rows keep the given ones)
+        futures = {self.client.submit(dask_item, _absolute(item), self.plan, pure=False,
+                                      key=f"emobatch-{run_id}-{item.index}"): item
+                   for item in items}
+        for fut in dask_completed(list(futures)):
+            item = futures[fut]
+            result, table, embeddings = self._result(fut, store)
+            istore = store.item(item)
+            istore.drop_after(-1)
+            istore.write_chunk(0, table, None, embeddings)
+            result["source"] = str(item.source)
+            istore.finish(result, 1)
+            yield item, SourceResult.from_dict(result)
 
-    def _close(self) -> None:
-        """Close our client; after a lost scheduler without Dask's log of its cancelled
-        reconnection (a traceback), as the run's one-line message says it all."""
+    def annotate(self, jobs: Sequence[AnnotateJob], store: RunStore) -> Iterator[Annotated]:
+        from distributed import as_completed as dask_completed
+
+        run_id, waiting, futures = secrets.token_hex(4), iter(jobs), {}
+        done = dask_completed()
+
+        def submit(job: AnnotateJob) -> None:
+            # a Dask worker sees no store: the task carries its rows, so only a few tasks
+            # are out at a time (the client's memory stays bounded)
+            task = dataclasses.replace(job, item=_absolute(job.item),
+                                       parts=[read_part(p) for p in job.parts])
+            fut = self.client.submit(annotate_input, task, pure=False,
+                                     key=f"emobatch-annotate-{run_id}-{job.item.index}")
+            futures[fut] = job
+            done.add(fut)
+
+        for job in itertools.islice(waiting, 2 * max(1, sum(self.client.nthreads().values()))):
+            submit(job)
+        for fut in done:
+            job = futures.pop(fut)
+            path, error = self._result(fut, store)
+            for following in itertools.islice(waiting, 1):
+                submit(following)
+            yield job, path and job.item.annotate, error
+
+    def close(self) -> None:
+        """Close our client (one given to the runner stays open); after a lost scheduler
+        without Dask's log of its cancelled reconnection (a traceback), as the run's
+        one-line message says it all."""
         import logging
 
+        if not self._own:
+            return
         log = logging.getLogger("distributed.client")
         level = log.level
         if self._lost:
@@ -254,9 +311,9 @@ class DaskRunner:
             log.setLevel(level)
 
 
-    def _result(self, fut: Any, store: RunStore) -> tuple[dict[str, Any], pa.Table, pa.Table]:
-        """A task's (result, rows, embeddings); OutputError (exit 3) if the scheduler was lost: its
-        tasks are cancelled, and what finished is in the store for --resume."""
+    def _result(self, fut: Any, store: RunStore) -> Any:
+        """A task's return value; OutputError (exit 3) if the scheduler was lost: its tasks
+        are cancelled, and what finished is in the store for --resume."""
         from concurrent.futures import CancelledError
 
         try:

@@ -25,14 +25,23 @@ from ..types import EMOTIONS, FaceBatch, Frame
 # the errors table; traceback is empty for bad inputs (InputError), set for unexpected failures
 ERROR_FIELDS = ("source", "error", "frames_done", "traceback")
 
+LANDMARKS = pa.field("landmarks", pa.list_(pa.float32(), 10))
+"""A face's 5 landmarks (x0, y0, ... x4, y4): kept in the store's rows for the annotated
+outputs (emobatch.batch.annotated), never published in the timeline."""
+
+
+def part_schema(labels: tuple[str, ...] | list[str] = EMOTIONS) -> pa.Schema:
+    """The rows of a run's store: the timeline's columns, then LANDMARKS."""
+    return timeline_schema(labels).append(LANDMARKS)
+
 
 def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list[str] = EMOTIONS
                   ) -> dict[str, list]:
-    """The timeline rows of one frame, column-wise (lists; None for nulls)."""
+    """The store rows of one frame (part_schema), column-wise (lists; None for nulls)."""
     n = len(faces)
     src = path_text(frame.source)
     if n == 0:
-        cols: dict[str, list] = {name: [None] for name in timeline_schema(labels).names}
+        cols: dict[str, list] = {name: [None] for name in part_schema(labels).names}
         cols.update(source=[src], frame=[frame.index], t_sec=[frame.t_sec])
         return cols
     probs = faces.probs if faces.probs is not None else np.full((n, len(labels)), np.nan, np.float32)
@@ -51,15 +60,17 @@ def frame_columns(frame: Frame, faces: FaceBatch, labels: tuple[str, ...] | list
                           else [faces.probs is not None] * n)
     cols["emotion"] = [labels[k] for k in probs.argmax(1)]
     cols["confidence"] = probs.max(1).tolist()
+    cols["landmarks"] = faces.landmarks.reshape(n, 10).tolist()
     return cols
 
 
 class RowBuffer:
-    """Timeline rows gathered column-wise, frame by frame, taken as one Arrow table."""
+    """Store rows (part_schema) gathered column-wise, frame by frame, taken as one Arrow
+    table."""
 
     def __init__(self, labels: tuple[str, ...] | list[str] = EMOTIONS) -> None:
         self.labels = labels
-        self.schema = timeline_schema(labels)
+        self.schema = part_schema(labels)
         self._cols: dict[str, list] = {name: [] for name in self.schema.names}
         self.rows = 0
 
@@ -119,8 +130,9 @@ class TimelineSink:
         return self
 
     def write_table(self, table: pa.Table) -> None:
-        """Append rows already in the timeline schema (e.g. a finished part of a run)."""
-        self._pending.append(table.cast(self.schema))
+        """Append rows with the timeline's columns (e.g. a finished part of a run: its other
+        columns are left out)."""
+        self._pending.append(table.select(self.schema.names).cast(self.schema))
         self._pending_rows += table.num_rows
         if self._pending_rows >= self.flush_rows:
             self._flush(final=False)

@@ -7,13 +7,14 @@
         items/<key>/                    one folder per input; key = its resolved path
             input.json                  size, mtime and a hash of its ends: a changed input
                                         is redone from the start, never resumed
-            part-00000.parquet          the rows of each chunk (a video's checkpoint interval)
+            part-00000.parquet          the rows of each chunk (a video's checkpoint interval),
+                                        with each face's landmarks for the annotated output
             tail.parquet                rows after the last checkpoint, left by Ctrl-C/SIGTERM
             state-00000.json            the per-video state after that chunk (the resume point)
             emb-00000.parquet           face embeddings of the tracks that ended in that chunk
                                         (biometric data: removed with the folder)
-            seg-00000.mp4               that chunk's annotated frames
-            done.json                   the input's result, written last
+            done.json                   the input's result, written last; rewritten with
+                                        its annotated output once that is drawn
 
 Every file is written atomically, and a chunk counts once its state (or done.json) exists,
 so a kill at any instant leaves a consistent folder: `--resume` redoes at most one chunk.
@@ -124,9 +125,6 @@ class ItemStore:
     def part(self, chunk: int) -> Path:
         return self.dir / f"part-{chunk:05d}.parquet"
 
-    def segment(self, chunk: int) -> Path:
-        return self.dir / f"seg-{chunk:05d}.mp4"
-
     def embeddings_file(self, chunk: int) -> Path:
         return self.dir / f"emb-{chunk:05d}.parquet"
 
@@ -177,18 +175,23 @@ class ItemStore:
         parts = self._chunks("part-*.parquet")
         return [p for p in parts if upto is None or int(p.stem[5:]) <= upto]
 
-    def segments(self, upto: int) -> list[Path]:
-        return [p for p in self._chunks("seg-*.mp4") if int(p.stem[4:]) <= upto]
-
     def drop_after(self, chunk: int) -> None:
         """Forget chunks after `chunk` (left by a run killed or interrupted inside them)."""
-        for pattern in ("part-*.parquet", "seg-*.mp4", "state-*.json", "emb-*.parquet"):
+        for pattern in ("part-*.parquet", "state-*.json", "emb-*.parquet"):
             for p in self.dir.glob(pattern):
                 if int(p.stem.split("-")[1]) > chunk:
                     p.unlink(missing_ok=True)
         (self.dir / "tail.parquet").unlink(missing_ok=True)
 
     def finish(self, result: dict[str, Any], chunks: int) -> None:
+        self._write_done(result, chunks)
+
+    def record_annotated(self, path: Path) -> None:
+        """The finished input's annotated output is drawn (at `path`): a resumed run keeps it."""
+        result, chunks = self.done()
+        self._write_done(result | {"annotated": str(path)}, chunks)
+
+    def _write_done(self, result: dict[str, Any], chunks: int) -> None:
         self._write(_write_text, self.dir / "done.json",
                     json.dumps({"result": result, "chunks": chunks}))
 

@@ -41,6 +41,8 @@ BLUR_CELLS = 8
 """Mosaic cells across the longer side of a blurred face (draw(..., blur=True))."""
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+Persons = Sequence[str | None] | None
+"""Each face's person id (the timeline's `person`), None where it has none; None: no ids."""
 _TIME_BASE = Fraction(1, 90000)
 X264_PARAMS = "mbtree=0"
 """libx264's MB-tree pass (x264 core 165) reads an uninitialised stack value for some frame
@@ -73,16 +75,19 @@ def _style(height: int, width: int) -> tuple[int, float, int]:
     return box_t, font_scale, text_t
 
 
-def _label(faces: FaceBatch, i: int, labels: Sequence[str],
-           still: bool = False) -> tuple[str, tuple[int, int, int]]:
-    """Tag text and RGB colour of face i: '[#id ]emotion p' or '[#id ]score'; the id is the
-    face's index in a still (the timeline's `face`), else its track when >= 0."""
+def _label(faces: FaceBatch, i: int, labels: Sequence[str], still: bool = False,
+           persons: Persons = None) -> tuple[str, tuple[int, int, int]]:
+    """Tag text and RGB colour of face i: '[id ]emotion p' or '[id ]score'; the id is the
+    face's person when it has one (the timeline's `person`), else '#' and the face's index
+    in a still (the timeline's `face`) or its track when >= 0."""
     if faces.probs is not None:
         k = int(np.argmax(faces.probs[i]))
         text, colour = f"{labels[k]} {float(faces.probs[i, k]):.2f}", _colour(labels, k)
     else:
         text, colour = f"{float(faces.score[i]):.2f}", SCORE_ONLY_COLOUR
-    if still:
+    if persons is not None and persons[i] is not None:
+        text = f"{persons[i]} {text}"
+    elif still:
         text = f"#{i} {text}"
     elif faces.track is not None and int(faces.track[i]) >= 0:
         text = f"#{int(faces.track[i])} {text}"
@@ -90,14 +95,15 @@ def _label(faces: FaceBatch, i: int, labels: Sequence[str],
 
 
 def tag_rects(faces: FaceBatch, height: int, width: int, labels: Sequence[str] = EMOTIONS,
-              still: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
+              still: bool = False, persons: Persons = None
+              ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """What draw() writes on a height x width image: (texts, rects (n, 4) int x1, y1, x2, y2
     with exclusive ends, -1 for a face with a non-finite box; leader (n,) bool) from
     labels.layout_tags: no tag covers another tag or a face box where the image has room."""
     _, font_scale, text_t = _style(height, width)
     texts, sizes = [], np.zeros((len(faces), 2), np.int64)
     for i in range(len(faces)):
-        texts.append(_label(faces, i, labels, still)[0])
+        texts.append(_label(faces, i, labels, still, persons)[0])
         (tw, th), base = cv2.getTextSize(texts[-1], _FONT, font_scale, text_t)
         sizes[i] = tw + 2 * max(1, text_t), th + base + 2 * max(1, text_t)
     rects, leader = layout_tags(faces.xyxy, sizes, height, width, gap=_style(height, width)[0])
@@ -152,17 +158,18 @@ def blur_box(image: np.ndarray, box: Sequence[float]) -> None:
 
 
 def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
-         blur: bool = False, still: bool = False) -> np.ndarray:
+         blur: bool = False, still: bool = False, persons: Persons = None) -> np.ndarray:
     """Return an annotated copy of image (H, W, 3) uint8 RGB; the input is not modified.
 
     Per face: the box in its emotion's colour (PALETTE), a filled tag reading 'happy 0.87',
+    'p2 happy 0.87' when persons (n,) gives the face a person (str; None: none), else
     '#3 happy 0.87' when faces.track is set and >= 0, '#0 happy 0.87' (the face's index,
-    the timeline's `face`) when still, or just the detection score '0.98' when faces.probs
-    is None; and the 5 landmarks as small dots. Tags go where tag_rects puts them: beside
-    the box, over no other tag and no face, with a line to the box when placed further
-    away. Sizes scale with the image's short side. labels must have faces.probs.shape[1]
-    entries. blur=True first blurs every face box (blur_box) and leaves out the landmarks,
-    for outputs shared with people who must not recognise the faces.
+    the timeline's `face`) when still; the emotion part is just the detection score '0.98'
+    when faces.probs is None; and the 5 landmarks as small dots. Tags go where tag_rects
+    puts them: beside the box, over no other tag and no face, with a line to the box when
+    placed further away. Sizes scale with the image's short side. labels must have
+    faces.probs.shape[1] entries. blur=True first blurs every face box (blur_box) and leaves
+    out the landmarks, for outputs shared with people who must not recognise the faces.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -174,7 +181,7 @@ def draw(image: np.ndarray, faces: FaceBatch, labels: Sequence[str] = EMOTIONS,
         for box in faces.xyxy:
             if np.all(np.isfinite(box)):
                 blur_box(out, box)
-    texts, rects, leader = tag_rects(faces, *out.shape[:2], labels, still)
+    texts, rects, leader = tag_rects(faces, *out.shape[:2], labels, still, persons)
     shown = [i for i in range(len(faces)) if np.all(np.isfinite(faces.xyxy[i]))]
     for i in shown:
         x1, y1, x2, y2 = (int(round(float(v))) for v in faces.xyxy[i])
