@@ -974,8 +974,8 @@ def test_adjust_cli_fits_a_posed_shift_on_models_that_never_saw_the_performers(
     posed = pd_.load_posed(posed_folder)
     cpu = torch.device("cpu")
     with pytest.raises(TrainingError, match="every model trained on performer"):
-        held_out_log_probs(folds[:1], posed, cpu, None)
-    assert held_out_log_probs(folds, posed, cpu, None).shape == (4, 7)
+        held_out_log_probs(folds[:1], posed, cpu, "off")
+    assert held_out_log_probs(folds, posed, cpu, "off").shape == (4, 7)
     out = tmp_path / "shifted.pt"
     run("training.adjust", "--data", str(fer_votes / "fer2013"), "--weights", str(src),
         "--out", str(out), "--shift", "posed", "--posed", str(posed_folder), "--folds", *folds,

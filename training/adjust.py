@@ -49,6 +49,7 @@ from emobatch.faces.emotion.weights import load_weights, save_weights
 from . import ferplus, fit, posed as posed_data
 from .data import TrainingError, add_votes_argument, exit_on_error, load_fer, votes_arg
 from .distill import provenance
+from .ensemble import model_probs
 from .evaluate import to_emotions_order
 from .scoring import vote_metrics
 
@@ -124,17 +125,7 @@ def parse_shift(text: str) -> np.ndarray:
     return shift
 
 
-def _log_probs(weights: str | Path, images: np.ndarray, device, dtype) -> np.ndarray:
-    """log probabilities (N, 7) in EMOTIONS order of the weights (with their TTA) on crops."""
-    loaded = load_weights(weights, device=str(device))
-    cfg = loaded.config
-    p = predict_probs(loaded.model.to(device), images, device, dtype, batch_size=512,
-                      tta=cfg.get("tta", "none"), mean=cfg.get("mean", 0.5),
-                      std=cfg.get("std", 0.25))
-    return np.log(np.clip(to_emotions_order(p.astype(np.float64), cfg["labels"]), 1e-12, 1))
-
-
-def held_out_log_probs(folds: list[str], posed: posed_data.PosedSet, device, dtype
+def held_out_log_probs(folds: list[str], posed: posed_data.PosedSet, device, amp: str
                        ) -> np.ndarray:
     """(n, 7) log probabilities of each posed photo's clean crop from the first fold model
     whose config says it never trained on the photo's performer."""
@@ -148,7 +139,8 @@ def held_out_log_probs(folds: list[str], posed: posed_data.PosedSet, device, dty
     out = np.zeros((len(posed), len(EMOTIONS)))
     for i, w in enumerate(folds):
         if (owner == i).any():
-            out[owner == i] = _log_probs(w, images[owner == i], device, dtype)
+            probs, _ = model_probs(w, images[owner == i], device, amp)
+            out[owner == i] = np.log(np.clip(probs, 1e-12, 1.0))
     return out
 
 
@@ -225,8 +217,8 @@ def strength_shift(args: argparse.Namespace, val_probs: np.ndarray, prior: np.nd
     return -strength * np.log(np.clip(prior, 1e-6, 1.0)), record, grid
 
 
-def class_shift(args: argparse.Namespace, val_probs: np.ndarray, votes: np.ndarray, device,
-                dtype) -> tuple[np.ndarray, dict[str, Any]]:
+def class_shift(args: argparse.Namespace, val_probs: np.ndarray, votes: np.ndarray, device
+                ) -> tuple[np.ndarray, dict[str, Any]]:
     """--shift's constants (7,) in EMOTIONS order and their config record."""
     if args.shift != "posed":
         shift = parse_shift(args.shift)
@@ -234,7 +226,7 @@ def class_shift(args: argparse.Namespace, val_probs: np.ndarray, votes: np.ndarr
     if not args.posed or not args.folds:
         raise TrainingError("--shift posed needs --posed DIR and the --folds models")
     posed = posed_data.load_posed(args.posed)
-    posed_logp = held_out_log_probs(args.folds, posed, device, dtype)
+    posed_logp = held_out_log_probs(args.folds, posed, device, args.amp)
     val_logp = np.log(np.clip(val_probs, 1e-12, 1.0))
     shift, figures = fit_shift(val_logp, votes, posed_logp, posed.shares.argmax(1),
                                args.shift_classes, args.max_drop)
@@ -270,7 +262,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         std=cfg.get("std", 0.25)).astype(np.float64), cfg["labels"])
     grid: list[dict[str, Any]] = []
     if args.shift:
-        shift, record = class_shift(args, val_probs, val.votes, device, dtype)
+        shift, record = class_shift(args, val_probs, val.votes, device)
     else:
         shift, record, grid = strength_shift(args, val_probs, vote_prior(train.votes), val.votes)
     add_to_bias(model, shift, cfg["labels"])
