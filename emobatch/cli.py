@@ -265,6 +265,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         timeline_writer(a.out)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    from .batch.process_tuning import check_address_space
+
+    check_address_space(settings)
     from .batch.driver import run_files
 
     paths = TimelinePaths(a.out)
@@ -289,7 +292,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             f"{how}: {rows}; continue with --resume (progress kept in "
             f"{path_text(paths.run_dir)})", "yellow")
         return 143 if isinstance(e, Terminated) else 130
-    except (OutputError, MemoryError, OSError) as e:
+    except Exception as e:  # an output, or memory, threads, files run out; else a bug
         prog.stop()
         message = _cannot_finish(e)
         kept = paths.run_dir
@@ -311,10 +314,12 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def _cannot_finish(e: BaseException) -> str:
     """What stopped a run, in one line: an output's error, or a resource the system ran out
-    of (memory, file descriptors: more --workers need more). Another OSError is a bug and
-    is raised again, with its traceback."""
-    if isinstance(e, MemoryError):
-        return "out of memory (the machine's, or a limit such as ulimit -v); use fewer --workers"
+    of (memory, address space, threads, file descriptors: more --workers need more).
+    Anything else is a bug and is raised again, with its traceback."""
+    from .batch.process_tuning import resource_failure
+
+    if resource_failure(e):
+        return resource_failure(e)
     if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
         import resource
 

@@ -1,7 +1,7 @@
 """Every error emobatch raises on purpose, in one place.
 
 A run turns `InputError` into an error row for that input and goes on; the CLI maps the
-others to its exit codes: `UsageError`, `WeightsError` and `BackendUnavailable` exit 2
+others to its exit codes: `UsageError` (and `LimitError`), `WeightsError` and `BackendUnavailable` exit 2
 (nothing was processed), `OutputError` exits 3 (finished work is kept for --resume).
 Anything else is a bug: an input it happens on gets an error row with the traceback.
 """
@@ -26,6 +26,11 @@ class OutputError(Exception):
 class UsageError(ValueError):
     """A problem with the command itself (settings, outputs, resume, device): nothing was
     processed."""
+
+
+class LimitError(UsageError):
+    """The process's limits (an address-space limit: ulimit -v, prlimit --as) are too low
+    for emobatch's libraries and networks to start: nothing was processed."""
 
 
 class WeightsError(RuntimeError):

@@ -9,8 +9,9 @@ the report's page rendered, not yet written; annotated: an annotated output draw
 recorded in its input's store), ACTION
 happens in the running process: SIGKILL, SIGTERM or SIGINT to itself, rmtree:PATH (the
 output folder vanishes), waitfor:PATH (the run holds still there, alive, until PATH exists),
-fill:PATH (the disk holding the folder PATH is filled up), or raise (a RuntimeError there,
-as a bug would raise). Several faults: comma-separated TARGETs, CALLS and ACTIONs.
+fill:PATH (the disk holding the folder PATH is filled up), raise (a RuntimeError there,
+as a bug would raise) or raise:TEXT (a RuntimeError saying TEXT, as a library would).
+Several faults: comma-separated TARGETs, CALLS and ACTIONs.
 """
 import os
 import shutil
@@ -45,6 +46,8 @@ def act(action: str, calls: int, target: str) -> None:
         fill(action.split(":", 1)[1])
     elif action == "raise":
         raise RuntimeError(f"fault injected after call {calls} of {target}")
+    elif action.startswith("raise:"):  # as a library raises it, e.g. out of threads
+        raise RuntimeError(action.split(":", 1)[1])
     elif action.startswith("waitfor:"):
         flag, deadline = action.split(":", 1)[1], time.monotonic() + 300
         while not os.path.exists(flag) and time.monotonic() < deadline:

@@ -398,3 +398,47 @@ def test_too_few_file_descriptors_for_the_workers_is_one_line(inputs, tmp_path):
                        capture_output=True, text=True, timeout=600, preexec_fn=few_files)
     assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr and "too many open files (the limit, ulimit -n, is 16)" in r.stderr
+
+
+def test_a_low_address_space_limit_is_one_line_before_any_work(inputs, tmp_path):
+    """Item 18: `prlimit --as` too low gave a raw ImportError, an abort or an OpenVINO error
+    (and at 4 GB a BLAS that spun forever while loading)."""
+    import resource
+
+    def little_address_space():
+        resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, resource.RLIM_INFINITY))
+
+    out = tmp_path / "r.parquet"
+    r = subprocess.run([sys.executable, "-m", "emobatch", "run", inputs, "--out", out, *FAST],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       preexec_fn=little_address_space)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "address-space limit (ulimit -v, prlimit --as) of 1.5 GB is too low" in r.stderr
+    assert not out.exists() and not (tmp_path / ".r.parquet.emobatch").exists()
+
+
+def test_a_start_that_hangs_under_the_limit_is_a_limit_error(monkeypatch):
+    """The child that tries the start under the limit is given up after PROBE_SECONDS."""
+    from emobatch.batch import process_tuning
+    from emobatch.config import Settings
+    from emobatch.errors import LimitError
+
+    monkeypatch.setattr(process_tuning, "address_space_limit", lambda: 4_000_000_000)
+    monkeypatch.setattr(process_tuning, "PROBE_SECONDS", 0.05)
+    with pytest.raises(LimitError, match="of 4.0 GB is too low .*did not finish in 0.05 s"):
+        process_tuning.check_address_space(Settings())
+
+
+def test_out_of_threads_mid_run_is_one_line_and_keeps_the_work(inputs, tmp_path):
+    """Item 18: under a limit the libraries' own errors (pyarrow, OpenVINO: 'Resource
+    temporarily unavailable') came out as tracebacks; now one line, exit 3, work kept."""
+    out = tmp_path / "r.parquet"
+    r = hooked("publish", 1, "raise:Unknown error: Failed to launch worker thread: Resource "
+               "temporarily unavailable", inputs, "--out", out, *FAST)
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and "out of memory or threads" in r.stderr
+    assert "rerun with --resume" in r.stderr and not out.exists()
+    r = cli("run", inputs, "--out", out, "--resume", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_parquet(out)) > 1
