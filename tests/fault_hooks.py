@@ -23,7 +23,7 @@ from emobatch import pipeline, report
 from emobatch.batch import sinks, store
 
 TARGETS = {"finish": (store.ItemStore, "finish"), "chunk": (store.ItemStore, "write_chunk"),
-           "part": (store, "_write_parquet"), "publish": (sinks.TimelineSink, "write_table"),
+           "part": (store, "_write_rows"), "publish": (sinks.TimelineSink, "write_table"),
            "still": (pipeline.FacePipeline, "process"), "report": (report, "render"),
            "annotated": (store.ItemStore, "record_annotated")}
 
