@@ -259,15 +259,15 @@ def cmd_run(a: argparse.Namespace) -> int:
     settings = settings_from_args(a)
     workers = workers_from_args(a.workers)
     check_inputs_exist(a.inputs)
+    from .batch.process_tuning import check_address_space
+
+    check_address_space(settings)  # before pyarrow too: this process may not even load it
     from .timeline import TimelinePaths, timeline_writer  # pyarrow, not torch, PyAV, OpenCV
 
     try:
         timeline_writer(a.out)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    from .batch.process_tuning import check_address_space
-
-    check_address_space(settings)
     from .batch.driver import run_files
 
     paths = TimelinePaths(a.out)

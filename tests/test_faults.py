@@ -406,7 +406,7 @@ def test_a_low_address_space_limit_is_one_line_before_any_work(inputs, tmp_path)
     import resource
 
     def little_address_space():
-        resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_AS, (1_000_000_000, resource.RLIM_INFINITY))
 
     out = tmp_path / "r.parquet"
     r = subprocess.run([sys.executable, "-m", "emobatch", "run", inputs, "--out", out, *FAST],
@@ -414,7 +414,7 @@ def test_a_low_address_space_limit_is_one_line_before_any_work(inputs, tmp_path)
                        preexec_fn=little_address_space)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert "address-space limit (ulimit -v, prlimit --as) of 1.5 GB is too low" in r.stderr
+    assert "address-space limit (ulimit -v, prlimit --as) of 1.0 GB is too low" in r.stderr
     assert not out.exists() and not (tmp_path / ".r.parquet.emobatch").exists()
 
 
