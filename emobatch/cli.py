@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import signal
 import sys
 import warnings
@@ -318,14 +317,8 @@ def _cannot_finish(e: BaseException) -> str:
     Anything else is a bug and is raised again, with its traceback."""
     from .batch.process_tuning import resource_failure
 
-    if resource_failure(e):
-        return resource_failure(e)
-    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return (f"too many open files (the limit, ulimit -n, is {soft}): raise it or use "
-                f"fewer --workers")
+    if message := resource_failure(e):
+        return message
     if isinstance(e, OutputError):
         return str(e)
     raise e

@@ -1,8 +1,9 @@
 """Every error emobatch raises on purpose, in one place.
 
 A run turns `InputError` into an error row for that input and goes on; the CLI maps the
-others to its exit codes: `UsageError` (and `LimitError`), `WeightsError` and `BackendUnavailable` exit 2
-(nothing was processed), `OutputError` exits 3 (finished work is kept for --resume).
+others to its exit codes: `UsageError` (and `LimitError`), `WeightsError` and
+`BackendUnavailable` exit 2 (nothing was processed), `OutputError` exits 3 (finished work is
+kept for --resume).
 Anything else is a bug: an input it happens on gets an error row with the traceback.
 """
 from __future__ import annotations

@@ -10,15 +10,20 @@ the networks once; `resource_failure` names what a run then still meets.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import resource
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import LimitError
 from ..media.images import raise_pillow_limit
 from ..memory import limit_heap_growth
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 PROBE_SECONDS = 120  # the child's loading takes a few seconds; a library that hangs, forever
 # what the C++ and system libraries say when memory, address space or threads run out
@@ -48,10 +53,10 @@ def address_space_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def check_address_space(settings) -> None:
+def check_address_space(settings: Settings) -> None:
     """Where an address-space limit is set, start a run's libraries and networks (for
-    `settings`, an emobatch.config.Settings) in a child process under it; LimitError if
-    that fails or hangs. No limit: nothing is done."""
+    `settings`) in a child process under it; LimitError if that fails or hangs. No limit:
+    nothing is done."""
     limit = address_space_limit()
     if limit is None:
         return
@@ -62,7 +67,7 @@ def check_address_space(settings) -> None:
                          f"networks ({why}): raise it (8 GB is enough on a CPU), or remove it")
 
 
-def _probe(settings) -> str | None:
+def _probe(settings: Settings) -> str | None:
     """None if a child process loaded and ran the pipeline, else what went wrong."""
     try:
         r = subprocess.run([sys.executable, "-m", __name__], input=pickle.dumps(settings),
@@ -77,10 +82,13 @@ def _probe(settings) -> str | None:
 
 
 def resource_failure(e: BaseException) -> str | None:
-    """One line for an error that says memory, address space or threads ran out (raised by
-    a library under a limit), else None."""
-    text = str(e)
-    if not isinstance(e, MemoryError) and not any(s in text for s in RESOURCE_SIGNS):
+    """One line for an error that says file descriptors, memory, address space or threads
+    ran out (raised by a library under a limit), else None."""
+    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (f"too many open files (the limit, ulimit -n, is {soft}): raise it or use "
+                f"fewer --workers")
+    if not isinstance(e, MemoryError) and not any(s in str(e) for s in RESOURCE_SIGNS):
         return None
     limit = address_space_limit()
     where = (f"the address-space limit, ulimit -v, is {limit / 1e9:.1f} GB" if limit
