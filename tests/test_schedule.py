@@ -124,3 +124,23 @@ def test_auto_is_resolved_once_for_the_run_and_recorded(monkeypatch, tmp_path):
     meta = df.attrs["emobatch"]
     assert meta["classify_every"] == meta["settings"]["classify_every"] == 2
     assert not df.dropna(subset=["face"])["classified"].all()
+
+
+def test_bf16_is_native_only_where_the_cpu_has_its_flags(monkeypatch):
+    """oneDNN says bf16 is supported on any AVX-512 CPU, where it emulates it (a training
+    epoch ~10x slower than fp32): AVX-512 without AVX512-BF16 or AMX runs fp32."""
+    import emobatch.faces.device as device
+
+    base = "fpu sse2 avx avx2 fma avx512f avx512bw avx512vl avx512_vnni"
+    try:
+        for flags, native in ((base, False), (base + " avx512_bf16", True),
+                              (base + " amx_bf16 amx_tile avx512_bf16", True),
+                              ("fpu sse2 avx avx2 fma", False)):
+            monkeypatch.setattr(device, "_cpuinfo", lambda flags=flags: {"flags": flags})
+            monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+            device.cpu_bf16_supported.cache_clear()
+            assert device.cpu_bf16_supported() is native, flags
+            assert device.amp_dtype(torch.device("cpu")) == (torch.bfloat16 if native else None)
+    finally:
+        monkeypatch.undo()
+        device.cpu_bf16_supported.cache_clear()
