@@ -769,7 +769,7 @@ def test_votes_folder_given_but_matching_no_image_is_an_error(fer_votes, tmp_pat
 
 
 def test_training_targets_leave_out_faces_without_emotion_votes(fer_votes):
-    from training.fit import training_targets
+    from training.data import training_targets
 
     train = load_fer(fer_votes / "fer2013")["Training"]
     kept, q = training_targets("ferplus", train, mix=0.5)
@@ -779,6 +779,12 @@ def test_training_targets_leave_out_faces_without_emotion_votes(fer_votes):
     np.testing.assert_allclose(own, 0.5 * 0.3 + 0.5)  # half the votes' 3/10, half the label
     same, labels = training_targets("fer2013", train, mix=0.0)
     assert same is train and labels is train.labels
+    # mixed for the chosen classes' faces only; the others keep their votes' distribution
+    only, q2 = training_targets("ferplus", train, mix=0.5, mix_classes=[EMOTIONS[kept.labels[0]]])
+    chosen = only.labels == only.labels[0]
+    np.testing.assert_allclose(q2[chosen], q[chosen])
+    np.testing.assert_allclose(q2[~chosen], training_targets("ferplus", train, mix=0.0)[1][~chosen])
+    assert (~chosen).any() and not np.allclose(q2[~chosen], q[~chosen])
 
 
 def test_evaluate_reports_the_ferplus_majority_and_vote_cross_entropy(fer_votes, folder_run,

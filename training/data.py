@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -263,6 +263,16 @@ def add_votes_argument(p: argparse.ArgumentParser) -> None:
                         "inside or beside --data; 'none' to ignore them)")
 
 
+def add_label_mix_arguments(p: argparse.ArgumentParser) -> None:
+    """--label-mix and --label-mix-classes (see training_targets)."""
+    p.add_argument("--label-mix", type=float, default=0.0, metavar="W",
+                   help="with ferplus: the target is (1 - W) * the vote distribution + W * "
+                        "FER2013's own label")
+    p.add_argument("--label-mix-classes", nargs="+", choices=EMOTIONS, default=None,
+                   metavar="CLASS", help="mix FER2013's label in only for the faces it labels "
+                                         "one of these (default: every face)")
+
+
 def votes_arg(value: str) -> str | None:
     """--votes as load_fer takes it."""
     return None if value.lower() == "none" else value
@@ -286,3 +296,22 @@ def resolve_labels(args, train: Split, val: Split) -> str:
                             f"image of {args.data} (give the votes folder with --votes, or use "
                             f"--labels fer2013)")
     return args.labels
+
+
+def training_targets(labels: str, train: Split, mix: float,
+                     mix_classes: Sequence[str] | None = None) -> tuple[Split, np.ndarray]:
+    """The images to train on and their targets: FER2013's labels (N,), or FER+ vote
+    distributions (N, 7) mixed with them (for FER2013's `mix_classes` only, where given),
+    without the faces that have no emotion votes."""
+    if labels == "fer2013":
+        if mix:
+            raise TrainingError("--label-mix mixes FER2013's labels into FER+ targets: it needs "
+                                "--labels ferplus")
+        return train, train.labels
+    if not 0.0 <= mix <= 1.0:
+        raise TrainingError(f"--label-mix {mix}: must be within 0..1")
+    q = ferplus.targets(train.votes, train.labels, mix, mix_classes)
+    keep = q.sum(1) > 0
+    log.info("FER+ targets (label mix %.2f): %d faces, %d without emotion votes left out",
+             mix, int(keep.sum()), int((~keep).sum()))
+    return train.subset(keep), q[keep]

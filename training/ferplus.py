@@ -12,6 +12,8 @@ What becomes of FER+'s three columns outside the timeline's seven emotions:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import csv
 import logging
 from pathlib import Path
@@ -100,12 +102,18 @@ def majority(votes: np.ndarray) -> np.ndarray:
     return out
 
 
-def targets(votes: np.ndarray, labels: np.ndarray, mix: float = 0.0) -> np.ndarray:
+def targets(votes: np.ndarray, labels: np.ndarray, mix: float = 0.0,
+            mix_classes: Sequence[str] | None = None) -> np.ndarray:
     """Training targets (N, 7) float32: (1 - mix) * the vote distribution + mix * one-hot of
-    FER2013's own label; rows of zeros where the image has no vote distribution."""
+    FER2013's own label (only for faces FER2013 labels one of `mix_classes`, where given);
+    rows of zeros where the image has no vote distribution."""
     dist = distribution(votes)
     has = dist.sum(1) > 0
-    onehot = np.eye(len(EMOTIONS), dtype=np.float32)[np.asarray(labels, np.int64)]
-    out = (1 - mix) * dist + mix * onehot
+    labels = np.asarray(labels, np.int64)
+    onehot = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+    w = np.full((len(labels), 1), mix, np.float32)
+    if mix_classes is not None:
+        w[~np.isin(labels, [EMOTIONS.index(c) for c in mix_classes])] = 0.0
+    out = (1 - w) * dist + w * onehot
     out[~has] = 0.0
     return out.astype(np.float32)

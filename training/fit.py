@@ -30,9 +30,10 @@ from emobatch.faces.emotion.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tens
 from emobatch.faces.emotion.weights import DEFAULT_NAME, load_weights, save_weights
 from .augment import mixup, random_affine, random_erasing
 from .checkpoint import Trainee, resume, save_checkpoint, write_history
-from . import ferplus, posed as posed_data
-from .data import (Split, TrainingError, add_align_argument, add_votes_argument, exit_on_error,
-                   load_fer, resolve_labels, votes_arg)
+from . import posed as posed_data
+from .data import (Split, TrainingError, add_align_argument, add_label_mix_arguments,
+                   add_votes_argument, exit_on_error, load_fer, resolve_labels,
+                   training_targets, votes_arg)
 from .distill import cached_teacher_probs, distill_loss, provenance, soften
 from .scoring import nll, vote_metrics
 from .progress import Advance, steps
@@ -73,10 +74,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(soft cross-entropy; models are selected on PublicTest's FER+ "
                         "majority), fer2013 = FER2013's one label per face (auto: ferplus "
                         "where --votes finds votes, else fer2013)")
-    p.add_argument("--label-mix", type=float, default=0.0, metavar="W",
-                   help="with ferplus: the target is (1 - W) * the vote distribution + W * "
-                        "FER2013's own label")
     add_votes_argument(p)
+    add_label_mix_arguments(p)
     posed_data.add_posed_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -197,23 +196,6 @@ def evaluate(model: nn.Module, split: Split, device, dtype, tta: str = "none",
     return out
 
 
-def training_targets(labels: str, train: Split, mix: float) -> tuple[Split, np.ndarray]:
-    """The images to train on and their targets: FER2013's labels (N,), or FER+ vote
-    distributions (N, 7) mixed with them, without the faces that have no emotion votes."""
-    if labels == "fer2013":
-        if mix:
-            raise TrainingError("--label-mix mixes FER2013's labels into FER+ targets: it needs "
-                                "--labels ferplus")
-        return train, train.labels
-    if not 0.0 <= mix <= 1.0:
-        raise TrainingError(f"--label-mix {mix}: must be within 0..1")
-    q = ferplus.targets(train.votes, train.labels, mix)
-    keep = q.sum(1) > 0
-    log.info("FER+ targets (label mix %.2f): %d faces, %d without emotion votes left out",
-             mix, int(keep.sum()), int((~keep).sum()))
-    return train.subset(keep), q[keep]
-
-
 def _out_path(out: str) -> Path:
     p = Path(out)
     return p if p.suffix == ".pt" else p / DEFAULT_NAME
@@ -254,6 +236,8 @@ def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, f
                     "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
         "command": command, "seed": args.seed, "trained_on": trained_on, "targets": labels,
         **({"label_mix": args.label_mix} if labels == "ferplus" else {}),
+        **({"label_mix_classes": list(args.label_mix_classes)}
+           if labels == "ferplus" and args.label_mix_classes else {}),
         **({"init": init} if init else {}), **({"distill": distill} if distill else {}),
         **({"posed": posed} if posed else {}),
     }, out_path)
@@ -295,7 +279,7 @@ def load_splits(args: argparse.Namespace) -> tuple[Split, Split, np.ndarray, str
         train = train.subset(rng.permutation(len(train))[:args.limit])
         val = val.subset(np.sort(rng.permutation(len(val))[:args.limit]))
     labels = resolve_labels(args, train, val)
-    train, targets = training_targets(labels, train, args.label_mix)
+    train, targets = training_targets(labels, train, args.label_mix, args.label_mix_classes)
     if labels == "fer2013":  # scored as before: FER2013's labels only
         val = dataclasses.replace(val, votes=None)
     return train, val, targets, labels
