@@ -57,10 +57,11 @@ class Browser:
         threading.Thread(target=self._read, daemon=True).start()
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         attached = self.call("Target.attachToTarget", targetId=target, flatten=True)
-        self.session = attached["sessionId"]
+        # the protocol's id of this attachment: commands that carry it go to the page
+        self.channel = attached["sessionId"]
         for domain in ("Page", "Runtime", "Network", "Log"):
-            self.call(f"{domain}.enable", session=self.session)
-        self.call("Emulation.setDeviceMetricsOverride", session=self.session, width=width,
+            self.call(f"{domain}.enable", channel=self.channel)
+        self.call("Emulation.setDeviceMetricsOverride", channel=self.channel, width=width,
                   height=height, deviceScaleFactor=1, mobile=False)
 
     def _read(self) -> None:
@@ -75,7 +76,7 @@ class Browser:
                 else:
                     self.events.append(msg)
 
-    def call(self, method: str, session: str | None = None, timeout: float = 30,
+    def call(self, method: str, channel: str | None = None, timeout: float = 30,
              **params: Any) -> dict[str, Any]:
         """Send one command and return its result (RuntimeError on a protocol error)."""
         with self._lock:
@@ -83,8 +84,8 @@ class Browser:
             mid = self._next_id
             self._replies[mid] = queue.Queue()
         msg = {"id": mid, "method": method, "params": params}
-        if session:
-            msg["sessionId"] = session
+        if channel:
+            msg["sessionId"] = channel
         os.write(self._send_fd, json.dumps(msg).encode() + b"\0")
         reply = self._replies[mid].get(timeout=timeout)
         if "error" in reply:
@@ -92,8 +93,8 @@ class Browser:
         return reply.get("result", {})
 
     def page(self, method: str, **params: Any) -> dict[str, Any]:
-        """A command to the page's session."""
-        return self.call(method, session=self.session, **params)
+        """A command to the page (over its channel)."""
+        return self.call(method, channel=self.channel, **params)
 
     def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
         """The first event named method (waiting up to timeout s for it)."""
