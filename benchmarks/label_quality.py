@@ -66,10 +66,12 @@ class Candidate:
         self.seen = set(self.loaded.config.get("posed", {}).get("performers", []))
 
     def probs(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 7) in EMOTIONS order for uint8 crops (N, 48, 48)."""
+        """Probabilities (N, 7) in EMOTIONS order for uint8 crops (N, H, W), resized to the
+        network's input side."""
         p = predict_probs(self.runtime.model, images, self.device, self.runtime.dtype,
                           batch_size=256, tta=self.tta, mean=self.loaded.config.get("mean", 0.5),
-                          std=self.loaded.config.get("std", 0.25))
+                          std=self.loaded.config.get("std", 0.25),
+                          size=self.loaded.weights_config.input_size)
         return to_emotions_order(p.astype(np.float64), self.loaded.config["labels"])
 
     def run_photos(self, paths: list[str]) -> np.ndarray:
@@ -114,7 +116,8 @@ def posed_scores(group: list[Candidate], posed: PosedSet) -> dict[str, Any]:
         if not mine.any():
             continue
         part = posed.subset(mine)
-        pred = {"crop": c.probs(crops(part)[0]).argmax(1), "e2e": c.run_photos(part.paths)}
+        clean = crops(part, size=c.loaded.weights_config.input_size)[0]
+        pred = {"crop": c.probs(clean).argmax(1), "e2e": c.run_photos(part.paths)}
         for k, v in pred.items():
             hits[k].append(np.stack([v == top[mine], v == intended[mine]]))
         fold_means.append(float((pred["e2e"] == top[mine]).mean()))

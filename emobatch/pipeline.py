@@ -65,7 +65,7 @@ class FacePipeline:
         # photos get their own networks only where they run elsewhere than videos'
         self.still_detector = (self.detector if self.plan.detector_stills == self.plan.detector
                                else detector_of(self.plan, self.plan.detector_stills))
-        self.aligner = Aligner()
+        self.aligner = Aligner(self.classifier.input_size)
         self.classify_every = self.plan.classify_every
         # who is who: one embedding per track (or per photo face), never per video frame
         self.embedder = Embedder() if s.people != "off" else None

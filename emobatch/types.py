@@ -39,10 +39,11 @@ class FaceBatch:
 
     xyxy (n, 4) float32 pixels of the original frame; score (n,) float32;
     landmarks (n, 5, 2) float32 (left eye, right eye, nose, mouth left, mouth right);
-    crops (n, 48, 48) uint8 aligned faces; probs (n, 7) float32 in EMOTIONS order;
-    probs_raw (n, 7) before smoothing; track (n,) int64 (-1 = untracked); classified (n,)
-    bool: False where a video face's probabilities were carried from its track's last
-    classified frame (emobatch.faces.tracking.classify_schedule), None = all classified.
+    crops (n, S, S) uint8 aligned faces (S: the classifier's input side, 48 by default);
+    probs (n, 7) float32 in EMOTIONS order; probs_raw (n, 7) before smoothing; track (n,)
+    int64 (-1 = untracked); classified (n,) bool: False where a video face's probabilities
+    were carried from its track's last classified frame
+    (emobatch.faces.tracking.classify_schedule), None = all classified.
     """
 
     xyxy: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))

@@ -1085,3 +1085,68 @@ def test_predict_probs_reports_each_batch():
     predict_probs(build_model("tiny"), crops, torch.device("cpu"), None, batch_size=2,
                   tta="flip", on_batch=seen.append)
     assert seen == [2, 2, 1]
+
+
+# ----------------------------------------------------------------------------- input side
+
+
+def test_a_network_of_another_input_side_trains_ships_and_runs_at_it(fer_votes, posed_folder,
+                                                                      tmp_path, monkeypatch):
+    """--input-size 64: FER2013's 48-pixel faces are resized to 64 (the same helper inference
+    uses), posed photos are aligned at 64, the weights say so, int8 calibrates at 64, and the
+    product aligns its crops at 64 for these weights (48-pixel crops given to the classifier
+    are resized, so 48-pixel datasets still score it)."""
+    import emobatch
+    from emobatch.faces.emotion.classifier import Classifier
+    from emobatch.faces.emotion.preprocess import resize_crops
+    from emobatch.faces.emotion.weights import load_weights
+    from emobatch.pipeline import FacePipeline
+    from emobatch.config import Settings
+    from emobatch.media.sources import read_image
+    from training.quantize import get_args_parser, main
+
+    import training.fit as fit
+
+    seen_shapes: list[tuple[int, ...]] = []
+    real = fit.to_tensor
+
+    def spy(x, *a):
+        seen_shapes.append(tuple(x.shape))
+        return real(x, *a)
+
+    monkeypatch.setattr(fit, "to_tensor", spy)
+    fit_main(["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w.pt"),
+              "--ckpt-dir", str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1",
+              "--batch-size", "16", "--threads", "1", "--input-size", "64", "--tta", "flip",
+              "--posed", str(posed_folder), "--posed-copies", "2", "--posed-folds", "2",
+              "--posed-holdout", "1"])
+    assert seen_shapes and all(s[1:] == (64, 64) for s in seen_shapes)
+    main(get_args_parser().parse_args(["--data", str(fer_votes / "fer2013"), "--weights",
+                                       str(tmp_path / "w.pt"), "--faces", "20"]))
+    loaded = load_weights(tmp_path / "w.pt")
+    assert loaded.config["input_size"] == [64, 64] and loaded.weights_config.input_size == 64
+
+    clf = Classifier(tmp_path / "w.pt", device="cpu", backend="int8")
+    assert clf.backend == "int8" and clf.input_size == 64
+    small = load_fer(fer_votes / "fer2013")["PublicTest"].images[:5]
+    np.testing.assert_array_equal(clf.predict(small), clf.predict(resize_crops(small, 64)))
+
+    pipe = FacePipeline(Settings(weights=str(tmp_path / "w.pt"), device="cpu"))
+    faces = pipe.process(read_image(ROOT / "examples" / "sample" / "astronaut.jpg"))
+    assert len(faces) and faces.crops.shape[1:] == (64, 64)
+    df = emobatch.run([str(ROOT / "examples" / "sample" / "astronaut.jpg")],
+                      weights=str(tmp_path / "w.pt"))
+    assert df["emotion"].notna().all() and len(df) == len(faces)
+
+
+def test_resize_crops_keeps_crops_that_fit_and_resizes_others():
+    from emobatch.faces.emotion.preprocess import resize_crops
+
+    crops = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    assert resize_crops(crops, 48) is crops and resize_crops(crops, None) is crops
+    up = resize_crops(crops, 64)
+    assert up.shape == (3, 64, 64) and up.dtype == np.uint8
+    np.testing.assert_array_equal(up[1], cv2.resize(crops[1], (64, 64),
+                                                    interpolation=cv2.INTER_LINEAR))
+    assert resize_crops(up, 32).shape == (3, 32, 32)
+    assert resize_crops(np.zeros((0, 48, 48), np.uint8), 64).shape == (0, 64, 64)

@@ -38,6 +38,11 @@ def test_weights_config_defaults_live_in_one_place():
         WeightsConfig.of({"labels": list(EMOTIONS)})
     with pytest.raises(AttributeError):
         cfg.tta = "flip"  # type: ignore[misc]  # frozen
+    assert cfg.input_size == 48  # weights written before the network's side was recorded
+    assert WeightsConfig.of({"arch": "vgg_m", "input_size": [64, 64]}).input_size == 64
+    for bad in ([64, 48], [8, 8], "64", [63.5, 63.5]):
+        with pytest.raises(WeightsError, match="input_size"):
+            WeightsConfig.of({"arch": "vgg_m", "input_size": bad})
 
 
 def test_tampered_file_rejected(tmp_path):

@@ -259,7 +259,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     tta = cfg.get("tta", "none")
     val_probs = to_emotions_order(predict_probs(
         model, val.images, device, dtype, batch_size=512, tta=tta, mean=cfg.get("mean", 0.5),
-        std=cfg.get("std", 0.25)).astype(np.float64), cfg["labels"])
+        std=cfg.get("std", 0.25), size=loaded.weights_config.input_size).astype(np.float64),
+        cfg["labels"])
     grid: list[dict[str, Any]] = []
     if args.shift:
         shift, record = class_shift(args, val_probs, val.votes, device)
@@ -267,7 +268,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         shift, record, grid = strength_shift(args, val_probs, vote_prior(train.votes), val.votes)
     add_to_bias(model, shift, cfg["labels"])
 
-    scores = fit.evaluate(model, val, device, dtype)
+    scores = fit.evaluate(model, val, device, dtype, size=loaded.weights_config.input_size)
     kept = {k: v for k, v in cfg.get("metrics", {}).items() if not k.startswith("publictest_")}
     config = {k: v for k, v in cfg.items() if k not in ("labels", "sha256", "int8")}
     config |= {"tta": "none",

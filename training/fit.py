@@ -26,7 +26,7 @@ from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.config import TTA_MODES
 from emobatch.faces.device import amp_dtype, autocast, select_device
 from emobatch.faces.emotion.models import build_model
-from emobatch.faces.emotion.preprocess import DEFAULT_MEAN, DEFAULT_STD, to_tensor
+from emobatch.faces.emotion.preprocess import DEFAULT_MEAN, DEFAULT_STD, resize_crops, to_tensor
 from emobatch.faces.emotion.weights import DEFAULT_NAME, load_weights, save_weights
 from .augment import mixup, random_affine, random_erasing
 from .checkpoint import Trainee, resume, save_checkpoint, write_history
@@ -47,6 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="weights/", help="directory (or .pt path) for the best weights")
     p.add_argument("--ckpt-dir", default=None, help="checkpoints + history (default: runs/<arch>)")
     p.add_argument("--arch", default="vgg_m")
+    p.add_argument("--input-size", type=int, default=48, metavar="PX",
+                   help="the network's input side: FER2013's 48-pixel faces are resized to it, "
+                        "posed photos and the product's crops are aligned at it")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate")
@@ -183,12 +186,14 @@ def train_one_epoch(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optim
 
 
 def evaluate(model: nn.Module, split: Split, device, dtype, tta: str = "none",
-             description: str = "PublicTest") -> dict[str, float]:
+             description: str = "PublicTest", size: int | None = None) -> dict[str, float]:
     """NLL and accuracy against the split's FER2013 labels; where it has FER+ votes, also
     fp_acc (accuracy against the FER+ majority) and vote_ce (cross-entropy against the
-    vote distribution). Shows its progress as `description`."""
+    vote distribution). Shows its progress as `description`. size: the model's input side,
+    where the split's images have another."""
     with steps(description + ("" if tta == "none" else f", {tta} TTA"), len(split), "faces") as adv:
-        probs = predict_probs(model, split.images, device, dtype, 512, tta, on_batch=adv)
+        probs = predict_probs(model, split.images, device, dtype, 512, tta, on_batch=adv,
+                              size=size)
     out = {"loss": nll(probs, split.labels), "acc": float((probs.argmax(1) == split.labels).mean())}
     if split.votes is not None:
         v = vote_metrics(probs, split.votes)
@@ -230,7 +235,7 @@ def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, f
                   if labels == "ferplus" else "FER2013 Training")
     trained_on += posed_data.trained_on(posed)
     save_weights(model, {
-        "arch": args.arch, "input_size": [48, 48], "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
+        "arch": args.arch, "input_size": [args.input_size] * 2, "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
         "tta": "none",
         "metrics": {**_config_metrics(scores), "selected_on": _METRIC_NAMES[SELECT_ON[labels]],
                     "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
@@ -255,7 +260,8 @@ def finalize(out_path: Path, val: Split, device, dtype, modes=TTA_MODES[1:]) -> 
     best, config["tta"] = config["metrics"][key], "none"
     model = loaded.model.to(device)
     for mode in (m for m in TTA_MODES[1:] if m in modes):  # in order of cost
-        scores = _config_metrics(evaluate(model, val, device, dtype, tta=mode), f"_{mode}_tta")
+        scores = _config_metrics(evaluate(model, val, device, dtype, tta=mode,
+                                          size=loaded.weights_config.input_size), f"_{mode}_tta")
         config["metrics"] |= scores
         log.info("PublicTest with %s TTA: %s", mode,
                  " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
@@ -282,6 +288,8 @@ def load_splits(args: argparse.Namespace) -> tuple[Split, Split, np.ndarray, str
     train, targets = training_targets(labels, train, args.label_mix, args.label_mix_classes)
     if labels == "fer2013":  # scored as before: FER2013's labels only
         val = dataclasses.replace(val, votes=None)
+    train, val = (dataclasses.replace(s, images=resize_crops(s.images, args.input_size))
+                  for s in (train, val))
     return train, val, targets, labels
 
 
@@ -326,7 +334,8 @@ def fit_epoch(t: Trainee, data: tuple[np.ndarray, np.ndarray], val: Split,
     raw, avg = (evaluate(m, val, device, dtype, description=f"PublicTest ({name})")
                 for m, name in ((t.model, "raw"), (t.ema.module, "EMA")))
     if held is not None:
-        raw["posed_top"], avg["posed_top"] = (posed_data.agreement(m, held, device, dtype)
+        raw["posed_top"], avg["posed_top"] = (posed_data.agreement(m, held, device, dtype,
+                                                                   args.input_size)
                                               for m in (t.model, t.ema.module))
     row |= {f"val_{k}": v for k, v in raw.items()} | {f"ema_val_{k}": v for k, v in avg.items()}
     row["seconds"] = time.time() - t0

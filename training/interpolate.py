@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     "weights is usually worse than either", args.tuned, args.base,
                     tuned.config["init"].get("path"))
     model = blend(base, tuned, args.alpha).to(device)
-    scores = fit.evaluate(model, val, device, dtype)
+    scores = fit.evaluate(model, val, device, dtype, size=tuned.weights_config.input_size)
     config = {k: v for k, v in tuned.config.items() if k not in ("labels", "sha256", "int8")}
     config |= {"tta": "none",
                "metrics": {**fit._config_metrics(scores), "selected_on": "publictest_ferplus_acc"

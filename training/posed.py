@@ -1,7 +1,7 @@
 """Posed photos rated by observers (posed-tw's labels.csv layout) as soft training targets.
 
 The photos go through the product's own detector and alignment: each is detected once
-(the most confident face), and every epoch renders new 48x48 crops from the photo with the
+(the most confident face), and every epoch renders new crops from the photo with the
 alignment jittered (scale, rotation, shift, landmark noise) and the camera varied (resolution,
 blur, exposure, noise), so a few hundred photos teach expressions rather than one lab's
 crops. Targets are the observers' endorsement shares, normalised: what people saw, not the
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from torch import nn
 
-from emobatch.faces.align import TEMPLATE_48, _warp, similarity
+from emobatch.faces.align import TEMPLATE_48, align_face
 from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.types import EMOTIONS
 from .data import SIZE, TrainingError
@@ -146,30 +146,32 @@ def _detect_all(root: Path, rows: list[dict[str, str]]) -> PosedSet:
                     np.array([r["performer"] for r in kept]), [str(root / r["file"]) for r in kept])
 
 
-def render(photo: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None
-           ) -> np.ndarray:
-    """One (48, 48) uint8 crop of photo (H, W) gray aligned on landmarks (5, 2) like the
+def render(photo: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None,
+           size: int = SIZE) -> np.ndarray:
+    """One (size, size) uint8 crop of photo (H, W) gray aligned on landmarks (5, 2) like the
     pipeline's Aligner; with rng, the alignment and the camera are jittered (see module doc)."""
     if rng is None:
-        return _warp(photo, similarity(landmarks, TEMPLATE_48), SIZE)
+        return align_face(photo, landmarks, size)
     zoom = math.exp(rng.uniform(math.log(0.85), math.log(1.35)))
     angle = math.radians(rng.uniform(-8, 8))
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     target = (TEMPLATE_48 - TEMPLATE_CENTRE) @ rot.T * zoom + TEMPLATE_CENTRE + rng.uniform(-2.5, 2.5, 2)
     marks = landmarks + rng.normal(0, 1.0, landmarks.shape)
-    crop = _warp(photo, similarity(marks, target), SIZE).astype(np.float32)
+    crop = align_face(photo, marks, size, target).astype(np.float32)
     return _camera(crop, rng)
 
 
 def _camera(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """crop (48, 48) float32 as another camera might give it: lower resolution, blur,
-    gamma, contrast and brightness, sensor noise. Returns uint8."""
+    """crop (S, S) float32 as another camera might give it: lower resolution (down to 20 px
+    on FER2013's 48-pixel scale), blur, gamma, contrast and brightness, sensor noise.
+    Returns uint8."""
+    size = crop.shape[0]
     if rng.random() < 0.5:
-        side = int(rng.integers(20, 44))
+        side = round(int(rng.integers(20, 44)) * size / SIZE)
         small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
-        crop = cv2.resize(small, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        crop = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.3:
-        crop = cv2.GaussianBlur(crop, (0, 0), rng.uniform(0.4, 1.0))
+        crop = cv2.GaussianBlur(crop, (0, 0), rng.uniform(0.4, 1.0) * size / SIZE)
     crop = 255.0 * (np.clip(crop, 0, 255) / 255.0) ** math.exp(rng.uniform(-0.4, 0.4))
     mean = crop.mean()
     crop = (crop - mean) * rng.uniform(0.6, 1.3) + mean + rng.uniform(-30, 30)
@@ -178,15 +180,15 @@ def _camera(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(crop + 0.5, 0, 255).astype(np.uint8)
 
 
-def crops(posed: PosedSet, copies: int = 1, rng: np.random.Generator | None = None
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """copies renders of every photo: images (copies * n, 48, 48) uint8 and their targets
-    (copies * n, 7) float32 (the shares). Without rng, one clean crop each, as inference
-    aligns it."""
-    images = [render(posed.photos[i], posed.landmarks[i], rng)
+def crops(posed: PosedSet, copies: int = 1, rng: np.random.Generator | None = None,
+          size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """copies renders of every photo: images (copies * n, size, size) uint8 and their
+    targets (copies * n, 7) float32 (the shares). Without rng, one clean crop each, as
+    inference aligns it for a network of input side `size`."""
+    images = [render(posed.photos[i], posed.landmarks[i], rng, size)
               for _ in range(copies) for i in range(len(posed))]
     if not images:
-        return np.zeros((0, SIZE, SIZE), np.uint8), np.zeros((0, len(EMOTIONS)), np.float32)
+        return np.zeros((0, size, size), np.uint8), np.zeros((0, len(EMOTIONS)), np.float32)
     return np.stack(images), np.concatenate([posed.shares] * copies)
 
 
@@ -240,7 +242,7 @@ def epoch_data(images: np.ndarray, targets: np.ndarray, posed: PosedSet | None,
     if posed is None:
         return images, targets
     rng = np.random.default_rng([args.seed, epoch])
-    rendered, shares = crops(posed, args.posed_copies, rng)
+    rendered, shares = crops(posed, args.posed_copies, rng, images.shape[1])
     return np.concatenate([images, rendered]), np.concatenate([targets, shares])
 
 
@@ -262,8 +264,9 @@ def trained_on(config: dict | None) -> str:
             f"observers' endorsement shares")
 
 
-def agreement(model: nn.Module, held: PosedSet, device, dtype) -> float:
-    """Share of held-out posed photos whose predicted class is the observers' top choice."""
-    images, shares = crops(held)
+def agreement(model: nn.Module, held: PosedSet, device, dtype, size: int = SIZE) -> float:
+    """Share of held-out posed photos whose predicted class is the observers' top choice
+    (the model's input side: size)."""
+    images, shares = crops(held, size=size)
     probs = predict_probs(model, images, device, dtype, batch_size=512)
     return float((probs.argmax(1) == shares.argmax(1)).mean())

@@ -26,7 +26,7 @@ import torch
 from emobatch.faces.emotion.runtimes import convert_int8, load_runtime, observer_state, prepare_int8
 from emobatch.faces.emotion.classifier import predict_probs
 from emobatch.config import TTA_MODES
-from emobatch.faces.emotion.preprocess import to_tensor
+from emobatch.faces.emotion.preprocess import resize_crops, to_tensor
 from emobatch.faces.emotion.weights import load_weights, save_weights
 from .data import TrainingError, add_align_argument, exit_on_error, load_fer
 from .scoring import vote_metrics
@@ -47,13 +47,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def calibrate(model: torch.nn.Module, images: np.ndarray, mean: float, std: float,
-              batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Observer state of `model` (float, any architecture) after seeing images (N, 48, 48)
-    uint8, normalised as inference does."""
-    prepared = prepare_int8(model.cpu().eval())
+              batch_size: int = 256, size: int = 48) -> dict[str, torch.Tensor]:
+    """Observer state of `model` (float, any architecture, input side `size`) after seeing
+    images (N, H, W) uint8, resized and normalised as inference does."""
+    prepared = prepare_int8(model.cpu().eval(), size)
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            prepared(to_tensor(images[i:i + batch_size], mean, std))
+            prepared(to_tensor(resize_crops(images[i:i + batch_size], size), mean, std))
     state = observer_state(prepared)
     convert_int8(prepared)  # fails here, not at load time, if the graph cannot be quantised
     return state
@@ -70,7 +70,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = loaded.config
     pick = np.sort(np.random.default_rng(args.seed).choice(
         len(train), min(args.faces, len(train)), replace=False))
-    observers = calibrate(loaded.model, train.images[pick], cfg.get("mean", 0.5), cfg.get("std", 0.25))
+    wc = loaded.weights_config
+    observers = calibrate(loaded.model, train.images[pick], wc.mean, wc.std, size=wc.input_size)
     info: dict[str, Any] = {
         "engine": torch.backends.quantized.engine, "faces": len(pick), "seed": args.seed,
         "calibration": "FER2013 Training (seeded sample)", "torch": str(torch.__version__),
@@ -84,7 +85,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             info["publictest_ferplus"] = {}
         for tta in TTA_MODES:
             probs = predict_probs(runtime.model, test.images, torch.device("cpu"), None, 256, tta,
-                                  cfg.get("mean", 0.5), cfg.get("std", 0.25))
+                                  wc.mean, wc.std, size=wc.input_size)
             info["publictest"][tta] = round(float(np.mean(probs.argmax(1) == test.labels)), 4)
             log.info("int8 PublicTest accuracy (FER2013 labels), tta %s: %.4f", tta,
                      info["publictest"][tta])

@@ -1,4 +1,4 @@
-"""Landmarks -> 48x48 grayscale crops with the geometry of FER2013's faces.
+"""Landmarks -> square grayscale crops (48x48 by default) with the geometry of FER2013's faces.
 
 Used by inference and by training (one copy). The template is where MTCNN finds the five
 landmarks on FER2013 training crops (median over 260 faces, mirrored so the eyes are level);

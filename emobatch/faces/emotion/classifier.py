@@ -13,7 +13,7 @@ from ...config import TTA_MODES
 from ...types import FaceBatch
 from .runtimes import build_runtime, inference_model, resolve_backend
 from ..device import autocast, select_device
-from .preprocess import to_tensor
+from .preprocess import resize_crops, to_tensor
 from .weights import LoadedModel, load_weights
 
 CROP_FRACTION = 44 / 48  # side of the zoom/ten-crop views' crops, as a fraction of the input
@@ -47,19 +47,22 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
 def predict_probs(model: nn.Module, crops: np.ndarray, device: torch.device,
                   dtype: torch.dtype | None, batch_size: int = 256, tta: str = "none",
                   mean: float = 0.5, std: float = 0.25,
-                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+                  on_batch: Callable[[int], None] | None = None,
+                  size: int | None = None) -> np.ndarray:
     """Softmax probabilities (N, C) float32 for uint8 crops (N, H, W).
 
     tta averages the probabilities of several views of each crop (tta_views): 'flip' the
     crop and its mirror image, 'zoom' 4 views, 'tencrop' 10. Shared by the pipeline and by
     training/evaluation. on_batch(n) is called after each batch of n crops (progress).
+    size: the network's input side (its weights' `input_size`); crops of another side are
+    resized to it first (resize_crops), so 48-pixel datasets score any network.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, not {tta!r}")
     model.eval()
     out = []
     for i in range(0, len(crops), batch_size):
-        x = to_tensor(crops[i:i + batch_size], mean, std).to(device)
+        x = to_tensor(resize_crops(crops[i:i + batch_size], size), mean, std).to(device)
         views = tta_views(x, tta)
         # several views in one forward pass keep small batches efficient; the cap bounds
         # the activations' memory for large ones
@@ -117,10 +120,17 @@ class Classifier:
         self.tta = tta if tta is not None else cfg.tta
         self.batch_size = batch_size
 
+    @property
+    def input_size(self) -> int:
+        """Side of the aligned crops the network reads (its weights' `input_size`)."""
+        return self.weights_config.input_size
+
     def predict(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
-        """uint8 crops (N, 48, 48) -> probabilities (N, 7) float32; tta None: self.tta."""
+        """uint8 crops (N, S, S) -> probabilities (N, 7) float32; tta None: self.tta. Crops
+        of another side than input_size are resized to it."""
         return predict_probs(self.model, crops, self.device, self.dtype, self.batch_size,
-                             tta or self.tta, self.weights_config.mean, self.weights_config.std)
+                             tta or self.tta, self.weights_config.mean, self.weights_config.std,
+                             size=self.input_size)
 
     def classify(self, faces: FaceBatch) -> FaceBatch:
         if faces.crops is None:

@@ -1,7 +1,7 @@
 """How the classifier's network runs: a registry of backends, chosen once per run.
 
 A backend turns loaded weights into a `Runtime`: the module to call on a normalised batch
-(N, 1, 48, 48) and the autocast dtype around it. Registered here:
+(N, 1, S, S) and the autocast dtype around it. Registered here:
 
 - `torch`: PyTorch eager with batch norm folded into the convolutions, channels-last; bf16
   autocast where the CPU runs bf16 natively (AMX/AVX512-BF16) or `amp` asks for it, AMP on
@@ -77,7 +77,7 @@ def int8_supported(device: torch.device) -> bool:
     return device.type == "cpu" and torch.backends.quantized.engine in INT8_ENGINES
 
 
-def prepare_int8(model: nn.Module) -> nn.Module:
+def prepare_int8(model: nn.Module, size: int = 48) -> nn.Module:
     """A copy of the float model with observers on every activation to quantise: feed it
     calibration batches, then `convert_int8`. FX fuses conv + batch norm + ReLU itself (a
     model with batch norm already folded would leave conv and ReLU apart: one more rounding,
@@ -97,7 +97,7 @@ def prepare_int8(model: nn.Module) -> nn.Module:
             return quantize_fx.prepare_fx(
                 copy.deepcopy(model).eval(),
                 get_default_qconfig_mapping(torch.backends.quantized.engine),
-                (torch.zeros(1, 1, 48, 48),))
+                (torch.zeros(1, 1, size, size),))
     finally:
         fx_config.do_not_emit_stack_traces = emit
 
@@ -125,7 +125,7 @@ def int8_backend(loaded: LoadedModel, device: torch.device, amp: str) -> Runtime
     if not loaded.int8:
         raise BackendUnavailable(f"{loaded.path.name} carries no int8 calibration "
                                  "(add one with python -m training.quantize)")
-    prepared = prepare_int8(loaded.model.cpu())
+    prepared = prepare_int8(loaded.model.cpu(), loaded.weights_config.input_size)
     missing = set(k for k in prepared.state_dict() if "activation_post_process" in k) - set(loaded.int8)
     if missing:
         raise BackendUnavailable(f"{loaded.path.name}: int8 calibration does not fit the "

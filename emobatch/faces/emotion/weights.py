@@ -43,6 +43,7 @@ class WeightsConfig:
     std: float = DEFAULT_STD
     tta: str = "none"                      # photos' default test-time augmentation
     int8: bool = False                     # whether the file holds an int8 calibration
+    input_size: int = 48                   # side of the square crops the network reads
     metrics: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @classmethod
@@ -53,7 +54,17 @@ class WeightsConfig:
         given = {k: config[k] for k in ("labels", "mean", "std", "tta", "metrics") if k in config}
         if "labels" in given:
             given["labels"] = tuple(given["labels"])
-        return cls(arch=config["arch"], int8=bool(config.get("int8")), **given)
+        return cls(arch=config["arch"], int8=bool(config.get("int8")),
+                   input_size=_input_side(config.get("input_size", 48)), **given)
+
+
+def _input_side(value: Any) -> int:
+    """The config's `input_size` ([h, w] as training writes it, or one side) as one side:
+    crops are square (emobatch.faces.align); WeightsError for anything else."""
+    h, w = (value, value) if isinstance(value, (int, float)) else tuple(value)
+    if h != w or int(h) != h or not 16 <= h <= 512:
+        raise WeightsError(f"the weights' input_size {value!r} is not a square side of 16-512 px")
+    return int(h)
 
 
 @dataclass

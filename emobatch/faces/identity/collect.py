@@ -46,7 +46,7 @@ class Identities:
 
 def face_quality(faces: FaceBatch) -> np.ndarray:
     """(n,) how well a face shows who it is: det score x frontality (the nose between the
-    eyes) x size (eye distance, full at 40 px) x sharpness (the 48x48 crop's Laplacian)."""
+    eyes) x size (eye distance, full at 40 px) x sharpness (the aligned crop's Laplacian)."""
     lm = faces.landmarks.astype(np.float64)
     eye_d = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
     mid = (lm[:, 0] + lm[:, 1]) / 2
