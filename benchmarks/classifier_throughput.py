@@ -50,8 +50,10 @@ def gmacs_per_face(model: nn.Module, size: int = 48) -> float:
     return total / 1e9
 
 
-def faces_per_second(rt: Runtime, device: torch.device, batch: int, tta: str, seconds: float) -> float:
-    crops = np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
+def faces_per_second(rt: Runtime, device: torch.device, batch: int, tta: str, seconds: float,
+                     size: int = 48) -> float:
+    """Faces a second of crops (batch, size, size) at the network's own input side."""
+    crops = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
     for _ in range(3):  # warm-up: oneDNN builds its kernels on first use
         predict_probs(rt.model, crops, device, rt.dtype, batch_size=batch, tta=tta)
     n, t0 = 0, time.perf_counter()
@@ -88,16 +90,18 @@ def main() -> None:
     print(f"{report['cpu_model']}, isa {report['isa']}, {report['threads']} threads, {device}")
     for w in a.weights:
         lm = load_weights(w, device=str(device))
-        gmacs = gmacs_per_face(copy.deepcopy(lm.model).cpu())  # lm stays on its device
+        size = lm.weights_config.input_size
+        gmacs = gmacs_per_face(copy.deepcopy(lm.model).cpu(), size)  # lm stays on its device
         entry = {"weights": str(lm.path), "weights_sha256": lm.sha256, "arch": lm.config.get("arch"),
+                 "input_size": size,
                  "params_m": round(sum(x.numel() for x in lm.model.parameters()) / 1e6, 2),
                  "gmacs_per_face": round(gmacs, 3), "results": []}
-        print(f"{lm.path.name}: {entry['arch']}, {entry['params_m']}M parameters, "
+        print(f"{lm.path.name}: {entry['arch']} at {size} px, {entry['params_m']}M parameters, "
               f"{gmacs:.3f} GMACs per face (one view)")
         for rt in runtimes(lm, device):
             for tta in a.tta:
                 for batch in (1, 64):
-                    fps = faces_per_second(rt, device, batch, tta, a.seconds)
+                    fps = faces_per_second(rt, device, batch, tta, a.seconds, size)
                     entry["results"].append({"backend": rt.name, "tta": tta, "batch": batch,
                                              "faces_per_s": round(fps, 1),
                                              "ms_per_face": round(1000 / fps, 3)})
