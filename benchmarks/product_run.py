@@ -1,15 +1,13 @@
 """One input through `emobatch run`'s own path, for the benchmarks that time or measure a run:
-process_item into the input's store (rows gathered in a RowBuffer, a Parquet part at each
-checkpoint), then the parts copied into the timeline as the run publishes them."""
+process_item into the input's store (rows gathered in a RowBuffer, a part at each
+checkpoint, Arrow IPC), then the parts copied into the timeline as the run publishes them."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from emobatch.batch.one_input import ProgressFn, process_item
 from emobatch.batch.sinks import TimelineSink
-from emobatch.batch.store import ItemStore, WorkItem, item_key
+from emobatch.batch.store import ItemStore, WorkItem, item_key, read_part
 from emobatch.pipeline import FacePipeline
 
 
@@ -23,5 +21,5 @@ def run_as_product(pipe: FacePipeline, source: Path, out: Path,
         raise SystemExit(f"{source}: {res.error}")
     with TimelineSink(out, labels=pipe.classifier.labels) as sink:
         for part in store.finished_parts():
-            sink.write_table(pq.read_table(part))
+            sink.write_table(read_part(part))
     return res.frames
