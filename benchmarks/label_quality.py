@@ -69,9 +69,7 @@ class Candidate:
         """Probabilities (N, 7) in EMOTIONS order for uint8 crops (N, H, W), resized to the
         network's input side."""
         p = predict_probs(self.runtime.model, images, self.device, self.runtime.dtype,
-                          batch_size=256, tta=self.tta, mean=self.loaded.config.get("mean", 0.5),
-                          std=self.loaded.config.get("std", 0.25),
-                          size=self.loaded.weights_config.input_size)
+                          batch_size=256, tta=self.tta, **self.loaded.weights_config.inputs)
         return to_emotions_order(p.astype(np.float64), self.loaded.config["labels"])
 
     def run_photos(self, paths: list[str]) -> np.ndarray:

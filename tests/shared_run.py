@@ -1,4 +1,4 @@
-"""One real run of the shared media, made once per test session for the analysis and report
+"""One real run of the shared media, made once per pytest run for the analysis and report
 tests: a clip whose face leaves the frame half way, at every 2nd frame, and two group photos
 (one with five faces, one with none)."""
 from __future__ import annotations

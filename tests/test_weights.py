@@ -39,7 +39,8 @@ def test_weights_config_defaults_live_in_one_place():
     with pytest.raises(AttributeError):
         cfg.tta = "flip"  # type: ignore[misc]  # frozen
     assert cfg.input_size == 48  # weights written before the network's side was recorded
-    assert WeightsConfig.of({"arch": "vgg_m", "input_size": [64, 64]}).input_size == 64
+    assert WeightsConfig.of({"arch": "vgg_m", "input_size": [64, 64], "mean": 0.4}).inputs == {
+        "mean": 0.4, "std": 0.25, "size": 64}  # what predict_probs is given
     for bad in ([64, 48], [8, 8], "64", [63.5, 63.5]):
         with pytest.raises(WeightsError, match="input_size"):
             WeightsConfig.of({"arch": "vgg_m", "input_size": bad})

@@ -258,9 +258,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model = loaded.model.to(device)
     tta = cfg.get("tta", "none")
     val_probs = to_emotions_order(predict_probs(
-        model, val.images, device, dtype, batch_size=512, tta=tta, mean=cfg.get("mean", 0.5),
-        std=cfg.get("std", 0.25), size=loaded.weights_config.input_size).astype(np.float64),
-        cfg["labels"])
+        model, val.images, device, dtype, batch_size=512, tta=tta,
+        **loaded.weights_config.inputs).astype(np.float64), cfg["labels"])
     grid: list[dict[str, Any]] = []
     if args.shift:
         shift, record = class_shift(args, val_probs, val.votes, device)

@@ -205,8 +205,7 @@ def predict_split(args: argparse.Namespace) -> Predictions:
     log.info("backend %s", runtime.name)
     probs = predict_probs(runtime.model, split.images, device, runtime.dtype,
                           batch_size=args.batch_size, tta=tta,
-                          mean=cfg.get("mean", 0.5), std=cfg.get("std", 0.25),
-                          size=loaded.weights_config.input_size)
+                          **loaded.weights_config.inputs)
     return Predictions(to_emotions_order(probs.astype(np.float64), cfg["labels"]), split,
                        split_name, loaded, tta, runtime.name)
 

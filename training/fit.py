@@ -235,7 +235,8 @@ def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, f
                   if labels == "ferplus" else "FER2013 Training")
     trained_on += posed_data.trained_on(posed)
     save_weights(model, {
-        "arch": args.arch, "input_size": [args.input_size] * 2, "mean": DEFAULT_MEAN, "std": DEFAULT_STD,
+        "arch": args.arch, "input_size": [args.input_size] * 2, "mean": DEFAULT_MEAN,
+        "std": DEFAULT_STD,
         "tta": "none",
         "metrics": {**_config_metrics(scores), "selected_on": _METRIC_NAMES[SELECT_ON[labels]],
                     "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},

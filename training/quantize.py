@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     pick = np.sort(np.random.default_rng(args.seed).choice(
         len(train), min(args.faces, len(train)), replace=False))
     wc = loaded.weights_config
-    observers = calibrate(loaded.model, train.images[pick], wc.mean, wc.std, size=wc.input_size)
+    observers = calibrate(loaded.model, train.images[pick], **wc.inputs)
     info: dict[str, Any] = {
         "engine": torch.backends.quantized.engine, "faces": len(pick), "seed": args.seed,
         "calibration": "FER2013 Training (seeded sample)", "torch": str(torch.__version__),
@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             info["publictest_ferplus"] = {}
         for tta in TTA_MODES:
             probs = predict_probs(runtime.model, test.images, torch.device("cpu"), None, 256, tta,
-                                  wc.mean, wc.std, size=wc.input_size)
+                                  **wc.inputs)
             info["publictest"][tta] = round(float(np.mean(probs.argmax(1) == test.labels)), 4)
             log.info("int8 PublicTest accuracy (FER2013 labels), tta %s: %.4f", tta,
                      info["publictest"][tta])

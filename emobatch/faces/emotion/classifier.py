@@ -129,8 +129,7 @@ class Classifier:
         """uint8 crops (N, S, S) -> probabilities (N, 7) float32; tta None: self.tta. Crops
         of another side than input_size are resized to it."""
         return predict_probs(self.model, crops, self.device, self.dtype, self.batch_size,
-                             tta or self.tta, self.weights_config.mean, self.weights_config.std,
-                             size=self.input_size)
+                             tta or self.tta, **self.weights_config.inputs)
 
     def classify(self, faces: FaceBatch) -> FaceBatch:
         if faces.crops is None:

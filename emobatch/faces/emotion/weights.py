@@ -57,6 +57,12 @@ class WeightsConfig:
         return cls(arch=config["arch"], int8=bool(config.get("int8")),
                    input_size=_input_side(config.get("input_size", 48)), **given)
 
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """How crops become the network's input, as predict_probs takes it: the
+        normalisation and the side (`predict_probs(model, crops, ..., **cfg.inputs)`)."""
+        return {"mean": self.mean, "std": self.std, "size": self.input_size}
+
 
 def _input_side(value: Any) -> int:
     """The config's `input_size` ([h, w] as training writes it, or one side) as one side:
