@@ -127,19 +127,22 @@ def parse_shift(text: str) -> np.ndarray:
 
 def held_out_log_probs(folds: list[str], posed: posed_data.PosedSet, device, amp: str
                        ) -> np.ndarray:
-    """(n, 7) log probabilities of each posed photo's clean crop from the first fold model
-    whose config says it never trained on the photo's performer."""
-    seen = [set(load_weights(w).config.get("posed", {}).get("performers", ())) for w in folds]
+    """(n, 7) log probabilities of each posed photo's clean crop (aligned at the model's
+    input side) from the first fold model whose config says it never trained on the
+    photo's performer."""
+    loaded = [load_weights(w) for w in folds]
+    seen = [set(m.config.get("posed", {}).get("performers", ())) for m in loaded]
     owner = np.array([next((i for i, s in enumerate(seen) if p not in s), -1)
                       for p in posed.performer])
     if (owner < 0).any():
         raise TrainingError(f"--folds: every model trained on performer(s) "
                             f"{sorted(set(posed.performer[owner < 0]))}")
-    images, _ = posed_data.crops(posed)
     out = np.zeros((len(posed), len(EMOTIONS)))
     for i, w in enumerate(folds):
         if (owner == i).any():
-            probs, _ = model_probs(w, images[owner == i], device, amp)
+            side = loaded[i].weights_config.input_size
+            images, _ = posed_data.crops(posed.subset(owner == i), size=side)
+            probs, _ = model_probs(w, images, device, amp)
             out[owner == i] = np.log(np.clip(probs, 1e-12, 1.0))
     return out
 
