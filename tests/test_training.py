@@ -937,6 +937,41 @@ def test_fit_learns_posed_shares_and_scores_the_held_out_performers(fer_votes, p
         fit.main(fit.get_args_parser().parse_args(argv + ["--labels", "fer2013"]))
 
 
+def test_fit_distills_the_training_faces_and_keeps_the_posed_photos_shares(
+        fer_votes, posed_folder, folder_run, tmp_path, monkeypatch):
+    """--distill with --posed: the training faces' distillation targets are the teacher's
+    probabilities, the posed renders' are their own observers' shares, both softened at the
+    distillation temperature; held-out performers give neither."""
+    import training.fit as fit
+    from training import posed as pd_
+    from training.distill import soften
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_loss = fit.batch_loss
+
+    def spy(logits, y, y_b, lam, soft, args):
+        seen.append((y.detach().clone(), soft.detach().clone()))
+        return real_loss(logits, y, y_b, lam, soft, args)
+
+    monkeypatch.setattr(fit, "batch_loss", spy)
+    fit_main(["--data", str(fer_votes / "fer2013"), "--out", str(tmp_path / "w"),
+              "--ckpt-dir", str(tmp_path / "ck"), "--arch", "tiny", "--epochs", "1",
+              "--batch-size", "16", "--threads", "1", "--posed", str(posed_folder),
+              "--posed-copies", "2", "--posed-folds", "2", "--posed-holdout", "1",
+              "--distill", str(folder_run / "w" / "emobatch_fer.pt"), "--distill-temp", "3"])
+    y = torch.cat([s[0] for s in seen])
+    q = torch.cat([s[1] for s in seen])
+    posed = pd_.load_posed(posed_folder)
+    learnt = torch.from_numpy(posed.shares[pd_.performer_folds(posed.performer, 2) == 0])
+    is_posed = (y[:, None, :] - learnt[None]).abs().amax(2).lt(1e-6).any(1)
+    assert int(is_posed.sum()) == 2 * len(learnt)
+    torch.testing.assert_close(q[is_posed], soften(y[is_posed], 3.0))
+    with np.load(tmp_path / "ck" / "teacher_probs.npz") as z:
+        teacher = soften(torch.from_numpy(z["probs"]), 3.0)
+    assert len(teacher) == int((~is_posed).sum())
+    torch.testing.assert_close(q[~is_posed].sort(0).values, teacher.sort(0).values)
+
+
 def test_fit_shift_takes_the_best_held_out_agreement_that_keeps_ferplus():
     """--shift posed: on the grid, the smallest shift with the best agreement on held-out
     posed photos among those that keep PublicTest's FER+ majority and vote cross-entropy."""

@@ -372,7 +372,8 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     out_path = _out_path(args.out)
     for epoch in range(start, args.epochs):
         data = posed_data.epoch_data(train.images, targets, posed, args, epoch)
-        row, raw, avg = fit_epoch(t, data, val, held, args, epoch, device, dtype, soft)
+        row, raw, avg = fit_epoch(t, data, val, held, args, epoch, device, dtype,
+                                  posed_data.soft_targets(soft, data[1]))
         history.append(row)
         log.info("epoch %d/%d %s", epoch + 1, args.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))

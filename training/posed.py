@@ -217,9 +217,6 @@ def split_posed(args: argparse.Namespace, labels: str, ckpt_dir: Path
     if labels != "ferplus":
         raise TrainingError("--posed learns observers' shares as soft targets: it needs "
                             "--labels ferplus")
-    if args.distill:
-        raise TrainingError("--posed with --distill: teachers' targets are computed once on "
-                            "the training images, posed photos are re-rendered every epoch")
     posed = load_posed(args.posed, cache_dir=ckpt_dir)
     if args.posed_holdout is None:
         return posed, None
@@ -244,6 +241,15 @@ def epoch_data(images: np.ndarray, targets: np.ndarray, posed: PosedSet | None,
     rng = np.random.default_rng([args.seed, epoch])
     rendered, shares = crops(posed, args.posed_copies, rng, images.shape[1])
     return np.concatenate([images, rendered]), np.concatenate([targets, shares])
+
+
+def soft_targets(soft: np.ndarray | None, targets: np.ndarray) -> np.ndarray | None:
+    """--distill's targets for an epoch's rows (N, 7): the teachers' (n, 7) for the training
+    split's n images, then the observers' shares for the posed renders after them (teachers
+    score the clean training images once, the renders change every epoch); None without."""
+    if soft is None or len(soft) == len(targets):
+        return soft
+    return np.concatenate([soft, targets[len(soft):]]).astype(np.float32)
 
 
 def config(args: argparse.Namespace, posed: PosedSet | None) -> dict | None:
