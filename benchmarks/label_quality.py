@@ -12,7 +12,9 @@ models of the same recipe trained with each performer fold of --posed held out
   sad and fear precision), cross-entropy against the vote distribution, accuracy against
   FER2013's own labels;
 - on a CK+-style `<class>/` folder (default `../shared/data/ckplus-dev`, 6 classes):
-  accuracy and each class's recall;
+  accuracy and each class's recall, on the crops as they are (`ck_`) and on the faces the
+  product's detector and alignment find in them (`ck_aligned_`: the framing every other
+  input gets; the crops' own framing moves the first figure with the network's input side);
 - on rated posed photos (default `../shared/data/posed-tw`), each performer scored only by
   a model of the group that never saw them (the first such; weights record the performers
   they learnt from): agreement with the observers' top choice and with the intended
@@ -82,8 +84,8 @@ class Candidate:
         return np.array([EMOTIONS.index(top[p]) if p in top.index else -1 for p in paths])
 
 
-def scores(c: Candidate, public: Split, ck: Split | None) -> dict[str, Any]:
-    """The table's FER+ and CK+ columns for one model."""
+def scores(c: Candidate, public: Split, ck: dict[str, Split]) -> dict[str, Any]:
+    """The table's FER+ and CK+ columns for one model; ck: the CK+ crops by column prefix."""
     p = c.probs(public.images)
     fp = vote_metrics(p, public.votes)
     m = fp["majority"]["per_class"]
@@ -92,11 +94,24 @@ def scores(c: Candidate, public: Split, ck: Split | None) -> dict[str, Any]:
            "neutral_recall": m["neutral"]["recall"], "sad_precision": m["sad"]["precision"],
            "fear_precision": m["fear"]["precision"], "vote_ce": fp["vote_cross_entropy"],
            "fer2013_acc": float((p.argmax(1) == public.labels).mean())}
-    if ck is not None:
-        c_ = metrics(c.probs(ck.images), ck.labels, len(EMOTIONS), EMOTIONS)
-        row["ck_acc"] = c_["accuracy"]
-        row |= {f"ck_{name}": c_["per_class"][name]["recall"] for name in c_["classes"]}
+    return row | ck_scores(c, ck)
+
+
+def ck_scores(c: Candidate, ck: dict[str, Split]) -> dict[str, float]:
+    """Accuracy and each class's recall on each CK+ split, columns named by its prefix."""
+    row = {}
+    for prefix, split in ck.items():
+        c_ = metrics(c.probs(split.images), split.labels, len(EMOTIONS), EMOTIONS)
+        row[f"{prefix}_acc"] = c_["accuracy"]
+        row |= {f"{prefix}_{name}": c_["per_class"][name]["recall"] for name in c_["classes"]}
     return row
+
+
+def load_ck(path: str) -> dict[str, Split]:
+    """A CK+-style folder's crops as they are ('ck') and as the product's detector and
+    alignment frame the face in them ('ck_aligned')."""
+    return {"ck": load_fer(path, align="off")["PublicTest"],
+            "ck_aligned": load_fer(path, align="on")["PublicTest"]}
 
 
 def posed_scores(group: list[Candidate], posed: PosedSet) -> dict[str, Any]:
@@ -151,7 +166,7 @@ def main() -> None:
     public = load_fer(args.fer)["PublicTest"]
     if public.votes is None:
         raise SystemExit(f"no FER+ votes beside {args.fer}")
-    ck = load_fer(args.ck, align="off")["PublicTest"] if args.ck else None
+    ck = load_ck(args.ck) if args.ck else {}
     posed = load_posed(args.posed, cache_dir=args.cache_dir) if args.posed else None
     rows, footage = [], []
     for spec in args.weights:
@@ -166,7 +181,7 @@ def main() -> None:
     info = machine_info()
     print(f"# {info['cpu_model']} ({info['isa']}), torch threads {torch.get_num_threads()}, "
           f"emobatch {info['emobatch']} {info['commit']}; PublicTest n={len(public)}"
-          + (f", CK+ n={len(ck)}" if ck is not None else "")
+          + (f", CK+ n={len(ck['ck'])} ({len(ck['ck_aligned'])} aligned)" if ck else "")
           + (f", posed n={len(posed)}" if posed is not None else ""))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     table = pd.DataFrame(rows, columns=keys)  # transposed: one column per candidate
