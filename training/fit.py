@@ -236,8 +236,7 @@ def export(model: nn.Module, args, command: str, epoch: int, scores: dict[str, f
     trained_on += posed_data.trained_on(posed)
     save_weights(model, {
         "arch": args.arch, "input_size": [args.input_size] * 2, "mean": DEFAULT_MEAN,
-        "std": DEFAULT_STD,
-        "tta": "none",
+        "std": DEFAULT_STD, "tta": "none",
         "metrics": {**_config_metrics(scores), "selected_on": _METRIC_NAMES[SELECT_ON[labels]],
                     "epoch": epoch + 1, "epochs": args.epochs, "ema": is_ema},
         "command": command, "seed": args.seed, "trained_on": trained_on, "targets": labels,
